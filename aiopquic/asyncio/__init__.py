@@ -1,0 +1,8 @@
+"""asyncio API: :func:`connect`, :func:`serve` and :class:`QuicConnectionProtocol`
+(aioquic's names and semantics)."""
+
+from aiopquic.asyncio.client import connect
+from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aiopquic.asyncio.server import QuicServer, serve
+
+__all__ = ["connect", "serve", "QuicConnectionProtocol", "QuicServer", "QuicStreamHandler"]

@@ -1,0 +1,41 @@
+"""Glue between a :class:`QuicEndpoint` and an asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Callable, Optional, Tuple
+
+from aiopquic.quic.connection import QuicConnection, QuicEndpoint
+
+
+def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
+           protocol_for: Callable[[QuicConnection], Optional[object]]) -> None:
+    """Wake ``loop`` on the endpoint's eventfd and pump events into protocols."""
+
+    def on_events(quic: QuicConnection) -> None:
+        proto = protocol_for(quic)
+        if proto is not None:
+            proto._process_events()  # type: ignore[attr-defined]
+
+    endpoint.on_events = on_events
+    loop.add_reader(endpoint.fileno, endpoint.process)
+
+
+def detach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop watching the endpoint and free it."""
+    try:
+        loop.remove_reader(endpoint.fileno)
+    except (ValueError, OSError):
+        pass
+    endpoint.close()
+
+
+async def resolve(host: str, port: int) -> Tuple[str, int]:
+    """Resolve ``host`` to a numeric address (first answer, as aioquic does)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    addr = infos[0][4]
+    return str(addr[0]), int(addr[1])

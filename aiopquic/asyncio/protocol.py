@@ -1,0 +1,257 @@
+"""asyncio protocol for one QUIC connection, shaped like aioquic's ``QuicConnectionProtocol``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from aiopquic.quic import events
+from aiopquic.quic.connection import QuicConnection, QuicConnectionError
+
+__all__ = ["QuicConnectionProtocol", "QuicStreamHandler"]
+
+QuicStreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
+
+
+class _StreamReader(asyncio.StreamReader):
+    """A StreamReader that returns receive credit to the peer as the application consumes."""
+
+    def __init__(self, quic: QuicConnection, stream_id: int, loop: asyncio.AbstractEventLoop):
+        super().__init__(limit=2 ** 16, loop=loop)
+        self._aq_quic = quic
+        self._aq_stream_id = stream_id
+        self._aq_fed = 0
+        self._aq_credited = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self._aq_fed += len(data)
+        super().feed_data(data)
+
+    def _maybe_resume_transport(self) -> None:  # called after every read
+        consumed = self._aq_fed - len(self._buffer)  # type: ignore[attr-defined]
+        n = consumed - self._aq_credited
+        if n > 0:
+            self._aq_credited = consumed
+            self._aq_quic._consumed(self._aq_stream_id, n)
+            if not self._buffer:  # type: ignore[attr-defined]
+                self._aq_quic._flush_credit(self._aq_stream_id)
+
+
+class _StreamTransport(asyncio.Transport):
+    """The per-stream transport behind a StreamWriter."""
+
+    def __init__(self, protocol: QuicConnectionProtocol, stream_id: int) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._stream_id = stream_id
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "stream_id":
+            return self._stream_id
+        if name == "connection":
+            return self._protocol._quic
+        if name == "peername":
+            return self._protocol._quic.peer_address
+        return default
+
+    def write(self, data: Any) -> None:
+        if self._closing:
+            raise ConnectionResetError(f"stream {self._stream_id} is closed for writing")
+        self._protocol._quic.send_stream_data(self._stream_id, data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        quic = self._protocol._quic
+        if not quic.closed:
+            quic.send_stream_data(self._stream_id, b"", end_stream=True)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def is_closing(self) -> bool:
+        return self._closing or self._protocol._quic.closed
+
+    def close(self) -> None:
+        try:
+            self.write_eof()
+        except (ValueError, ConnectionError):
+            self._closing = True
+
+    def abort(self) -> None:
+        if not self._closing:
+            self._closing = True
+            if not self._protocol._quic.closed:
+                self._protocol._quic.reset_stream(self._stream_id, 0)
+
+
+class _StreamFlow:
+    """What StreamWriter calls on its "protocol": drain waits for the stream's queue."""
+
+    def __init__(self, protocol: QuicConnectionProtocol, stream_id: int) -> None:
+        self._protocol = protocol
+        self._stream_id = stream_id
+
+    async def _drain_helper(self) -> None:
+        quic = self._protocol._quic
+        loop = self._protocol._loop
+        while True:
+            if quic.closed:
+                ev = quic.close_event
+                raise QuicConnectionError(
+                    f"connection closed: {quic._close_message()}",
+                    ev.error_code if ev else 0, ev.reason_phrase if ev else "")
+            fut = loop.create_future()
+
+            def wake(fut: asyncio.Future[None] = fut) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            if not quic._add_drain_waiter(self._stream_id, wake):
+                return
+            await fut
+
+    async def _get_close_waiter(self, stream: Any) -> None:
+        await self._protocol.wait_closed()
+
+
+class QuicConnectionProtocol:
+    """The asyncio face of one QUIC connection (aioquic's ``QuicConnectionProtocol``).
+
+    Subclass it and override :meth:`quic_event_received` to handle events yourself, or use
+    :meth:`create_stream` / ``stream_handler`` for asyncio streams.  Data is sent by the
+    endpoint's network thread: :meth:`transmit` exists for compatibility and does nothing.
+    """
+
+    def __init__(self, quic: QuicConnection, stream_handler: Optional[QuicStreamHandler] = None):
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._quic = quic
+        self._stream_handler = stream_handler
+        self._stream_readers: Dict[int, asyncio.StreamReader] = {}
+        self._connected = False
+        self._connected_waiter: Optional[asyncio.Future[None]] = loop.create_future()
+        self._closed = asyncio.Event()
+        self._ping_waiters: Dict[int, asyncio.Future[None]] = {}
+        self._ping_ids = itertools.count()
+
+    # ------------------------------------------------------------------ public API
+
+    def close(self, error_code: int = 0, reason_phrase: str = "") -> None:
+        """Close the connection (application close) after queued data is delivered."""
+        self._quic.close(error_code=error_code, reason_phrase=reason_phrase)
+
+    def connect(self, addr: Any) -> None:
+        """Compatibility no-op: :func:`aiopquic.asyncio.connect` starts the handshake."""
+
+    async def create_stream(
+        self, is_unidirectional: bool = False
+    ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a stream and return its (reader, writer).
+
+        ``writer.drain()`` waits while the stream's send buffer is full, so memory stays
+        bounded.  For a unidirectional stream the reader never receives data.
+        """
+        if self._quic.closed:
+            raise QuicConnectionError(f"connection closed: {self._quic._close_message()}")
+        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=is_unidirectional)
+        self._quic._used_ids.add(stream_id)
+        return self._create_stream(stream_id)
+
+    def request_key_update(self) -> None:
+        """Not supported yet by aiopquic: raises NotImplementedError."""
+        raise NotImplementedError("key update on request is not supported yet")
+
+    async def ping(self) -> None:
+        """Send a PING and wait for the peer to acknowledge it."""
+        uid = next(self._ping_ids)
+        fut = self._loop.create_future()
+        self._ping_waiters[uid] = fut
+        self._quic.send_ping(uid)
+        await asyncio.shield(fut)
+
+    def transmit(self) -> None:
+        """Compatibility no-op: the network thread sends as soon as data is queued."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed."""
+        await self._closed.wait()
+
+    async def wait_connected(self) -> None:
+        """Wait for the handshake to complete; raises :class:`ConnectionError` if the
+        connection closes first (refused, timed out, ALPN mismatch, bad certificate)."""
+        if self._connected_waiter is not None:
+            await asyncio.shield(self._connected_waiter)
+
+    # ------------------------------------------------------------------ events
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        """Called for every event; the default feeds asyncio stream readers."""
+        if isinstance(event, events.StreamDataReceived):
+            reader = self._stream_readers.get(event.stream_id)
+            if reader is None:
+                reader, writer = self._create_stream(event.stream_id)
+                if self._stream_handler is not None:
+                    self._stream_handler(reader, writer)
+            reader.feed_data(event.data)
+            if event.end_stream:
+                reader.feed_eof()
+        elif isinstance(event, events.StreamReset):
+            reader = self._stream_readers.get(event.stream_id)
+            if reader is not None:
+                reader.set_exception(ConnectionResetError(
+                    f"stream {event.stream_id} reset by the peer (code {event.error_code})"))
+        elif isinstance(event, events.ConnectionTerminated):
+            for reader in self._stream_readers.values():
+                reader.feed_eof()
+
+    def _create_stream(self, stream_id: int) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader = _StreamReader(self._quic, stream_id, self._loop)
+        self._quic._set_manual_credit(stream_id)
+        self._stream_readers[stream_id] = reader
+        transport = _StreamTransport(self, stream_id)
+        writer = asyncio.StreamWriter(transport, _StreamFlow(self, stream_id), reader,
+                                      self._loop)  # type: ignore[arg-type]
+        return reader, writer
+
+    def _process_events(self) -> None:
+        quic = self._quic
+        event = quic.next_event()
+        while event is not None:
+            if isinstance(event, events.HandshakeCompleted):
+                self._connected = True
+                if self._connected_waiter is not None and not self._connected_waiter.done():
+                    self._connected_waiter.set_result(None)
+                self._connected_waiter = None
+            elif isinstance(event, events.PingAcknowledged):
+                fut = self._ping_waiters.pop(event.uid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            self.quic_event_received(event)
+            if isinstance(event, events.ConnectionTerminated):
+                self._on_terminated()
+            event = quic.next_event()
+
+    def _on_terminated(self) -> None:
+        exc = QuicConnectionError(self._quic._close_message(),
+                                  self._quic.close_event.error_code if self._quic.close_event
+                                  else 0,
+                                  self._quic.close_event.reason_phrase if self._quic.close_event
+                                  else "")
+        if self._connected_waiter is not None and not self._connected_waiter.done():
+            self._connected_waiter.set_exception(exc)
+            self._connected_waiter.exception()  # retrieved: no "never retrieved" warning
+        self._connected_waiter = None
+        for fut in self._ping_waiters.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+        self._ping_waiters.clear()
+        self._closed.set()

@@ -1,0 +1,646 @@
+"""The QUIC connection facade (aioquic-shaped) over the native engine.
+
+A :class:`QuicConnection` is the object aioquic users know as ``protocol._quic``: they call
+``send_stream_data``, ``reset_stream``, ``send_datagram_frame``, ``close`` ... and read events
+with ``next_event()``.  Unlike aioquic there is no ``datagrams_to_send``/``receive_datagram``:
+packets are built and sent by the endpoint's network thread, so nothing has to call
+``transmit()`` for data to leave.
+
+:class:`QuicEndpoint` drives one native endpoint for any event loop: it owns the socket's
+network thread, maps connection handles to :class:`QuicConnection` objects and dispatches the
+native events.  It knows nothing about asyncio; the asyncio and anyio layers wait on
+:attr:`QuicEndpoint.fileno` and call :meth:`QuicEndpoint.process`.
+
+Flow control follows the consumer.  ``next_event()`` returns the receive credit for the data
+it hands out, unless a reader took over the stream (:meth:`QuicConnection._set_manual_credit`),
+in which case credit returns as the reader consumes.  Sending never raises for a full buffer
+and never drops bytes: past the stream's native ring, data waits in a Python queue that is
+flushed as the peer acknowledges.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from typing import IO, Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+
+from aiopquic import _native
+from aiopquic._native import ffi, lib
+from aiopquic.quic import events
+from aiopquic.quic.configuration import QuicConfiguration
+
+__all__ = ["QuicConnection", "QuicEndpoint", "QuicConnectionError", "StreamStateError"]
+
+_CC = {"reno": lib.AQ_CC_RENO, "cubic": lib.AQ_CC_CUBIC, "bbr": lib.AQ_CC_BBR}
+_CREDIT_BATCH = 64 * 1024
+
+# A datagram must fit in one packet: 1452-byte UDP payload minus the short header (1 + 18-byte
+# CID + up to 4 bytes packet number), the AEAD tag (16) and the DATAGRAM frame header (<= 3).
+MAX_DATAGRAM_PAYLOAD = 1452 - 1 - 18 - 4 - 16 - 3
+
+
+class QuicConnectionError(ConnectionError):
+    """The connection is closed (or closing): carries the close code and reason."""
+
+    def __init__(self, message: str, error_code: int = 0, reason_phrase: str = "") -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.reason_phrase = reason_phrase
+
+
+class StreamStateError(ValueError):
+    """An operation is not allowed in the stream's state (after FIN, after a reset, wrong
+    direction)."""
+
+
+def native_config(cfg: QuicConfiguration) -> Dict[str, Any]:
+    """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields."""
+    alpn = b""
+    for proto in cfg.alpn_protocols or []:
+        raw = proto.encode()
+        alpn += bytes([len(raw)]) + raw
+    return {
+        "is_server": 0 if cfg.is_client else 1,
+        "cert_pem": cfg.certificate_chain,
+        "key_pem": cfg.private_key,
+        "key_password": cfg.private_key_password,
+        "ca_file": cfg.cafile,
+        "ca_path": cfg.capath,
+        "ca_pem": cfg.cadata,
+        "verify_peer": int(cfg.is_client and cfg.verify_mode != ssl.CERT_NONE),
+        "alpn": alpn or None,
+        "keylog": int(cfg.secrets_log_file is not None),
+        "idle_timeout_ns": int(cfg.idle_timeout * 1e9),
+        "handshake_timeout_ns": int(cfg.handshake_timeout * 1e9),
+        "max_data": int(cfg.max_data),
+        "max_stream_data": int(cfg.max_stream_data),
+        "max_streams_bidi": int(cfg.max_streams_bidi),
+        "max_streams_uni": int(cfg.max_streams_uni),
+        "max_datagram_frame_size": int(cfg.max_datagram_frame_size or 0),
+        "cc_algo": _CC[cfg.congestion_control_algorithm],
+    }
+
+
+class _TxStream:
+    """Python-side state of a stream we send on."""
+
+    __slots__ = ("buf", "spill", "fin_pending", "fin_sent", "reset", "stopped", "waiters")
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+        self.spill: Deque[bytes] = deque()
+        self.fin_pending = False  # FIN waits behind the spill queue
+        self.fin_sent = False
+        self.reset = False
+        self.stopped: Optional[int] = None  # peer's STOP_SENDING code
+        self.waiters: List[Callable[[], None]] = []
+
+
+def _is_uni(stream_id: int) -> bool:
+    return bool(stream_id & 2)
+
+
+class QuicConnection:
+    """One QUIC connection, driven by a :class:`QuicEndpoint`'s network thread.
+
+    Mirrors the parts of :class:`aioquic.quic.connection.QuicConnection` an application uses.
+    Methods are called from the event loop's thread only.
+    """
+
+    def __init__(self, *, configuration: QuicConfiguration, endpoint: QuicEndpoint,
+                 handle: int) -> None:
+        self.configuration = configuration
+        self._endpoint = endpoint
+        self._handle = handle
+        self._is_client = configuration.is_client
+        self._events: Deque[events.QuicEvent] = deque()
+        self._tx: Dict[int, _TxStream] = {}
+        self._used_ids: Set[int] = set()
+        self._manual_credit: Set[int] = set()
+        self._credit: Dict[int, int] = {}
+        self._closed = False
+        self._close_event: Optional[events.ConnectionTerminated] = None
+        self._close_flags = 0
+        self._pending_close: Optional[Tuple[int, Optional[int], str]] = None
+        self._handshake_done = False
+        self._peer_max_datagram = 0
+        self._listener: Optional[Callable[[], None]] = None
+        self.alpn_protocol: Optional[str] = None
+        self.peer_address: Optional[Tuple[str, int]] = None
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed or closing (no more sends)."""
+        return self._closed
+
+    @property
+    def handshake_complete(self) -> bool:
+        """True once the TLS handshake has completed."""
+        return self._handshake_done
+
+    @property
+    def close_event(self) -> Optional[events.ConnectionTerminated]:
+        """The :class:`ConnectionTerminated` event once the connection has closed."""
+        return self._close_event
+
+    def get_stream_buffered_bytes(self, stream_id: int) -> int:
+        """Bytes written on ``stream_id`` and not yet acknowledged by the peer (native ring
+        plus the Python-side queue)."""
+        st = self._tx.get(stream_id)
+        if st is None or st.buf is None:
+            return 0
+        return int(lib.aq_txbuf_unacked(st.buf)) + sum(len(b) for b in st.spill)
+
+    def stream_send_pending(self, stream_id: int) -> bool:
+        """True while data for ``stream_id`` waits in the Python-side queue
+        (``writer.drain()`` waits for this to become False)."""
+        st = self._tx.get(stream_id)
+        return bool(st and st.spill and not st.reset and st.stopped is None and not self._closed)
+
+    # ------------------------------------------------------------------ streams
+
+    def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
+        """Return the next stream id this endpoint may open (does not reserve it, as in
+        aioquic: the id is taken by the first ``send_stream_data``)."""
+        stream_id = (int(is_unidirectional) << 1) | int(not self._is_client)
+        while stream_id in self._used_ids:
+            stream_id += 4
+        return stream_id
+
+    def _check_stream_id(self, stream_id: int, for_send: bool) -> None:
+        if not isinstance(stream_id, int) or stream_id < 0 or stream_id >= 1 << 62:
+            raise ValueError(f"invalid stream id {stream_id!r}")
+        local = bool(stream_id & 1) == (not self._is_client)
+        if for_send and _is_uni(stream_id) and not local:
+            raise StreamStateError(
+                f"cannot send on stream {stream_id}: it is the peer's unidirectional stream")
+        if not for_send and _is_uni(stream_id) and local:
+            raise StreamStateError(
+                f"cannot stop stream {stream_id}: it is a local unidirectional stream")
+
+    def _tx_stream(self, stream_id: int) -> _TxStream:
+        st = self._tx.get(stream_id)
+        if st is None:
+            buf = lib.aq_txbuf_new(self.configuration.stream_buffer_size)
+            if buf == ffi.NULL:
+                raise MemoryError("cannot allocate a stream buffer")
+            st = _TxStream(buf)
+            self._tx[stream_id] = st
+            self._used_ids.add(stream_id)
+        return st
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            ev = self._close_event
+            if ev is not None:
+                raise QuicConnectionError(
+                    f"connection closed (error {ev.error_code:#x}: {ev.reason_phrase!r})",
+                    ev.error_code, ev.reason_phrase)
+            raise QuicConnectionError("connection is closing")
+
+    def send_stream_data(self, stream_id: int, data: Union[bytes, bytearray, memoryview],
+                         end_stream: bool = False) -> None:
+        """Queue ``data`` (and FIN if ``end_stream``) on ``stream_id``.
+
+        Never blocks and never raises for a full buffer: bytes past the stream's native ring
+        wait in Python and go out as the peer acknowledges (``writer.drain()`` waits for that).
+        Raises :class:`StreamStateError` after FIN, after a local reset, after the peer's
+        STOP_SENDING, or on the peer's unidirectional stream; :class:`QuicConnectionError`
+        once the connection is closed.
+        """
+        self._check_stream_id(stream_id, True)
+        self._raise_if_closed()
+        if self._pending_close is not None:
+            raise QuicConnectionError("connection is closing")
+        st = self._tx_stream(stream_id)
+        if st.fin_sent or st.fin_pending:
+            raise StreamStateError(f"cannot send on stream {stream_id} after its FIN")
+        if st.reset:
+            raise StreamStateError(f"cannot send on stream {stream_id}: it was reset")
+        if st.stopped is not None:
+            raise StreamStateError(
+                f"cannot send on stream {stream_id}: the peer sent STOP_SENDING "
+                f"(code {st.stopped})")
+        if st.spill:
+            if data:
+                st.spill.append(bytes(data))
+            if end_stream:
+                st.fin_pending = True
+            return
+        n = len(data)
+        if n or end_stream:
+            src = ffi.from_buffer(data) if n else ffi.NULL
+            done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf,
+                                       src, n, 1 if end_stream else 0)
+        else:
+            return
+        if done < 0:
+            done = 0
+        if done == n:
+            if end_stream:
+                st.fin_sent = True
+            return
+        st.spill.append(bytes(memoryview(data)[done:]))
+        if end_stream:
+            st.fin_pending = True
+        self._want_writable(stream_id, st)
+
+    def _want_writable(self, stream_id: int, st: _TxStream) -> None:
+        while st.spill and lib.aq_txbuf_want_writable(st.buf) == 1:
+            self._flush_spill(stream_id, st)
+
+    def _flush_spill(self, stream_id: int, st: _TxStream) -> None:
+        ptr = self._endpoint.ptr
+        while st.spill:
+            chunk = st.spill[0]
+            last = len(st.spill) == 1
+            fin = 1 if (last and st.fin_pending) else 0
+            done = lib.aq_stream_write(ptr, self._handle, stream_id, st.buf,
+                                       ffi.from_buffer(chunk), len(chunk), fin)
+            if done < 0:
+                return  # command ring full: retried on CMD_SPACE
+            if done == len(chunk):
+                st.spill.popleft()
+                if fin:
+                    st.fin_pending = False
+                    st.fin_sent = True
+                continue
+            if done:
+                st.spill[0] = chunk[done:]
+            break
+        if st.spill:
+            return
+        if st.fin_pending:  # FIN alone after an empty spill
+            if lib.aq_stream_write(ptr, self._handle, stream_id, st.buf, ffi.NULL, 0, 1) >= 0:
+                st.fin_pending = False
+                st.fin_sent = True
+        self._wake(st)
+        if self._pending_close is not None and not any(s.spill for s in self._tx.values()):
+            code, frame_type, reason = self._pending_close
+            self._pending_close = None
+            self._send_close(code, frame_type, reason)
+
+    def _wake(self, st: _TxStream) -> None:
+        waiters, st.waiters = st.waiters, []
+        for cb in waiters:
+            cb()
+
+    def _add_drain_waiter(self, stream_id: int, callback: Callable[[], None]) -> bool:
+        """Register ``callback`` for when ``stream_id``'s queue empties; False if it already
+        is empty."""
+        if not self.stream_send_pending(stream_id):
+            return False
+        self._tx[stream_id].waiters.append(callback)
+        return True
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Abruptly end sending on ``stream_id`` (RESET_STREAM with ``error_code``); queued
+        data is discarded."""
+        self._check_stream_id(stream_id, True)
+        if self._closed:
+            return
+        st = self._tx_stream(stream_id)
+        st.reset = True
+        st.spill.clear()
+        st.fin_pending = False
+        self._wake(st)
+        self._command(lib.aq_stream_reset, stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        """Ask the peer to stop sending on ``stream_id`` (STOP_SENDING with
+        ``error_code``)."""
+        self._check_stream_id(stream_id, False)
+        if self._closed:
+            return
+        self._used_ids.add(stream_id)
+        self._command(lib.aq_stream_stop, stream_id, error_code)
+
+    def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Send an unreliable DATAGRAM frame.
+
+        Raises :class:`ValueError` when datagrams are not enabled locally
+        (``max_datagram_frame_size`` is None) or by the peer, or when ``data`` is larger
+        than what the peer accepts or one packet carries.
+        """
+        self._raise_if_closed()
+        if not self.configuration.max_datagram_frame_size:
+            raise ValueError("datagrams are disabled: set "
+                             "QuicConfiguration.max_datagram_frame_size")
+        limit = self.max_datagram_size
+        if self._handshake_done and self._peer_max_datagram == 0:
+            raise ValueError("the peer does not accept datagrams "
+                             "(it sent no max_datagram_frame_size)")
+        if len(data) > limit:
+            raise ValueError(f"datagram of {len(data)} bytes is larger than the "
+                             f"{limit}-byte maximum for this connection")
+        rv = lib.aq_send_datagram(self._endpoint.ptr, self._handle, ffi.from_buffer(data),
+                                  len(data))
+        if rv == -1:
+            raw = bytes(data)
+            self._endpoint._defer(lambda: lib.aq_send_datagram(
+                self._endpoint.ptr, self._handle, ffi.from_buffer(raw), len(raw)))
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest datagram payload :meth:`send_datagram_frame` accepts now."""
+        limit = MAX_DATAGRAM_PAYLOAD
+        if self._handshake_done:
+            limit = min(limit, max(0, self._peer_max_datagram - 9))
+        return limit
+
+    def send_ping(self, uid: int) -> None:
+        """Send a PING; :class:`PingAcknowledged` with ``uid`` follows when the peer
+        acknowledges it."""
+        self._raise_if_closed()
+        self._command_conn(lib.aq_ping, uid)
+
+    def close(self, error_code: int = 0, frame_type: Optional[int] = None,
+              reason_phrase: str = "") -> None:
+        """Close the connection gracefully.
+
+        Data already given to ``send_stream_data`` is delivered first: the CONNECTION_CLOSE
+        goes out once the peer has acknowledged every byte (bounded by the idle timeout).
+        ``frame_type=None`` sends an application close, otherwise a transport close.
+        """
+        if self._closed or self._pending_close is not None:
+            return
+        if any(st.spill for st in self._tx.values()):
+            self._pending_close = (error_code, frame_type, reason_phrase)
+            return
+        self._send_close(error_code, frame_type, reason_phrase)
+
+    def _send_close(self, error_code: int, frame_type: Optional[int], reason: str) -> None:
+        raw = reason.encode("utf-8")
+        is_app = 1 if frame_type is None else 0
+        ft = frame_type or 0
+        if lib.aq_conn_close(self._endpoint.ptr, self._handle, error_code, is_app, ft,
+                             raw, len(raw)) == -1:
+            self._endpoint._defer(lambda: lib.aq_conn_close(
+                self._endpoint.ptr, self._handle, error_code, is_app, ft, raw, len(raw)))
+
+    def _command(self, fn: Any, stream_id: int, code: int) -> None:
+        if fn(self._endpoint.ptr, self._handle, stream_id, code) == -1:
+            self._endpoint._defer(lambda: fn(self._endpoint.ptr, self._handle, stream_id, code))
+
+    def _command_conn(self, fn: Any, code: int) -> None:
+        if fn(self._endpoint.ptr, self._handle, code) == -1:
+            self._endpoint._defer(lambda: fn(self._endpoint.ptr, self._handle, code))
+
+    # ------------------------------------------------------------------ receive credit
+
+    def _set_manual_credit(self, stream_id: int) -> None:
+        """A reader consumes ``stream_id``: credit returns via :meth:`_consumed`."""
+        self._manual_credit.add(stream_id)
+
+    def _consumed(self, stream_id: int, n: int) -> None:
+        """The application consumed ``n`` bytes of ``stream_id``: extend the peer's credit."""
+        if n <= 0 or self._closed:
+            return
+        total = self._credit.get(stream_id, 0) + n
+        self._credit[stream_id] = total
+        if total >= _CREDIT_BATCH:
+            self._flush_credit(stream_id)
+
+    def _flush_credit(self, stream_id: int) -> None:
+        n = self._credit.pop(stream_id, 0)
+        if n and not self._closed:
+            self._command(lib.aq_stream_consumed, stream_id, n)
+
+    def next_event(self) -> Optional[events.QuicEvent]:
+        """Return the next event, or None when there is none."""
+        try:
+            event = self._events.popleft()
+        except IndexError:
+            return None
+        if type(event) is events.StreamDataReceived and event.stream_id not in \
+                self._manual_credit and event.data:
+            self._consumed(event.stream_id, len(event.data))
+        return event
+
+    # ------------------------------------------------------------------ native events
+
+    def _on_native(self, ev: _native.NativeEvent) -> None:
+        t = ev.type
+        if t == _native.EV_STREAM_DATA:
+            self._events.append(events.StreamDataReceived(
+                data=ev.data, end_stream=bool(ev.flags & _native.FLAG_FIN),
+                stream_id=ev.stream_id))
+        elif t == _native.EV_WRITABLE:
+            st = self._tx.get(ev.stream_id)
+            if st is not None:
+                if st.spill and not st.reset and st.stopped is None:
+                    self._flush_spill(ev.stream_id, st)
+                    self._want_writable(ev.stream_id, st)
+                else:
+                    self._wake(st)
+        elif t == _native.EV_HANDSHAKE_DONE:
+            self._handshake_done = True
+            self._peer_max_datagram = ev.code
+            self.alpn_protocol = ev.data.decode("ascii", "replace") if ev.data else None
+            self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+            self._events.append(events.HandshakeCompleted(
+                alpn_protocol=self.alpn_protocol, early_data_accepted=False,
+                session_resumed=False))
+        elif t == _native.EV_STREAM_RESET:
+            self._events.append(events.StreamReset(error_code=ev.code, stream_id=ev.stream_id))
+        elif t == _native.EV_STOP_SENDING:
+            st = self._tx.get(ev.stream_id)
+            if st is not None:
+                st.stopped = ev.code
+                st.spill.clear()
+                st.fin_pending = False
+                self._wake(st)
+            self._events.append(events.StopSendingReceived(error_code=ev.code,
+                                                           stream_id=ev.stream_id))
+        elif t == _native.EV_DATAGRAM:
+            self._events.append(events.DatagramFrameReceived(data=ev.data))
+        elif t == _native.EV_PING_ACK:
+            self._events.append(events.PingAcknowledged(uid=ev.code))
+        elif t == _native.EV_STREAM_CLOSED:
+            st = self._tx.pop(ev.stream_id, None)
+            if st is not None:
+                st.spill.clear()
+                self._wake(st)
+                lib.aq_txbuf_release(st.buf)
+                st.buf = None
+            self._manual_credit.discard(ev.stream_id)
+            self._credit.pop(ev.stream_id, None)
+        elif t == _native.EV_CLOSED:
+            self._on_closed(ev)
+        elif t == _native.EV_KEYLOG:
+            self._endpoint._write_keylog(ev.data)
+
+    def _on_closed(self, ev: _native.NativeEvent) -> None:
+        self._closed = True
+        self._close_flags = ev.flags
+        reason = ev.data.decode("utf-8", "replace")
+        frame_type = None if ev.flags & _native.CLOSE_APP else ev.code2
+        self._close_event = events.ConnectionTerminated(
+            error_code=ev.code, frame_type=frame_type, reason_phrase=reason)
+        self._events.append(self._close_event)
+        self._pending_close = None
+        for st in self._tx.values():
+            st.spill.clear()
+            self._wake(st)
+            if st.buf is not None:
+                lib.aq_txbuf_release(st.buf)
+                st.buf = None
+        self._tx.clear()
+
+    def _kick_all(self) -> None:
+        ptr = self._endpoint.ptr
+        for stream_id, st in list(self._tx.items()):
+            if st.buf is not None and not st.reset:
+                lib.aq_stream_write(ptr, self._handle, stream_id, st.buf, ffi.NULL, 0, 0)
+                if st.spill:
+                    self._flush_spill(stream_id, st)
+
+    def _close_message(self) -> str:
+        """A human-readable reason for a connection that closed before/after the handshake."""
+        ev = self._close_event
+        if ev is None:
+            return "connection closed"
+        flags = self._close_flags
+        if flags & _native.CLOSE_REFUSED:
+            return f"connection refused: {ev.reason_phrase}"
+        if flags & _native.CLOSE_HANDSHAKE_TIMEOUT:
+            return f"handshake timed out after {self.configuration.handshake_timeout:g} s"
+        if flags & _native.CLOSE_IDLE:
+            return "idle timeout"
+        who = "locally" if flags & _native.CLOSE_LOCAL else "by the peer"
+        kind = "application" if flags & _native.CLOSE_APP else "transport"
+        detail = f": {ev.reason_phrase}" if ev.reason_phrase else ""
+        if not flags & _native.CLOSE_APP and 0x100 <= ev.error_code <= 0x1ff:
+            alert = ev.error_code - 0x100
+            name = {40: "handshake_failure", 42: "bad_certificate", 46: "certificate_unknown",
+                    48: "unknown_ca", 80: "internal_error",
+                    120: "no_application_protocol"}.get(alert, f"alert {alert}")
+            if alert == 120:
+                name += " (no ALPN protocol in common)"
+            return f"TLS handshake failed {who}: {name}{detail}"
+        return f"connection closed {who} ({kind} error {ev.error_code:#x}){detail}"
+
+
+class QuicEndpoint:
+    """One native endpoint (socket + network thread) and the connections it carries.
+
+    ``on_accept(quic)`` is called for every connection a server accepts (after its
+    handshake); ``on_events(quic)`` after native events for ``quic`` were queued.
+    """
+
+    def __init__(self, configuration: QuicConfiguration, host: str, port: int) -> None:
+        self.configuration = configuration
+        self._keylog: Optional[IO[str]] = None
+        self._own_keylog = False
+        log = configuration.secrets_log_file
+        if isinstance(log, str):
+            self._keylog = open(log, "a", encoding="ascii")  # noqa: SIM115 - closed in close()
+            self._own_keylog = True
+        elif log is not None:
+            self._keylog = log
+        try:
+            self._native = _native.Endpoint(native_config(configuration), host, port)
+        except Exception:
+            if self._own_keylog and self._keylog is not None:
+                self._keylog.close()
+            raise
+        self.connections: Dict[int, QuicConnection] = {}
+        self.on_accept: Optional[Callable[[QuicConnection], None]] = None
+        self.on_events: Optional[Callable[[QuicConnection], None]] = None
+        self._deferred: Deque[Callable[[], int]] = deque()
+        self._closed = False
+
+    @property
+    def ptr(self) -> Any:
+        """The native endpoint pointer."""
+        return self._native.ptr
+
+    @property
+    def fileno(self) -> int:
+        """File descriptor that becomes readable when :meth:`process` has work."""
+        return self._native.fileno
+
+    @property
+    def local_port(self) -> int:
+        """The bound UDP port."""
+        return self._native.local_port
+
+    def connect(self, host: str, port: int, server_name: Optional[str]) -> QuicConnection:
+        """Create the client connection to ``host`` (numeric) ``port`` and start the thread."""
+        handle = self._native.connect(host, port, server_name)
+        quic = QuicConnection(configuration=self.configuration, endpoint=self, handle=handle)
+        quic.peer_address = (host, port)
+        self.connections[handle] = quic
+        self._native.start()
+        return quic
+
+    def start(self) -> None:
+        """Start the network thread (servers)."""
+        self._native.start()
+
+    def _defer(self, fn: Callable[[], int]) -> None:
+        self._deferred.append(fn)
+
+    def _write_keylog(self, line: bytes) -> None:
+        if self._keylog is not None:
+            self._keylog.write(line.decode("ascii", "replace") + "\n")
+            self._keylog.flush()
+
+    def process(self) -> None:
+        """Drain the native event ring and dispatch every event (call when :attr:`fileno`
+        is readable)."""
+        if self._closed:
+            return
+        touched: Dict[int, QuicConnection] = {}
+        conns = self.connections
+        for ev in self._native.poll():
+            quic = conns.get(ev.conn)
+            if quic is None:
+                if ev.type == _native.EV_ACCEPTED:
+                    quic = QuicConnection(configuration=self.configuration, endpoint=self,
+                                          handle=ev.conn)
+                    host, _, port = ev.data.decode().rpartition(" ")
+                    quic.peer_address = (host, int(port or 0))
+                    conns[ev.conn] = quic
+                    if self.on_accept is not None:
+                        self.on_accept(quic)
+                    continue
+                if ev.type == _native.EV_CMD_SPACE:
+                    self._on_cmd_space()
+                elif ev.type == _native.EV_KEYLOG:
+                    self._write_keylog(ev.data)
+                continue
+            quic._on_native(ev)
+            touched[ev.conn] = quic
+            if ev.type == _native.EV_CLOSED:
+                del conns[ev.conn]
+        for quic in touched.values():
+            for stream_id in list(quic._credit):
+                quic._flush_credit(stream_id)
+            if self.on_events is not None:
+                self.on_events(quic)
+
+    def _on_cmd_space(self) -> None:
+        while self._deferred:
+            if self._deferred[0]() == -1:
+                return
+            self._deferred.popleft()
+        for quic in list(self.connections.values()):
+            quic._kick_all()
+
+    def close(self) -> None:
+        """Stop the network thread and free the native endpoint (idempotent).  Connections
+        still open are dropped without a CONNECTION_CLOSE: close them first."""
+        if self._closed:
+            return
+        self._closed = True
+        for quic in self.connections.values():
+            for st in quic._tx.values():
+                if st.buf is not None:
+                    lib.aq_txbuf_release(st.buf)
+                    st.buf = None
+        self._native.close()
+        if self._own_keylog and self._keylog is not None:
+            self._keylog.close()

@@ -1,0 +1,88 @@
+"""QUIC DATAGRAM frames (RFC 9221) both directions and their size limits."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from quic_helpers import ProtocolCollector, RecordingProtocol, client, running_server
+
+from aiopquic.quic.events import DatagramFrameReceived
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+class DatagramEchoProtocol(RecordingProtocol):
+    """Server protocol answering every datagram with b"echo:" + data."""
+
+    def quic_event_received(self, event):
+        super().quic_event_received(event)
+        if isinstance(event, DatagramFrameReceived):
+            self._quic.send_datagram_frame(b"echo:" + event.data)
+            self.transmit()
+
+
+async def test_datagrams_both_directions(server_config, client_config):
+    servers = ProtocolCollector(DatagramEchoProtocol)
+    async with running_server(
+        server_config(max_datagram_frame_size=65535), create_protocol=servers
+    ) as server:
+        with anyio.fail_after(30):
+            async with client(
+                server.local_port,
+                client_config(max_datagram_frame_size=65535),
+                create_protocol=RecordingProtocol,
+            ) as protocol:
+                # Datagrams are unreliable: retry a bounded number of times (loopback
+                # should not lose any, but the test must not depend on that).
+                echoed = None
+                for attempt in range(10):
+                    payload = b"dgram-%d-" % attempt + bytes(range(256)) * 4
+                    protocol._quic.send_datagram_frame(payload)
+                    protocol.transmit()
+                    try:
+                        echoed = await protocol.wait_event(
+                            DatagramFrameReceived,
+                            lambda e, p=payload: e.data == b"echo:" + p,
+                            timeout=1.0,
+                        )
+                        break
+                    except AssertionError:
+                        continue
+                assert echoed is not None, "no datagram came back in 10 attempts"
+                assert type(echoed.data) is bytes
+
+                server_protocol = await servers.next()
+                received = [e for e in server_protocol.seen if isinstance(e, DatagramFrameReceived)]
+                assert received, "server saw no DatagramFrameReceived"
+                assert all(type(e.data) is bytes for e in received)
+                assert echoed.data[len(b"echo:") :] in [e.data for e in received]
+
+
+async def test_datagram_larger_than_peer_limit_raises(server_config, client_config):
+    async with running_server(server_config(max_datagram_frame_size=500)) as server:
+        with anyio.fail_after(10):
+            async with client(
+                server.local_port, client_config(max_datagram_frame_size=65535)
+            ) as protocol:
+                protocol._quic.send_datagram_frame(b"x" * 100)  # fits: no error
+                with pytest.raises(ValueError):
+                    protocol._quic.send_datagram_frame(b"x" * 1000)
+
+
+async def test_datagram_when_peer_disabled_raises(server_config, client_config):
+    async with running_server(server_config(max_datagram_frame_size=None)) as server:
+        with anyio.fail_after(10):
+            async with client(
+                server.local_port, client_config(max_datagram_frame_size=65535)
+            ) as protocol:
+                with pytest.raises(ValueError):
+                    protocol._quic.send_datagram_frame(b"nobody listens")
+
+
+async def test_datagram_when_disabled_both_sides_raises(server_config, client_config):
+    async with running_server(server_config()) as server:
+        with anyio.fail_after(10):
+            async with client(server.local_port, client_config()) as protocol:
+                assert protocol._quic.configuration.max_datagram_frame_size is None
+                with pytest.raises(ValueError):
+                    protocol._quic.send_datagram_frame(b"datagrams are off")

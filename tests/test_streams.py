@@ -1,0 +1,480 @@
+"""Streams over real UDP: bidi and uni both ways, FIN, reset / stop-sending codes, many
+streams, large verified transfers, graceful close, slow-reader backpressure, many clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+from quic_helpers import (
+    KiB,
+    MiB,
+    Pattern,
+    PatternVerifier,
+    ProtocolCollector,
+    RecordingProtocol,
+    StreamCollector,
+    client,
+    echo_roundtrip,
+    echo_stream_handler,
+    running_server,
+    send_pattern,
+    sink_stream_handler,
+    spawn,
+    stream_id_of,
+)
+
+from aiopquic.quic.events import (
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def _is_client_initiated(stream_id: int) -> bool:
+    return stream_id & 0x1 == 0
+
+
+def _is_unidirectional(stream_id: int) -> bool:
+    return stream_id & 0x2 == 2
+
+
+# -- bidi / uni, both directions ---------------------------------------------------------
+
+
+async def test_bidi_echo_client_opened(server_config, client_config):
+    payload = Pattern(seed=11).slice(0, 300 * KiB)
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(20):
+            async with client(
+                server.local_port, client_config(), create_protocol=RecordingProtocol
+            ) as protocol:
+                reader, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                assert _is_client_initiated(stream_id) and not _is_unidirectional(stream_id)
+                writer.write(payload)
+                writer.write_eof()
+                assert await reader.read() == payload
+
+                data_events = [
+                    e
+                    for e in protocol.seen
+                    if isinstance(e, StreamDataReceived) and e.stream_id == stream_id
+                ]
+                assert data_events, "StreamDataReceived events must reach quic_event_received"
+                assert all(type(e.data) is bytes for e in data_events)
+                assert b"".join(e.data for e in data_events) == payload
+                assert data_events[-1].end_stream is True
+                assert not any(e.end_stream for e in data_events[:-1])
+
+
+async def test_bidi_echo_server_opened(server_config, client_config):
+    payload = Pattern(seed=12).slice(0, 300 * KiB)
+    servers = ProtocolCollector()
+    async with running_server(server_config(), create_protocol=servers) as server:
+        with anyio.fail_after(20):
+            async with client(
+                server.local_port, client_config(), stream_handler=echo_stream_handler
+            ):
+                server_protocol = await servers.next()
+                await server_protocol.wait_event(HandshakeCompleted)
+                reader, writer = await server_protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                assert not _is_client_initiated(stream_id)
+                assert not _is_unidirectional(stream_id)
+                writer.write(payload)
+                writer.write_eof()
+                assert await reader.read() == payload
+
+
+async def test_uni_stream_client_to_server(server_config, client_config):
+    payload = Pattern(seed=13).slice(0, 200 * KiB)
+    collector = StreamCollector()
+    async with running_server(server_config(), stream_handler=collector) as server:
+        with anyio.fail_after(20):
+            async with client(server.local_port, client_config()) as protocol:
+                _, writer = await protocol.create_stream(is_unidirectional=True)
+                sent_id = stream_id_of(writer)
+                assert _is_client_initiated(sent_id) and _is_unidirectional(sent_id)
+                writer.write(payload)
+                writer.write_eof()
+                await writer.drain()
+                stream_id, data = await collector.get()
+                assert stream_id == sent_id
+                assert data == payload
+
+
+async def test_uni_stream_server_to_client(server_config, client_config):
+    payload = Pattern(seed=14).slice(0, 200 * KiB)
+    servers = ProtocolCollector()
+    collector = StreamCollector()
+    async with running_server(server_config(), create_protocol=servers) as server:
+        with anyio.fail_after(20):
+            async with client(server.local_port, client_config(), stream_handler=collector):
+                server_protocol = await servers.next()
+                await server_protocol.wait_event(HandshakeCompleted)
+                _, writer = await server_protocol.create_stream(is_unidirectional=True)
+                sent_id = stream_id_of(writer)
+                assert not _is_client_initiated(sent_id) and _is_unidirectional(sent_id)
+                writer.write(payload)
+                writer.write_eof()
+                await writer.drain()
+                stream_id, data = await collector.get()
+                assert stream_id == sent_id
+                assert data == payload
+
+
+async def test_empty_stream_fin_only(server_config, client_config):
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(10):
+            async with client(server.local_port, client_config()) as protocol:
+                reader, writer = await protocol.create_stream()
+                writer.write_eof()
+                assert await reader.read() == b""
+                assert reader.at_eof()
+
+
+# -- reset and stop-sending carry the application code to the peer -------------------------
+
+
+async def test_reset_stream_client_to_server(server_config, client_config):
+    servers = ProtocolCollector()
+    async with running_server(
+        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+    ) as server:
+        with anyio.fail_after(20):
+            async with client(server.local_port, client_config()) as protocol:
+                _, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                writer.write(b"partial request")
+                await writer.drain()
+                protocol._quic.reset_stream(stream_id, 0x1234)
+                protocol.transmit()
+                server_protocol = await servers.next()
+                event = await server_protocol.wait_event(
+                    StreamReset, lambda e: e.stream_id == stream_id
+                )
+                assert event.error_code == 0x1234
+
+
+async def test_reset_stream_server_to_client(server_config, client_config):
+    servers = ProtocolCollector()
+    async with running_server(
+        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+    ) as server:
+        with anyio.fail_after(20):
+            async with client(
+                server.local_port, client_config(), create_protocol=RecordingProtocol
+            ) as protocol:
+                _, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                writer.write(b"please reset me")
+                await writer.drain()
+                server_protocol = await servers.next()
+                await server_protocol.wait_event(
+                    StreamDataReceived, lambda e: e.stream_id == stream_id
+                )
+                server_protocol._quic.reset_stream(stream_id, 0x55)
+                server_protocol.transmit()
+                event = await protocol.wait_event(StreamReset, lambda e: e.stream_id == stream_id)
+                assert event.error_code == 0x55
+
+
+async def test_stop_sending_client_to_server(server_config, client_config):
+    servers = ProtocolCollector()
+    async with running_server(
+        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+    ) as server:
+        with anyio.fail_after(20):
+            async with client(server.local_port, client_config()) as protocol:
+                _, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                writer.write(b"request")
+                # FIN our side too, so the stream can close completely at the server
+                # (ngtcp2 1.11 reports the peer's STOP_SENDING code at stream close).
+                writer.write_eof()
+                await writer.drain()
+                protocol._quic.stop_stream(stream_id, 77)
+                protocol.transmit()
+                server_protocol = await servers.next()
+                event = await server_protocol.wait_event(
+                    StopSendingReceived, lambda e: e.stream_id == stream_id, timeout=10
+                )
+                assert event.error_code == 77
+
+
+async def test_stop_sending_server_to_client(server_config, client_config):
+    servers = ProtocolCollector()
+    async with running_server(
+        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+    ) as server:
+        with anyio.fail_after(20):
+            async with client(
+                server.local_port, client_config(), create_protocol=RecordingProtocol
+            ) as protocol:
+                reader, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+                writer.write(b"keep sending?")
+                await writer.drain()
+                server_protocol = await servers.next()
+                await server_protocol.wait_event(
+                    StreamDataReceived, lambda e: e.stream_id == stream_id
+                )
+                server_protocol._quic.stop_stream(stream_id, 88)
+                server_protocol._quic.send_stream_data(stream_id, b"", end_stream=True)
+                server_protocol.transmit()
+                event = await protocol.wait_event(
+                    StopSendingReceived, lambda e: e.stream_id == stream_id, timeout=10
+                )
+                assert event.error_code == 88
+
+
+# -- many streams, many clients ----------------------------------------------------------
+
+
+async def test_1000_streams_on_one_connection(server_config, client_config):
+    # Default max_streams_bidi (128) is far below 1000: stream credit must be extended as
+    # streams complete, and create_stream() must wait for it.
+    count = 1000
+    concurrency = 50
+    results = {}
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(90):
+            async with client(server.local_port, client_config()) as protocol:
+                limiter = asyncio.Semaphore(concurrency)
+
+                async def one(i: int) -> None:
+                    payload = f"stream {i}|".encode() * (1 + i % 50)
+                    async with limiter:
+                        results[i] = (await echo_roundtrip(protocol, payload)) == payload
+
+                await asyncio.gather(*(one(i) for i in range(count)))
+    assert len(results) == count
+    failed = sorted(i for i, ok in results.items() if not ok)
+    assert not failed, f"echo mismatch on streams {failed[:20]!r}"
+
+
+async def test_50_concurrent_clients(server_config, client_config):
+    clients = 50
+    size = 64 * KiB
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+
+        async def one(i: int) -> bool:
+            payload = Pattern(seed=100 + i).slice(0, size)
+            async with client(server.local_port, client_config()) as protocol:
+                return await echo_roundtrip(protocol, payload) == payload
+
+        with anyio.fail_after(90):
+            outcomes = await asyncio.gather(*(one(i) for i in range(clients)))
+    assert outcomes == [True] * clients
+
+
+# -- large transfers, verified byte for byte -----------------------------------------------
+
+BIG = 256 * MiB
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_256mib_client_to_server(server_config, client_config):
+    pattern = Pattern(seed=256)
+    verifiers = []
+
+    def verify_handler(reader, writer):
+        async def run() -> None:
+            verifier = PatternVerifier(pattern)
+            verifiers.append(verifier)
+            while True:
+                data = await reader.read(1 * MiB)
+                if not data:
+                    break
+                verifier.feed(data)
+            writer.write(b"%d %d\n" % (verifier.offset, 1 if verifier.ok else 0))
+            writer.write_eof()
+
+        spawn(run())
+
+    async with running_server(server_config(), stream_handler=verify_handler) as server:
+        with anyio.fail_after(300):
+            async with client(server.local_port, client_config()) as protocol:
+                reader, writer = await protocol.create_stream()
+                await send_pattern(writer, pattern, BIG)
+                reply = await reader.read()
+    assert len(verifiers) == 1
+    assert verifiers[0].first_mismatch is None, f"first mismatch at {verifiers[0].first_mismatch}"
+    assert verifiers[0].offset == BIG
+    assert reply == b"%d 1\n" % BIG
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_256mib_server_to_client(server_config, client_config):
+    pattern = Pattern(seed=257)
+
+    def send_handler(reader, writer):
+        async def run() -> None:
+            request = await reader.read()
+            size = int(request.split()[1])
+            await send_pattern(writer, pattern, size)
+
+        spawn(run())
+
+    verifier = PatternVerifier(pattern)
+    async with running_server(server_config(), stream_handler=send_handler) as server:
+        with anyio.fail_after(300):
+            async with client(server.local_port, client_config()) as protocol:
+                reader, writer = await protocol.create_stream()
+                writer.write(b"SEND %d\n" % BIG)
+                writer.write_eof()
+                while True:
+                    data = await reader.read(1 * MiB)
+                    if not data:
+                        break
+                    verifier.feed(data)
+    assert verifier.first_mismatch is None, f"first mismatch at {verifier.first_mismatch}"
+    assert verifier.offset == BIG
+
+
+# -- graceful close flushes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["protocol.close", "context-exit"])
+async def test_graceful_close_delivers_every_byte(server_config, client_config, how):
+    size = 8 * MiB
+    pattern = Pattern(seed=8)
+    received: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def verify_handler(reader, writer):
+        async def run() -> None:
+            verifier = PatternVerifier(pattern)
+            try:
+                while True:
+                    data = await reader.read(1 * MiB)
+                    if not data:
+                        break
+                    verifier.feed(data)
+            finally:
+                if not received.done():
+                    received.set_result(verifier)
+
+        spawn(run())
+
+    async with running_server(server_config(), stream_handler=verify_handler) as server:
+        with anyio.fail_after(60):
+            async with client(server.local_port, client_config()) as protocol:
+                _, writer = await protocol.create_stream()
+                writer.write(pattern.slice(0, size))  # one big write, no drain
+                writer.write_eof()
+                if how == "protocol.close":
+                    protocol.close()
+        verifier = None
+        with anyio.move_on_after(20):
+            verifier = await received
+    assert verifier is not None, "the server never saw the stream (or its end)"
+    assert verifier.first_mismatch is None, f"first mismatch at {verifier.first_mismatch}"
+    assert verifier.offset == size
+
+
+# -- slow reader bounds the sender's memory ---------------------------------------------------
+
+
+async def test_slow_reader_bounds_sender_memory(server_config, client_config):
+    total = 64 * MiB
+    write_chunk = 1 * MiB
+    read_chunk = 64 * KiB
+    bound = 32 * MiB
+    pattern = Pattern(seed=64)
+
+    permits: asyncio.Queue[int] = asyncio.Queue()
+    reads_done: asyncio.Queue[int] = asyncio.Queue()
+    reader_state = {"free": False}
+    result: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def slow_handler(reader, writer):
+        async def run() -> None:
+            verifier = PatternVerifier(pattern)
+            try:
+                while True:
+                    if not reader_state["free"]:
+                        await permits.get()  # read only when the test allows it
+                    data = await reader.read(read_chunk)
+                    reads_done.put_nowait(len(data))
+                    if not data:
+                        break
+                    verifier.feed(data)
+            finally:
+                if not result.done():
+                    result.set_result(verifier)
+
+        spawn(run())
+
+    writer_state = {"in_drain": False, "max_buffered": 0, "samples": 0}
+    changed = asyncio.Event()
+
+    async with running_server(server_config(), stream_handler=slow_handler) as server:
+        with anyio.fail_after(120):
+            async with client(server.local_port, client_config()) as protocol:
+                _, writer = await protocol.create_stream()
+                stream_id = stream_id_of(writer)
+
+                def sample() -> None:
+                    buffered = protocol._quic.get_stream_buffered_bytes(stream_id)
+                    writer_state["samples"] += 1
+                    writer_state["max_buffered"] = max(writer_state["max_buffered"], buffered)
+
+                async def produce() -> None:
+                    try:
+                        offset = 0
+                        while offset < total:
+                            writer.write(pattern.slice(offset, write_chunk))
+                            offset += write_chunk
+                            sample()
+                            writer_state["in_drain"] = True
+                            changed.set()
+                            await writer.drain()
+                            writer_state["in_drain"] = False
+                            changed.set()
+                            sample()
+                        writer.write_eof()
+                    finally:
+                        writer_state["in_drain"] = False
+                        changed.set()
+
+                producer = asyncio.ensure_future(produce())
+                blocked_reads = 0
+                try:
+                    # The reader only gets to read while the writer is stuck in drain():
+                    # it is always behind, so only backpressure keeps memory bounded.
+                    for _ in range(1_000_000):
+                        changed.clear()
+                        if producer.done():
+                            break
+                        if writer_state["in_drain"]:
+                            blocked_reads += 1
+                            permits.put_nowait(1)
+                            with anyio.fail_after(20):
+                                await reads_done.get()
+                            continue
+                        with anyio.fail_after(20):
+                            await changed.wait()
+                    await producer
+                finally:
+                    if not producer.done():
+                        producer.cancel()
+                    reader_state["free"] = True
+                    permits.put_nowait(1)
+
+                verifier = await result
+
+    assert writer_state["samples"] > 0
+    assert writer_state["max_buffered"] > 0, "get_stream_buffered_bytes never saw queued bytes"
+    assert writer_state["max_buffered"] <= bound, (
+        f"sender buffered {writer_state['max_buffered']} bytes for a slow reader"
+    )
+    assert blocked_reads > 0, "drain() never waited although the reader was stalled"
+    assert verifier.first_mismatch is None, f"first mismatch at {verifier.first_mismatch}"
+    assert verifier.offset == total
