@@ -92,6 +92,12 @@ typedef struct aq_config {
 const char *aq_ngtcp2_version(void);
 const char *aq_gnutls_version(void);
 
+/* A self-signed ECDSA P-256 certificate valid for `days` days for the comma-separated
+ * names (DNS names or IP addresses; the first is also the CN).  PEM into the buffers; *len
+ * holds the buffer size in and the PEM length out. */
+int aq_selfsigned(const char *names, unsigned days, char *cert_out, size_t *cert_len,
+                  char *key_out, size_t *key_len, char *err, size_t errlen);
+
 /* Endpoint lifecycle.  aq_endpoint_new binds the UDP socket (host is a numeric IPv4/IPv6
  * address) and loads the TLS credentials; it returns NULL and fills err on failure.  For a
  * client, call aq_connect before aq_endpoint_start.  aq_endpoint_free stops the thread

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <gnutls/x509.h>
+#include <time.h>
 
 /* TLS 1.3 only, the AEADs QUIC allows (no CCM_8), no middlebox compatibility mode. */
 static const char AQ_PRIORITY[] =
@@ -179,4 +180,69 @@ void aq_tls_describe_failure(aq_conn *c, char *buf, size_t len) {
     }
     snprintf(buf, len, "certificate verification failed");
   }
+}
+
+/* ---------------------------------------------------------------- self-signed certificates */
+
+int aq_selfsigned(const char *names, unsigned days, char *cert_out, size_t *cert_len,
+                  char *key_out, size_t *key_len, char *err, size_t errlen) {
+  gnutls_x509_privkey_t key = NULL;
+  gnutls_x509_crt_t crt = NULL;
+  int rv;
+  char *list = NULL;
+  if ((rv = gnutls_x509_privkey_init(&key)) < 0 ||
+      (rv = gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+                                         GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0)) < 0 ||
+      (rv = gnutls_x509_crt_init(&crt)) < 0)
+    goto fail;
+  time_t now = time(NULL);
+  unsigned char serial[16];
+  aq_rand_bytes(serial, sizeof(serial));
+  serial[0] &= 0x7f;
+  list = strdup(names ? names : "localhost");
+  if (!list) {
+    rv = GNUTLS_E_MEMORY_ERROR;
+    goto fail;
+  }
+  char *save = NULL, *first = strtok_r(list, ",", &save);
+  if (!first) first = "localhost";
+  if ((rv = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
+      (rv = gnutls_x509_crt_set_serial(crt, serial, sizeof(serial))) < 0 ||
+      (rv = gnutls_x509_crt_set_activation_time(crt, now - 60)) < 0 ||
+      (rv = gnutls_x509_crt_set_expiration_time(crt, now + (time_t)days * 86400 - 120)) < 0 ||
+      (rv = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, first,
+                                          strlen(first))) < 0 ||
+      (rv = gnutls_x509_crt_set_key(crt, key)) < 0 ||
+      (rv = gnutls_x509_crt_set_basic_constraints(crt, 0, -1)) < 0 ||
+      (rv = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE)) < 0 ||
+      (rv = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0)
+    goto fail;
+  for (char *n = first; n; n = strtok_r(NULL, ",", &save)) {
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, n, ip) == 1)
+      rv = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, ip, 4,
+                                                GNUTLS_FSAN_APPEND);
+    else if (inet_pton(AF_INET6, n, ip) == 1)
+      rv = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, ip, 16,
+                                                GNUTLS_FSAN_APPEND);
+    else
+      rv = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, n, strlen(n),
+                                                GNUTLS_FSAN_APPEND);
+    if (rv < 0) goto fail;
+  }
+  if ((rv = gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0)) < 0 ||
+      (rv = gnutls_x509_crt_export(crt, GNUTLS_X509_FMT_PEM, cert_out, cert_len)) < 0 ||
+      (rv = gnutls_x509_privkey_export_pkcs8(key, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN,
+                                             key_out, key_len)) < 0)
+    goto fail;
+  free(list);
+  gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  return 0;
+fail:
+  AQ_ERR(err, errlen, "cannot create a certificate: %s", gnutls_strerror(rv));
+  free(list);
+  if (crt) gnutls_x509_crt_deinit(crt);
+  if (key) gnutls_x509_privkey_deinit(key);
+  return -1;
 }

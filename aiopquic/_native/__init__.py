@@ -10,7 +10,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from aiopquic._native._aiopquic import ffi, lib
 
-__all__ = ["ffi", "lib", "native_versions", "Endpoint", "NativeEvent", "NativeError"]
+__all__ = ["ffi", "lib", "native_versions", "make_self_signed", "Endpoint", "NativeEvent", "NativeError"]
 
 _ERRLEN = 512
 
@@ -58,6 +58,22 @@ def native_versions() -> Dict[str, str]:
         "ngtcp2": ffi.string(lib.aq_ngtcp2_version()).decode(),
         "gnutls": ffi.string(lib.aq_gnutls_version()).decode(),
     }
+
+
+def make_self_signed(names: str = "localhost,127.0.0.1,::1", days: int = 10) -> "tuple[bytes, bytes]":
+    """Create a self-signed ECDSA P-256 certificate (PEM certificate, PEM PKCS#8 key).
+
+    ``names`` is a comma-separated list of DNS names and IP addresses (the first is also the
+    common name).  ``days`` < 14 keeps it acceptable to browsers' ``serverCertificateHashes``.
+    """
+    cert = ffi.new("char[]", 8192)
+    key = ffi.new("char[]", 8192)
+    cert_len = ffi.new("size_t *", 8192)
+    key_len = ffi.new("size_t *", 8192)
+    err = _errbuf()
+    if lib.aq_selfsigned(names.encode(), days, cert, cert_len, key, key_len, err, _ERRLEN) != 0:
+        raise NativeError(_errtext(err))
+    return ffi.unpack(cert, cert_len[0]), ffi.unpack(key, key_len[0])
 
 
 def _errbuf() -> Any:

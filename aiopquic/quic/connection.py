@@ -88,7 +88,7 @@ class _TxStream:
 
     def __init__(self, buf: Any) -> None:
         self.buf = buf
-        self.spill: Deque[bytes] = deque()
+        self.spill: Deque[memoryview] = deque()  # views: slicing a large write copies nothing
         self.fin_pending = False  # FIN waits behind the spill queue
         self.fin_sent = False
         self.reset = False
@@ -225,7 +225,7 @@ class QuicConnection:
                 f"(code {st.stopped})")
         if st.spill:
             if data:
-                st.spill.append(bytes(data))
+                st.spill.append(memoryview(bytes(data)))
             if end_stream:
                 st.fin_pending = True
             return
@@ -242,7 +242,7 @@ class QuicConnection:
             if end_stream:
                 st.fin_sent = True
             return
-        st.spill.append(bytes(memoryview(data)[done:]))
+        st.spill.append(memoryview(bytes(memoryview(data)[done:])))
         if end_stream:
             st.fin_pending = True
         self._want_writable(stream_id, st)
