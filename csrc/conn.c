@@ -15,6 +15,8 @@ static _Thread_local aq_conn *aq_scan_conn;
 
 /* ---------------------------------------------------------------- helpers */
 
+static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now);
+
 static void emit_closed(aq_conn *c, uint32_t flags, uint64_t code, uint64_t ft,
                         const void *reason, size_t len) {
   if (c->accepted_emitted < 0) return; /* already reported */
@@ -569,8 +571,32 @@ fail:
   return NULL;
 }
 
+/* The endpoint is stopping: tell the peer now instead of waiting for acknowledgements. */
+void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now) {
+  if (c->state >= AQ_ST_CLOSING) return;
+  if (!c->close_pending) {
+    static const char why[] = "endpoint closed";
+    c->close_pending = 1;
+    c->close_app = 1;
+    c->close_code = 0;
+    c->close_reason = malloc(sizeof(why) - 1);
+    if (c->close_reason) {
+      memcpy(c->close_reason, why, sizeof(why) - 1);
+      c->close_reason_len = sizeof(why) - 1;
+    }
+  }
+  do_graceful_close(c, now);
+}
+
 void aq_conn_free(aq_conn *c) {
   struct aq_endpoint *ep = c->ep;
+  if (ep->touched == c) ep->touched = c->next_touched;
+  else if (c->touched)
+    for (aq_conn *t = ep->touched; t; t = t->next_touched)
+      if (t->next_touched == c) {
+        t->next_touched = c->next_touched;
+        break;
+      }
   if (!ep->stopping) emit_closed(c, 0, 0, 0, "connection released", 19);
   while (c->ncids) aq_unregister_cid(c, &c->cids[c->ncids - 1]);
   free(c->cids);
@@ -709,6 +735,11 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
   }
   if (c->state >= AQ_ST_DRAINING) return;
   ngtcp2_pkt_info pi = {0};
+  if (!c->touched) {
+    c->touched = 1;
+    c->next_touched = c->ep->touched;
+    c->ep->touched = c;
+  }
   aq_scan_conn = c;
   int rv = ngtcp2_conn_read_pkt(c->conn, path, &pi, data, len, now);
   aq_scan_conn = NULL;

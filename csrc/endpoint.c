@@ -337,7 +337,13 @@ static void read_packets(struct aq_endpoint *ep) {
       }
     }
     now = aq_now();
-    for (aq_conn *c = ep->conns; c; c = c->next) aq_conn_after_read(c, now);
+    while (ep->touched) {
+      aq_conn *c = ep->touched;
+      ep->touched = c->next_touched;
+      c->touched = 0;
+      c->next_touched = NULL;
+      aq_conn_after_read(c, now);
+    }
     if (n < AQ_RX_BATCH) return;
   }
 }
@@ -452,6 +458,9 @@ static void *net_main(void *arg) {
       }
     }
   }
+  /* say goodbye to every peer before the thread goes away */
+  ngtcp2_tstamp now = aq_now();
+  for (aq_conn *c = ep->conns; c; c = c->next) aq_conn_shutdown(c, now);
   return NULL;
 }
 

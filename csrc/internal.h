@@ -129,6 +129,8 @@ typedef struct aq_conn {
   ngtcp2_cid *cids;
   int ncids, capcids;
   ngtcp2_tstamp expiry;
+  int touched;                 /* on the endpoint's touched list */
+  struct aq_conn *next_touched; /* conns that read packets in this batch */
   struct aq_conn *next, *prev;
 } aq_conn;
 
@@ -156,6 +158,7 @@ struct aq_endpoint {
   int ev_pushed;                  /* events pushed since the last wake of Python */
   aq_map by_cid, by_handle;
   aq_conn *conns;
+  aq_conn *touched;
   uint64_t next_handle;
   gnutls_certificate_credentials_t cred;
   uint8_t reset_secret[32];
@@ -200,6 +203,7 @@ void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now);
 void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now);
 void aq_conn_fail(aq_conn *c, uint32_t flags, uint64_t code, const char *reason);
 void aq_conn_free(aq_conn *c);
+void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now);
 void aq_txbuf_decref(aq_txbuf *tx);
 
 /* tls.c */
