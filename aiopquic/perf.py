@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Optional
 
 from aiopquic._native import make_self_signed
 from aiopquic.asyncio import connect, serve
@@ -77,7 +77,7 @@ async def _transfer(server_cfg: QuicConfiguration, client_cfg: QuicConfiguration
     total = mib << 20
     per_stream = [total // streams + (1 if i < total % streams else 0) for i in range(streams)]
     loop = asyncio.get_running_loop()
-    verified: "asyncio.Queue[Optional[str]]" = asyncio.Queue()
+    verified: asyncio.Queue[Optional[str]] = asyncio.Queue()
     meter = _Progress(total, progress)
 
     async def check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -138,7 +138,7 @@ async def _transfer(server_cfg: QuicConfiguration, client_cfg: QuicConfiguration
 
             start = time.perf_counter()
             await asyncio.gather(*(send(i) for i in range(streams)))
-            errors: List[str] = []
+            errors: list[str] = []
             for _ in range(streams):
                 err = await verified.get()
                 if err:
@@ -156,7 +156,7 @@ async def _transfer(server_cfg: QuicConfiguration, client_cfg: QuicConfiguration
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``python -m aiopquic perf``."""
     parser = argparse.ArgumentParser(prog="python -m aiopquic perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,11 +6,12 @@ Nothing above this package touches cffi directly.  :class:`Endpoint` owns one na
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from aiopquic._native._aiopquic import ffi, lib
 
-__all__ = ["ffi", "lib", "native_versions", "make_self_signed", "Endpoint", "NativeEvent", "NativeError"]
+__all__ = ["ffi", "lib", "native_versions", "make_self_signed", "Endpoint", "NativeEvent",
+           "NativeError"]
 
 _ERRLEN = 512
 
@@ -52,7 +53,7 @@ class NativeEvent(NamedTuple):
     data: bytes
 
 
-def native_versions() -> Dict[str, str]:
+def native_versions() -> dict[str, str]:
     """Versions of the ngtcp2 and GnuTLS libraries actually loaded in this process."""
     return {
         "ngtcp2": ffi.string(lib.aq_ngtcp2_version()).decode(),
@@ -60,7 +61,7 @@ def native_versions() -> Dict[str, str]:
     }
 
 
-def make_self_signed(names: str = "localhost,127.0.0.1,::1", days: int = 10) -> "tuple[bytes, bytes]":
+def make_self_signed(names: str = "localhost,127.0.0.1,::1", days: int = 10) -> tuple[bytes, bytes]:
     """Create a self-signed ECDSA P-256 certificate (PEM certificate, PEM PKCS#8 key).
 
     ``names`` is a comma-separated list of DNS names and IP addresses (the first is also the
@@ -91,8 +92,8 @@ class Endpoint:
     the cause when the socket cannot be bound or the TLS material is rejected.
     """
 
-    def __init__(self, config: Dict[str, Any], host: str, port: int) -> None:
-        self._keep: List[Any] = []  # cffi buffers referenced by the config struct
+    def __init__(self, config: dict[str, Any], host: str, port: int) -> None:
+        self._keep: list[Any] = []  # cffi buffers referenced by the config struct
         cfg = ffi.new("aq_config *")
         for key, value in config.items():
             if isinstance(value, (bytes, str)):
@@ -146,9 +147,9 @@ class Endpoint:
             raise NativeError(_errtext(err))
         self.started = True
 
-    def poll(self) -> List[NativeEvent]:
+    def poll(self) -> list[NativeEvent]:
         """Pop every waiting event (the payload is copied into ``bytes`` and freed)."""
-        out: List[NativeEvent] = []
+        out: list[NativeEvent] = []
         evs = self._events
         unpack = ffi.unpack
         free = lib.aq_free

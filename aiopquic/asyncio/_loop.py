@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 from aiopquic.quic.connection import QuicConnection, QuicEndpoint
 
@@ -31,7 +31,7 @@ def detach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop) -> None:
     endpoint.close()
 
 
-async def resolve(host: str, port: int) -> Tuple[str, int]:
+async def resolve(host: str, port: int) -> tuple[str, int]:
     """Resolve ``host`` to a numeric address (first answer, as aioquic does)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)

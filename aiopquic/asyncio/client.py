@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Optional
+from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from aiopquic.quic import events
 from aiopquic.quic.connection import QuicConnection, QuicConnectionError
@@ -135,11 +135,11 @@ class QuicConnectionProtocol:
         self._loop = loop
         self._quic = quic
         self._stream_handler = stream_handler
-        self._stream_readers: Dict[int, asyncio.StreamReader] = {}
+        self._stream_readers: dict[int, asyncio.StreamReader] = {}
         self._connected = False
         self._connected_waiter: Optional[asyncio.Future[None]] = loop.create_future()
         self._closed = asyncio.Event()
-        self._ping_waiters: Dict[int, asyncio.Future[None]] = {}
+        self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._ping_ids = itertools.count()
 
     # ------------------------------------------------------------------ public API
@@ -153,7 +153,7 @@ class QuicConnectionProtocol:
 
     async def create_stream(
         self, is_unidirectional: bool = False
-    ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a stream and return its (reader, writer).
 
         ``writer.drain()`` waits while the stream's send buffer is full, so memory stays
@@ -212,7 +212,7 @@ class QuicConnectionProtocol:
             for reader in self._stream_readers.values():
                 reader.feed_eof()
 
-    def _create_stream(self, stream_id: int) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    def _create_stream(self, stream_id: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader = _StreamReader(self._quic, stream_id, self._loop)
         self._quic._set_manual_credit(stream_id)
         self._stream_readers[stream_id] = reader

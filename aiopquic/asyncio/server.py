@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
@@ -23,7 +23,7 @@ class QuicServer:
         self._loop = loop
         self._create_protocol = create_protocol
         self._stream_handler = stream_handler
-        self._protocols: Dict[int, QuicConnectionProtocol] = {}
+        self._protocols: dict[int, QuicConnectionProtocol] = {}
         endpoint.on_accept = self._on_accept
         _loop.attach(endpoint, loop, self._protocol_for)
 
@@ -33,7 +33,7 @@ class QuicServer:
         return self._endpoint.local_port
 
     @property
-    def protocols(self) -> "list[QuicConnectionProtocol]":
+    def protocols(self) -> list[QuicConnectionProtocol]:
         """Protocols of the connections currently open."""
         return list(self._protocols.values())
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from typing import IO, Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import IO, Any, Callable, Optional, Union
 
 from aiopquic import _native
 from aiopquic._native import ffi, lib
@@ -53,7 +53,7 @@ class StreamStateError(ValueError):
     direction)."""
 
 
-def native_config(cfg: QuicConfiguration) -> Dict[str, Any]:
+def native_config(cfg: QuicConfiguration) -> dict[str, Any]:
     """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields."""
     alpn = b""
     for proto in cfg.alpn_protocols or []:
@@ -88,12 +88,12 @@ class _TxStream:
 
     def __init__(self, buf: Any) -> None:
         self.buf = buf
-        self.spill: Deque[memoryview] = deque()  # views: slicing a large write copies nothing
+        self.spill: deque[memoryview] = deque()  # views: slicing a large write copies nothing
         self.fin_pending = False  # FIN waits behind the spill queue
         self.fin_sent = False
         self.reset = False
         self.stopped: Optional[int] = None  # peer's STOP_SENDING code
-        self.waiters: List[Callable[[], None]] = []
+        self.waiters: list[Callable[[], None]] = []
 
 
 def _is_uni(stream_id: int) -> bool:
@@ -113,20 +113,20 @@ class QuicConnection:
         self._endpoint = endpoint
         self._handle = handle
         self._is_client = configuration.is_client
-        self._events: Deque[events.QuicEvent] = deque()
-        self._tx: Dict[int, _TxStream] = {}
-        self._used_ids: Set[int] = set()
-        self._manual_credit: Set[int] = set()
-        self._credit: Dict[int, int] = {}
+        self._events: deque[events.QuicEvent] = deque()
+        self._tx: dict[int, _TxStream] = {}
+        self._used_ids: set[int] = set()
+        self._manual_credit: set[int] = set()
+        self._credit: dict[int, int] = {}
         self._closed = False
         self._close_event: Optional[events.ConnectionTerminated] = None
         self._close_flags = 0
-        self._pending_close: Optional[Tuple[int, Optional[int], str]] = None
+        self._pending_close: Optional[tuple[int, Optional[int], str]] = None
         self._handshake_done = False
         self._peer_max_datagram = 0
         self._listener: Optional[Callable[[], None]] = None
         self.alpn_protocol: Optional[str] = None
-        self.peer_address: Optional[Tuple[str, int]] = None
+        self.peer_address: Optional[tuple[str, int]] = None
 
     # ------------------------------------------------------------------ introspection
 
@@ -546,10 +546,10 @@ class QuicEndpoint:
             if self._own_keylog and self._keylog is not None:
                 self._keylog.close()
             raise
-        self.connections: Dict[int, QuicConnection] = {}
+        self.connections: dict[int, QuicConnection] = {}
         self.on_accept: Optional[Callable[[QuicConnection], None]] = None
         self.on_events: Optional[Callable[[QuicConnection], None]] = None
-        self._deferred: Deque[Callable[[], int]] = deque()
+        self._deferred: deque[Callable[[], int]] = deque()
         self._closed = False
 
     @property
@@ -593,7 +593,7 @@ class QuicEndpoint:
         is readable)."""
         if self._closed:
             return
-        touched: Dict[int, QuicConnection] = {}
+        touched: dict[int, QuicConnection] = {}
         conns = self.connections
         for ev in self._native.poll():
             quic = conns.get(ev.conn)
