@@ -941,6 +941,29 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
 
 /* ---------------------------------------------------------------- writing */
 
+/* ngtcp2 1.11 has no "send a PING" call.  Its keep-alive writes a PING into a packet that
+ * would otherwise be empty once the keep-alive timeout has elapsed since the last packet; so
+ * after everything else is flushed, a 1 ns keep-alive and a strictly later timestamp force
+ * exactly one PING-only packet.  If pacing or congestion control hold it back, it is retried
+ * on the next write. */
+static void write_ping(aq_conn *c, ngtcp2_path *path) {
+  uint8_t buf[1500];
+  ngtcp2_pkt_info pi;
+  ngtcp2_tstamp ts = aq_now();
+  size_t max = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+  ngtcp2_conn_set_keep_alive_timeout(c->conn, 1);
+  ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->conn, path, &pi, buf,
+                                             max < sizeof(buf) ? max : sizeof(buf), NULL,
+                                             NGTCP2_WRITE_STREAM_FLAG_NONE, -1, NULL, 0, ts);
+  ngtcp2_conn_set_keep_alive_timeout(c->conn, UINT64_MAX);
+  if (n <= 0) return;
+  aq_send_packets(c->ep, path, buf, (size_t)n, 0);
+  ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
+  c->ping_pending &= ~1;
+  for (aq_pingreq *p = c->pings; p; p = p->next)
+    if (p->after_pkn == 0) p->after_pkn = 1;
+}
+
 /* Returns 1 if the socket is blocked (stop writing everything). */
 int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   struct aq_endpoint *ep = c->ep;
@@ -949,17 +972,6 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   if (c->close_pending && all_acked(c)) {
     do_graceful_close(c, now);
     return 0;
-  }
-  int pinging = 0;
-  if ((c->ping_pending & 1) && c->state == AQ_ST_OPEN) {
-    c->ping_pending &= ~1;
-    ngtcp2_conn_set_keep_alive_timeout(c->conn, 1);
-    pinging = 1;
-    int rv = ngtcp2_conn_handle_expiry(c->conn, now);
-    if (rv != 0) {
-      aq_conn_on_expiry(c, now);
-      return 0;
-    }
   }
   size_t pktmax = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
   size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
@@ -1074,11 +1086,7 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   }
   if (off && aq_send_packets(ep, &ps.path, buf, off, seg)) blocked = 1;
   ngtcp2_conn_update_pkt_tx_time(c->conn, now);
-  if (pinging) {
-    ngtcp2_conn_set_keep_alive_timeout(c->conn, UINT64_MAX);
-    for (aq_pingreq *p = c->pings; p; p = p->next)
-      if (p->after_pkn == 0) p->after_pkn = 1;
-  }
+  if (!blocked && (c->ping_pending & 1) && c->state == AQ_ST_OPEN) write_ping(c, &ps.path);
   c->expiry = ngtcp2_conn_get_expiry(c->conn);
   if (c->close_pending && c->close_deadline < c->expiry) c->expiry = c->close_deadline;
   return blocked;

@@ -28,10 +28,16 @@
 #define AQ_SCID_LEN 18
 #define AQ_SOCKBUF (8 * 1024 * 1024)
 
+/* Strictly increasing per thread (each network thread has its own), so a timestamp taken
+ * later is always greater than one taken earlier, as ngtcp2 requires. */
 ngtcp2_tstamp aq_now(void) {
+  static _Thread_local ngtcp2_tstamp last;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (ngtcp2_tstamp)ts.tv_sec * NGTCP2_SECONDS + (ngtcp2_tstamp)ts.tv_nsec;
+  ngtcp2_tstamp t = (ngtcp2_tstamp)ts.tv_sec * NGTCP2_SECONDS + (ngtcp2_tstamp)ts.tv_nsec;
+  if (t <= last) t = last + 1;
+  last = t;
+  return t;
 }
 
 void aq_rand_bytes(uint8_t *dst, size_t n) {

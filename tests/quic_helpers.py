@@ -53,20 +53,25 @@ def echo_stream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     spawn(run())
 
 
-def sink_stream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read and discard until EOF or error; never writes.
+class HoldingSink:
+    """Stream handler that reads and discards until EOF or error, never writes, and keeps
+    every writer referenced for the life of this object, so no FIN is sent on our side of the
+    stream behind the test's back (a garbage-collected StreamWriter closes its transport)."""
 
-    Keeps ``writer`` referenced until done: a garbage-collected asyncio.StreamWriter closes
-    its transport, which would send a FIN on the stream."""
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
 
-    async def run(writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.read(64 * KiB):
+    def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+
+        async def run() -> None:
+            try:
+                while await reader.read(64 * KiB):
+                    pass
+            except Exception:
                 pass
-        except Exception:
-            pass
 
-    spawn(run(writer))
+        spawn(run())
 
 
 class StreamCollector:

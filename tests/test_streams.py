@@ -8,6 +8,7 @@ import asyncio
 import anyio
 import pytest
 from quic_helpers import (
+    HoldingSink,
     KiB,
     MiB,
     Pattern,
@@ -20,7 +21,6 @@ from quic_helpers import (
     echo_stream_handler,
     running_server,
     send_pattern,
-    sink_stream_handler,
     spawn,
     stream_id_of,
 )
@@ -143,8 +143,9 @@ async def test_empty_stream_fin_only(server_config, client_config):
 
 async def test_reset_stream_client_to_server(server_config, client_config):
     servers = ProtocolCollector()
+    sink = HoldingSink()
     async with running_server(
-        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+        server_config(), create_protocol=servers, stream_handler=sink
     ) as server:
         with anyio.fail_after(20):
             async with client(server.local_port, client_config()) as protocol:
@@ -163,8 +164,9 @@ async def test_reset_stream_client_to_server(server_config, client_config):
 
 async def test_reset_stream_server_to_client(server_config, client_config):
     servers = ProtocolCollector()
+    sink = HoldingSink()
     async with running_server(
-        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+        server_config(), create_protocol=servers, stream_handler=sink
     ) as server:
         with anyio.fail_after(20):
             async with client(
@@ -186,8 +188,9 @@ async def test_reset_stream_server_to_client(server_config, client_config):
 
 async def test_stop_sending_client_to_server(server_config, client_config):
     servers = ProtocolCollector()
+    sink = HoldingSink()
     async with running_server(
-        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+        server_config(), create_protocol=servers, stream_handler=sink
     ) as server:
         with anyio.fail_after(20):
             async with client(server.local_port, client_config()) as protocol:
@@ -209,8 +212,9 @@ async def test_stop_sending_client_to_server(server_config, client_config):
 
 async def test_stop_sending_server_to_client(server_config, client_config):
     servers = ProtocolCollector()
+    sink = HoldingSink()
     async with running_server(
-        server_config(), create_protocol=servers, stream_handler=sink_stream_handler
+        server_config(), create_protocol=servers, stream_handler=sink
     ) as server:
         with anyio.fail_after(20):
             async with client(
@@ -349,7 +353,8 @@ async def test_graceful_close_delivers_every_byte(server_config, client_config, 
     received: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def verify_handler(reader, writer):
-        async def run() -> None:
+        # `writer` is passed to run() only to keep it alive (see HoldingSink).
+        async def run(writer) -> None:
             verifier = PatternVerifier(pattern)
             try:
                 while True:
@@ -361,7 +366,7 @@ async def test_graceful_close_delivers_every_byte(server_config, client_config, 
                 if not received.done():
                     received.set_result(verifier)
 
-        spawn(run())
+        spawn(run(writer))
 
     async with running_server(server_config(), stream_handler=verify_handler) as server:
         with anyio.fail_after(60):
@@ -395,7 +400,8 @@ async def test_slow_reader_bounds_sender_memory(server_config, client_config):
     result: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def slow_handler(reader, writer):
-        async def run() -> None:
+        # `writer` is passed to run() only to keep it alive (see HoldingSink).
+        async def run(writer) -> None:
             verifier = PatternVerifier(pattern)
             try:
                 while True:
@@ -410,7 +416,7 @@ async def test_slow_reader_bounds_sender_memory(server_config, client_config):
                 if not result.done():
                     result.set_result(verifier)
 
-        spawn(run())
+        spawn(run(writer))
 
     writer_state = {"in_drain": False, "max_buffered": 0, "samples": 0}
     changed = asyncio.Event()
