@@ -79,7 +79,7 @@ $(STAMP): $(BUILD_INPUTS) | native-deps build-tools
 	  "$(PYTHON)" -m venv $(VENV); \
 	fi
 	@echo "make setup: installing aiopquic (editable, with test extras) into $(VENV)"
-	@$(VPY) -m pip install -q "setuptools>=61" wheel "cffi>=1.15"
+	@$(VPY) -m pip install -q -U pip "setuptools>=61" wheel "cffi>=1.15"
 	@$(VPY) -m pip install -q $(PIP_FLAGS) --no-build-isolation -e '.[test]'
 	@$(VPY) -c 'import aiopquic._native' || { \
 	  echo "make setup: the native extension was built but does not import" >&2; exit 1; }

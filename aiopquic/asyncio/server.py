@@ -24,6 +24,7 @@ class QuicServer:
         self._create_protocol = create_protocol
         self._stream_handler = stream_handler
         self._protocols: dict[int, QuicConnectionProtocol] = {}
+        self._closed = False
         endpoint.on_accept = self._on_accept
         _loop.attach(endpoint, loop, self._protocol_for)
 
@@ -49,8 +50,12 @@ class QuicServer:
         return proto
 
     def close(self) -> None:
-        """Stop listening and free the endpoint.  Open connections are dropped without a
-        CONNECTION_CLOSE; close them first for a graceful shutdown."""
+        """Stop listening and free the endpoint (idempotent).  Every open connection gets an
+        immediate CONNECTION_CLOSE (application error 0, "endpoint closed") without waiting
+        for unacknowledged data: close connections first for a graceful shutdown."""
+        if self._closed:
+            return
+        self._closed = True
         _loop.detach(self._endpoint, self._loop)
         for proto in self._protocols.values():
             proto._closed.set()

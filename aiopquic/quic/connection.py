@@ -632,7 +632,8 @@ class QuicEndpoint:
 
     def close(self) -> None:
         """Stop the network thread and free the native endpoint (idempotent).  Connections
-        still open are dropped without a CONNECTION_CLOSE: close them first."""
+        still open get an immediate CONNECTION_CLOSE ("endpoint closed") without waiting for
+        unacknowledged data: close them first for a graceful shutdown."""
         if self._closed:
             return
         self._closed = True
