@@ -82,7 +82,7 @@ def _errbuf() -> Any:
 
 
 def _errtext(buf: Any) -> str:
-    return ffi.string(buf).decode("utf-8", "replace")
+    return str(ffi.string(buf).decode("utf-8", "replace"))
 
 
 class Endpoint:

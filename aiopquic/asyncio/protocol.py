@@ -24,7 +24,7 @@ class _StreamReader(asyncio.StreamReader):
         self._aq_fed = 0
         self._aq_credited = 0
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]
         self._aq_fed += len(data)
         super().feed_data(data)
 
@@ -217,8 +217,8 @@ class QuicConnectionProtocol:
         self._quic._set_manual_credit(stream_id)
         self._stream_readers[stream_id] = reader
         transport = _StreamTransport(self, stream_id)
-        writer = asyncio.StreamWriter(transport, _StreamFlow(self, stream_id), reader,
-                                      self._loop)  # type: ignore[arg-type]
+        flow: Any = _StreamFlow(self, stream_id)  # duck-types the protocol StreamWriter needs
+        writer = asyncio.StreamWriter(transport, flow, reader, self._loop)
         return reader, writer
 
     def _process_events(self) -> None:
