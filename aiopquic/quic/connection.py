@@ -126,6 +126,7 @@ class QuicConnection:
         self._peer_max_datagram = 0
         self._listener: Optional[Callable[[], None]] = None
         self.alpn_protocol: Optional[str] = None
+        self._quic_logger: Any = None  # aioquic's H3Connection reads this attribute
         self.peer_address: Optional[tuple[str, int]] = None
 
     # ------------------------------------------------------------------ introspection
