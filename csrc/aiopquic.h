@@ -84,6 +84,8 @@ typedef struct aq_config {
   uint64_t max_streams_uni;
   uint64_t max_datagram_frame_size; /* 0 = off */
   int cc_algo;
+  uint64_t max_udp_payload; /* largest UDP payload to send (PMTUD ceiling); 0 = 1452 */
+  uint64_t ack_thresh;      /* ACK after this many ack-eliciting packets; 0 = engine default */
   uint32_t event_ring_size; /* entries, power of two (0 = default) */
   uint32_t cmd_ring_size;   /* entries, power of two (0 = default) */
 } aq_config;

@@ -466,6 +466,20 @@ static void init_settings(struct aq_endpoint *ep, ngtcp2_settings *s,
   s->initial_ts = now;
   s->cc_algo = (ngtcp2_cc_algo)cfg->cc_algo;
   if (cfg->handshake_timeout_ns) s->handshake_timeout = cfg->handshake_timeout_ns;
+  /* PMTUD climbs from 1200 bytes through this ladder up to the configured maximum: 1454
+   * (Ethernet), 8972 (jumbo frames), then loopback-sized packets.  A failed probe costs a
+   * few padded packets and changes nothing else. */
+  static const uint16_t ladder[] = {1454, 8972, 16384, 32768, 65000};
+  size_t nprobes = 0;
+  if (cfg->max_udp_payload) {
+    s->max_tx_udp_payload_size = cfg->max_udp_payload;
+    while (nprobes < sizeof(ladder) / sizeof(ladder[0]) && ladder[nprobes] <= cfg->max_udp_payload)
+      nprobes++;
+    s->pmtud_probes = ladder;
+    s->pmtud_probeslen = nprobes;
+    if (!nprobes) s->no_pmtud = 1;
+  }
+  if (cfg->ack_thresh) s->ack_thresh = cfg->ack_thresh;
   ngtcp2_transport_params_default(p);
   p->initial_max_stream_data_bidi_local = cfg->max_stream_data;
   p->initial_max_stream_data_bidi_remote = cfg->max_stream_data;
@@ -974,6 +988,11 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
     return 0;
   }
   size_t pktmax = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+  /* room for one packet: the configured maximum, so that PMTUD probes (larger than the
+   * path's current size) can be written; a probe then travels in a batch of its own */
+  size_t room = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+  if (room < pktmax) room = pktmax;
+  if (room > ep->txcap / 2) room = ep->txcap / 2;
   size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
   size_t maxsegs = quantum / pktmax;
   if (maxsegs < 1) maxsegs = 1;
@@ -988,11 +1007,20 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   for (;;) {
     ngtcp2_ssize nwrite, ndatalen = -1;
     aq_stream *s = NULL;
+    if (off + room > ep->txcap) {
+      int b = aq_send_packets(ep, &ps.path, buf, off, seg);
+      off = 0;
+      nseg = 0;
+      if (b) {
+        blocked = 1;
+        break;
+      }
+    }
     if (c->dg_head) {
       aq_dgram *d = c->dg_head;
       ngtcp2_vec v = {d->data, d->len};
       int accepted = 0;
-      nwrite = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, buf + off, pktmax, &accepted,
+      nwrite = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, buf + off, room, &accepted,
                                            NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, now);
       if (accepted || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
           nwrite == NGTCP2_ERR_INVALID_STATE) {
@@ -1028,7 +1056,7 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
         if (fin_at && fin_at - 1 == head) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
         sid = s->id;
       }
-      nwrite = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf + off, pktmax, &ndatalen,
+      nwrite = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf + off, room, &ndatalen,
                                          flags, sid, v, vcnt, now);
       if (s && ndatalen >= 0) {
         s->tx->sent += (uint64_t)ndatalen;
@@ -1061,7 +1089,7 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
     }
     if (nwrite == 0) break;
     size_t n = (size_t)nwrite;
-    if (nseg && n > seg) { /* cannot join this batch: send it, move the packet to the front */
+    if (nseg && (n > seg || off + n > 65000)) { /* cannot join: send the batch, move it */
       if (aq_send_packets(ep, &ps.path, buf, off, seg)) {
         blocked = 1;
         off = 0;

@@ -128,6 +128,14 @@ class QuicConfiguration:
     """*(aiopquic)* Unidirectional streams the peer may have open at once (extended as streams
     close)."""
 
+    max_datagram_size: int = 16384
+    """Largest UDP payload this endpoint sends, in bytes (1200..65000).  Connections start at
+    1200 bytes and path MTU discovery (DPLPMTUD) climbs 1454 (Ethernet), 8972 (jumbo frames),
+    16384, 32768, 65000 up to this ceiling, keeping the largest size the path really carries:
+    1454 on a typical Internet path, the ceiling on loopback.  Larger packets cost less CPU
+    per byte.  aioquic uses the same name for a fixed size (default 1200); 1452 is a safe
+    ceiling on paths with broken PMTUD."""
+
     max_datagram_frame_size: Optional[int] = None
     """Largest DATAGRAM frame accepted (1..65535), advertised to the peer.  ``None`` turns
     datagrams off."""
@@ -237,6 +245,7 @@ class QuicConfiguration:
                 _MAX_DATAGRAM_FRAME_SIZE,
                 hint=" (use None to turn datagrams off)",
             )
+        _check_int_range("max_datagram_size", self.max_datagram_size, 1200, 65000)
         _check_int_range(
             "stream_buffer_size", self.stream_buffer_size, MIN_STREAM_BUFFER_SIZE, 1 << 40
         )

@@ -78,6 +78,7 @@ def native_config(cfg: QuicConfiguration) -> dict[str, Any]:
         "max_streams_uni": int(cfg.max_streams_uni),
         "max_datagram_frame_size": int(cfg.max_datagram_frame_size or 0),
         "cc_algo": _CC[cfg.congestion_control_algorithm],
+        "max_udp_payload": int(cfg.max_datagram_size),
     }
 
 
