@@ -133,11 +133,11 @@ int aq_txbuf_want_writable(aq_txbuf *tx);
  * follows once it has room).  aq_stream_write returns bytes accepted, or -1 (ring full
  * for commands: nothing accepted).  fin is applied only if every byte was accepted. */
 long aq_stream_write(aq_endpoint *ep, uint64_t conn, int64_t stream_id, aq_txbuf *tx,
-                     const uint8_t *data, size_t len, int fin);
+                     const char *data, size_t len, int fin);
 int aq_stream_reset(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code);
 int aq_stream_stop(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code);
 int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t n);
-int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const uint8_t *data, size_t len);
+int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len);

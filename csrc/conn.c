@@ -955,6 +955,13 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
 
 /* ---------------------------------------------------------------- writing */
 
+static int test_drop(struct aq_endpoint *ep) {
+  ep->test_rng ^= ep->test_rng << 13; /* xorshift64 */
+  ep->test_rng ^= ep->test_rng >> 7;
+  ep->test_rng ^= ep->test_rng << 17;
+  return ep->test_rng % 1000000 < ep->test_loss_ppm;
+}
+
 /* ngtcp2 1.11 has no "send a PING" call.  Its keep-alive writes a PING into a packet that
  * would otherwise be empty once the keep-alive timeout has elapsed since the last packet; so
  * after everything else is flushed, a 1 ns keep-alive and a strictly later timestamp force
@@ -1089,6 +1096,7 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
     }
     if (nwrite == 0) break;
     size_t n = (size_t)nwrite;
+    if (ep->test_loss_ppm && test_drop(ep)) continue; /* the packet is "lost" */
     if (nseg && (n > seg || off + n > 65000)) { /* cannot join: send the batch, move it */
       if (aq_send_packets(ep, &ps.path, buf, off, seg)) {
         blocked = 1;

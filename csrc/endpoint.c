@@ -549,8 +549,8 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   ep->cfg.cert_pem = ep->cfg.key_pem = ep->cfg.key_password = NULL;
   ep->cfg.ca_file = ep->cfg.ca_path = ep->cfg.ca_pem = NULL;
   if (make_socket(ep, host, port, err, errlen) != 0) goto fail;
-  if (aq_ring_init(&ep->cmds, cfg->cmd_ring_size ? cfg->cmd_ring_size : 16384, sizeof(aq_cmd)) ||
-      aq_ring_init(&ep->events, cfg->event_ring_size ? cfg->event_ring_size : 16384,
+  if (aq_ring_init(&ep->cmds, cfg->cmd_ring_size ? cfg->cmd_ring_size : 4096, sizeof(aq_cmd)) ||
+      aq_ring_init(&ep->events, cfg->event_ring_size ? cfg->event_ring_size : 4096,
                    sizeof(aq_event)) ||
       aq_map_init(&ep->by_cid, 64) || aq_map_init(&ep->by_handle, 64))
     goto oom;
@@ -559,6 +559,12 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   ep->txmem = malloc(ep->txcap);
   if (!ep->rxmem || !ep->txmem) goto oom;
   aq_rand_bytes(ep->reset_secret, sizeof(ep->reset_secret));
+  {
+    /* fault injection for tests (this machine has no netem): drop sent packets at random */
+    const char *loss = getenv("AIOPQUIC_TEST_LOSS_PPM");
+    if (loss) ep->test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);
+    aq_rand_bytes((uint8_t *)&ep->test_rng, sizeof(ep->test_rng));
+  }
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
   ep->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   ep->cmd_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -747,7 +753,7 @@ int aq_txbuf_want_writable(aq_txbuf *tx) {
 }
 
 long aq_stream_write(aq_endpoint *ep, uint64_t conn, int64_t stream_id, aq_txbuf *tx,
-                     const uint8_t *data, size_t len, int fin) {
+                     const char *data, size_t len, int fin) {
   if (atomic_load_explicit(&tx->fin_at, memory_order_relaxed) && len) return 0; /* after FIN */
   size_t space = aq_txbuf_space(tx);
   size_t n = len < space ? len : space;
@@ -799,7 +805,7 @@ int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64
   return simple_cmd(ep, AQ_CMD_STREAM_CONSUMED, conn, stream_id, n, 0, NULL, 0);
 }
 
-int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const uint8_t *data, size_t len) {
+int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len) {
   aq_dgram *d = malloc(sizeof(*d) + len);
   if (!d) return -2;
   d->next = NULL;

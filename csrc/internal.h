@@ -175,6 +175,8 @@ struct aq_endpoint {
   socklen_t pend_addrlen;
   int want_out;
   int stopping;
+  uint32_t test_loss_ppm; /* AIOPQUIC_TEST_LOSS_PPM: drop this share of sent packets */
+  uint64_t test_rng;
 };
 
 /* endpoint.c */

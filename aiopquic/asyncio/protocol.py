@@ -101,6 +101,8 @@ class _StreamFlow:
 
     async def _drain_helper(self) -> None:
         quic = self._protocol._quic
+        if not quic._closed and not quic.stream_send_pending(self._stream_id):
+            return  # fast path: nothing queued in Python
         loop = self._protocol._loop
         while True:
             if quic.closed:

@@ -85,7 +85,8 @@ def native_config(cfg: QuicConfiguration) -> dict[str, Any]:
 class _TxStream:
     """Python-side state of a stream we send on."""
 
-    __slots__ = ("buf", "spill", "fin_pending", "fin_sent", "reset", "stopped", "waiters")
+    __slots__ = ("buf", "spill", "fin_pending", "fin_sent", "reset", "stopped", "waiters",
+                 "open")
 
     def __init__(self, buf: Any) -> None:
         self.buf = buf
@@ -95,6 +96,7 @@ class _TxStream:
         self.reset = False
         self.stopped: Optional[int] = None  # peer's STOP_SENDING code
         self.waiters: list[Callable[[], None]] = []
+        self.open = True  # writable: no FIN, reset or STOP_SENDING, connection open
 
 
 def _is_uni(stream_id: int) -> bool:
@@ -212,6 +214,24 @@ class QuicConnection:
         STOP_SENDING, or on the peer's unidirectional stream; :class:`QuicConnectionError`
         once the connection is closed.
         """
+        st = self._tx.get(stream_id)
+        if st is None or not st.open or st.spill:
+            self._send_slow(stream_id, data, end_stream)
+            return
+        # fast path: an open stream with nothing queued in Python
+        n = len(data)
+        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf,
+                                   data if type(data) is bytes else ffi.from_buffer(data), n,
+                                   1 if end_stream else 0)
+        if done == n:
+            if end_stream:
+                st.fin_sent = True
+                st.open = False
+            return
+        self._spill(stream_id, st, data, max(done, 0), end_stream)
+
+    def _send_slow(self, stream_id: int, data: Union[bytes, bytearray, memoryview],
+                   end_stream: bool) -> None:
         self._check_stream_id(stream_id, True)
         self._raise_if_closed()
         if self._pending_close is not None:
@@ -230,23 +250,27 @@ class QuicConnection:
                 st.spill.append(memoryview(bytes(data)))
             if end_stream:
                 st.fin_pending = True
+                st.open = False
             return
         n = len(data)
-        if n or end_stream:
-            src = ffi.from_buffer(data) if n else ffi.NULL
-            done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf,
-                                       src, n, 1 if end_stream else 0)
-        else:
+        if not n and not end_stream:
             return
-        if done < 0:
-            done = 0
+        src = (data if type(data) is bytes else ffi.from_buffer(data)) if n else ffi.NULL
+        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf, src, n,
+                                   1 if end_stream else 0)
         if done == n:
             if end_stream:
                 st.fin_sent = True
+                st.open = False
             return
+        self._spill(stream_id, st, data, max(done, 0), end_stream)
+
+    def _spill(self, stream_id: int, st: _TxStream, data: Union[bytes, bytearray, memoryview],
+               done: int, end_stream: bool) -> None:
         st.spill.append(memoryview(bytes(memoryview(data)[done:])))
         if end_stream:
             st.fin_pending = True
+            st.open = False
         self._want_writable(stream_id, st)
 
     def _want_writable(self, stream_id: int, st: _TxStream) -> None:
@@ -305,6 +329,7 @@ class QuicConnection:
             return
         st = self._tx_stream(stream_id)
         st.reset = True
+        st.open = False
         st.spill.clear()
         st.fin_pending = False
         self._wake(st)
@@ -368,6 +393,8 @@ class QuicConnection:
         """
         if self._closed or self._pending_close is not None:
             return
+        for st in self._tx.values():
+            st.open = False  # no more writes: they take the slow path and raise
         if any(st.spill for st in self._tx.values()):
             self._pending_close = (error_code, frame_type, reason_phrase)
             return
@@ -451,6 +478,7 @@ class QuicConnection:
             st = self._tx.get(ev.stream_id)
             if st is not None:
                 st.stopped = ev.code
+                st.open = False
                 st.spill.clear()
                 st.fin_pending = False
                 self._wake(st)
