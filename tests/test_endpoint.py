@@ -168,3 +168,17 @@ async def test_many_endpoints_in_one_process(server_config, client_config):
     finally:
         for s in servers:
             s.close()
+
+
+async def test_finished_streams_are_forgotten(server_config, client_config):
+    """Long-lived connections must not keep a reader per finished stream (aioquic #590)."""
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            with anyio.fail_after(30):
+                for i in range(200):
+                    assert await echo_roundtrip(protocol, b"%d" % i) == b"%d" % i
+                # two PING round trips: every FIN and its ACK have crossed by then
+                await protocol.ping()
+                await protocol.ping()
+            assert len(protocol._stream_readers) <= 2, len(protocol._stream_readers)
+            assert len(protocol._quic._tx) <= 2, len(protocol._quic._tx)

@@ -240,6 +240,9 @@ class QuicConnectionProtocol:
             if isinstance(event, events.ConnectionTerminated):
                 self._on_terminated()
             event = quic.next_event()
+        # streams finished in both directions: their readers have seen everything
+        for stream_id in quic._take_finished_streams():
+            self._stream_readers.pop(stream_id, None)
 
     def _on_terminated(self) -> None:
         exc = QuicConnectionError(self._quic._close_message(),

@@ -127,7 +127,7 @@ class QuicConnection:
         self._pending_close: Optional[tuple[int, Optional[int], str]] = None
         self._handshake_done = False
         self._peer_max_datagram = 0
-        self._listener: Optional[Callable[[], None]] = None
+        self._finished_streams: list[int] = []  # closed in the engine; see _take_finished
         self.alpn_protocol: Optional[str] = None
         self._quic_logger: Any = None  # aioquic's H3Connection reads this attribute
         self.peer_address: Optional[tuple[str, int]] = None
@@ -497,6 +497,7 @@ class QuicConnection:
                 st.buf = None
             self._manual_credit.discard(ev.stream_id)
             self._credit.pop(ev.stream_id, None)
+            self._finished_streams.append(ev.stream_id)
         elif t == _native.EV_CLOSED:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
@@ -518,6 +519,12 @@ class QuicConnection:
                 lib.aq_txbuf_release(st.buf)
                 st.buf = None
         self._tx.clear()
+
+    def _take_finished_streams(self) -> list[int]:
+        """Streams the engine has closed (both directions done) since the last call.  Call it
+        after draining :meth:`next_event`, so that their last events were delivered."""
+        done, self._finished_streams = self._finished_streams, []
+        return done
 
     def _kick_all(self) -> None:
         ptr = self._endpoint.ptr
