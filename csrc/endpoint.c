@@ -616,6 +616,7 @@ int aq_endpoint_start(aq_endpoint *ep, char *err, size_t errlen) {
     return -1;
   }
   ep->started = 1;
+  pthread_setname_np(ep->thread, ep->cfg.is_server ? "aiopquic-srv" : "aiopquic-cli");
   return 0;
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from typing import Any, Callable, Optional
 
 from aiopquic.quic import events
@@ -15,27 +16,134 @@ QuicStreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
 
 
 class _StreamReader(asyncio.StreamReader):
-    """A StreamReader that returns receive credit to the peer as the application consumes."""
+    """A StreamReader that returns receive credit to the peer as the application consumes,
+    and hands received chunks to ``read()`` without copying them.
+
+    Chunks wait in a deque; only ``readline``/``readuntil``/``readexactly`` need asyncio's
+    contiguous buffer, and they get it (the chunks are moved there first).
+    """
 
     def __init__(self, quic: QuicConnection, stream_id: int, loop: asyncio.AbstractEventLoop):
         super().__init__(limit=2 ** 16, loop=loop)
         self._aq_quic = quic
         self._aq_stream_id = stream_id
-        self._aq_fed = 0
-        self._aq_credited = 0
+        self._aq_fed = 0  # bytes received
+        self._aq_credited = 0  # bytes whose credit went back to the peer
+        self._aq_chunks: deque[bytes] = deque()
+        self._aq_off = 0  # bytes of _aq_chunks[0] already read
+        self._aq_pending = 0  # bytes in _aq_chunks not yet read
+        self._aq_direct = 0  # >0 while a buffer-based read runs: feed asyncio's buffer
 
     def feed_data(self, data: bytes) -> None:  # type: ignore[override]
+        assert not self._eof, "feed_data after feed_eof"  # type: ignore[attr-defined]
+        if not data:
+            return
         self._aq_fed += len(data)
-        super().feed_data(data)
+        if self._aq_direct or self._buffer:  # type: ignore[attr-defined]
+            self._buffer.extend(data)  # type: ignore[attr-defined]
+        else:
+            self._aq_chunks.append(data)
+            self._aq_pending += len(data)
+        self._wakeup_waiter()  # type: ignore[attr-defined]
+
+    def _aq_materialize(self) -> None:
+        chunks = self._aq_chunks
+        if chunks:
+            buf = self._buffer  # type: ignore[attr-defined]
+            first = chunks.popleft()
+            buf.extend(memoryview(first)[self._aq_off:])
+            for chunk in chunks:
+                buf.extend(chunk)
+            chunks.clear()
+            self._aq_off = 0
+            self._aq_pending = 0
+
+    def at_eof(self) -> bool:
+        return bool(self._eof and not self._buffer  # type: ignore[attr-defined]
+                    and not self._aq_pending)
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._exception is not None:  # type: ignore[attr-defined]
+            raise self._exception  # type: ignore[attr-defined]
+        if n == 0:
+            return b""
+        if n < 0:
+            blocks: list[bytes] = []
+            while True:
+                block = await self.read(self._limit)  # type: ignore[attr-defined]
+                if not block:
+                    return b"".join(blocks)
+                blocks.append(block)
+        if self._buffer:  # type: ignore[attr-defined]
+            return await super().read(n)
+        if not self._aq_pending and not self._eof:  # type: ignore[attr-defined]
+            await self._wait_for_data("read")  # type: ignore[attr-defined]
+            if self._buffer:  # type: ignore[attr-defined]
+                return await super().read(n)
+        if not self._aq_pending:
+            return b""
+        chunk = self._aq_chunks[0]
+        off = self._aq_off
+        left = len(chunk) - off
+        if n >= left:
+            self._aq_chunks.popleft()
+            self._aq_off = 0
+            data = chunk if off == 0 else chunk[off:]
+        else:
+            data = chunk[off:off + n]
+            self._aq_off = off + n
+        self._aq_pending -= len(data)
+        self._maybe_resume_transport()
+        return data
+
+    async def readline(self) -> bytes:
+        self._aq_materialize()
+        self._aq_direct += 1
+        try:
+            return await super().readline()
+        finally:
+            self._aq_direct -= 1
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        self._aq_materialize()
+        self._aq_direct += 1
+        try:
+            return await super().readuntil(separator)
+        finally:
+            self._aq_direct -= 1
+
+    async def readexactly(self, n: int) -> bytes:
+        self._aq_materialize()
+        self._aq_direct += 1
+        try:
+            return await super().readexactly(n)
+        finally:
+            self._aq_direct -= 1
 
     def _maybe_resume_transport(self) -> None:  # called after every read
-        consumed = self._aq_fed - len(self._buffer)  # type: ignore[attr-defined]
+        consumed = self._aq_fed - len(self._buffer) - self._aq_pending  # type: ignore[attr-defined]
         n = consumed - self._aq_credited
         if n > 0:
             self._aq_credited = consumed
             self._aq_quic._consumed(self._aq_stream_id, n)
-            if not self._buffer:  # type: ignore[attr-defined]
+            if not self._buffer and not self._aq_pending:  # type: ignore[attr-defined]
                 self._aq_quic._flush_credit(self._aq_stream_id)
+
+
+class _StreamWriter(asyncio.StreamWriter):
+    """StreamWriter whose ``drain()`` returns at once while nothing waits in Python."""
+
+    _aq_quic: QuicConnection
+    _aq_stream_id: int
+
+    async def drain(self) -> None:
+        quic = self._aq_quic
+        st = quic._tx.get(self._aq_stream_id)
+        if st is not None and not st.spill and not quic._closed:
+            reader = self._reader  # type: ignore[attr-defined]
+            if reader is None or reader._exception is None:
+                return
+        await super().drain()
 
 
 class _StreamTransport(asyncio.Transport):
@@ -220,7 +328,9 @@ class QuicConnectionProtocol:
         self._stream_readers[stream_id] = reader
         transport = _StreamTransport(self, stream_id)
         flow: Any = _StreamFlow(self, stream_id)  # duck-types the protocol StreamWriter needs
-        writer = asyncio.StreamWriter(transport, flow, reader, self._loop)
+        writer = _StreamWriter(transport, flow, reader, self._loop)
+        writer._aq_quic = self._quic
+        writer._aq_stream_id = stream_id
         return reader, writer
 
     def _process_events(self) -> None:
