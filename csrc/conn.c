@@ -546,6 +546,7 @@ aq_conn *aq_conn_new_client(struct aq_endpoint *ep, const struct sockaddr *remot
     goto fail;
   }
   c->state = AQ_ST_HANDSHAKE;
+  aq_sched_dirty(c); /* the first write sends the Initial */
   return c;
 fail:
   c->accepted_emitted = -1;
@@ -604,6 +605,7 @@ void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now) {
 
 void aq_conn_free(aq_conn *c) {
   struct aq_endpoint *ep = c->ep;
+  aq_sched_remove(c);
   if (ep->touched == c) ep->touched = c->next_touched;
   else if (c->touched)
     for (aq_conn *t = ep->touched; t; t = t->next_touched)
@@ -668,8 +670,9 @@ static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp
   emit_closed(c, flags | AQ_CLOSE_LOCAL, ccerr->error_code, ccerr->frame_type, ccerr->reason,
               ccerr->reasonlen);
   c->state = n > 0 ? AQ_ST_CLOSING : AQ_ST_DEAD;
+  if (c->state == AQ_ST_DEAD) c->ep->reap_pending = 1;
   c->close_deadline = now + 3 * ngtcp2_conn_get_pto(c->conn);
-  c->expiry = c->close_deadline;
+  aq_sched_expiry(c, c->close_deadline);
 }
 
 static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now) {
@@ -702,6 +705,7 @@ void aq_conn_fail(aq_conn *c, uint32_t flags, uint64_t code, const char *reason)
   if (c->state >= AQ_ST_CLOSING) return;
   emit_closed(c, flags, code, 0, reason, strlen(reason));
   c->state = AQ_ST_DEAD;
+  c->ep->reap_pending = 1;
 }
 
 static void enter_draining(aq_conn *c, ngtcp2_tstamp now) {
@@ -711,7 +715,7 @@ static void enter_draining(aq_conn *c, ngtcp2_tstamp now) {
   emit_closed(c, flags, e->error_code, e->frame_type, e->reason, e->reasonlen);
   c->state = AQ_ST_DRAINING;
   c->close_deadline = now + 3 * ngtcp2_conn_get_pto(c->conn);
-  c->expiry = c->close_deadline;
+  aq_sched_expiry(c, c->close_deadline);
 }
 
 static void fail_with_liberr(aq_conn *c, int rv, ngtcp2_tstamp now) {
@@ -757,7 +761,7 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
   aq_scan_conn = c;
   int rv = ngtcp2_conn_read_pkt(c->conn, path, &pi, data, len, now);
   aq_scan_conn = NULL;
-  c->expiry = 0; /* write soon */
+  aq_sched_dirty(c);
   if (rv == 0) return;
   switch (rv) {
     case NGTCP2_ERR_DRAINING:
@@ -846,7 +850,10 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
 
 void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now) {
   if (c->state == AQ_ST_CLOSING || c->state == AQ_ST_DRAINING) {
-    if (now >= c->close_deadline) c->state = AQ_ST_DEAD;
+    if (now >= c->close_deadline) {
+      c->state = AQ_ST_DEAD;
+      c->ep->reap_pending = 1;
+    }
     return;
   }
   if (c->state == AQ_ST_DEAD) return;
@@ -855,7 +862,7 @@ void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now) {
     return;
   }
   int rv = ngtcp2_conn_handle_expiry(c->conn, now);
-  c->expiry = 0;
+  aq_sched_dirty(c);
   if (rv == 0) return;
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     aq_conn_fail(c, AQ_CLOSE_IDLE, 0, "idle timeout");
@@ -876,7 +883,7 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
     if (cmd->type == AQ_CMD_DATAGRAM || cmd->type == AQ_CMD_CLOSE) free(cmd->ptr);
     return;
   }
-  c->expiry = 0;
+  aq_sched_dirty(c);
   switch (cmd->type) {
     case AQ_CMD_STREAM_DATA:
       s = stream_get_or_create(c, cmd->stream_id);
@@ -989,7 +996,6 @@ static void write_ping(aq_conn *c, ngtcp2_path *path) {
 int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   struct aq_endpoint *ep = c->ep;
   if (c->state >= AQ_ST_CLOSING) return 0;
-  if (c->expiry > now) return 0; /* nothing new since the last write and no timer due */
   if (c->close_pending && all_acked(c)) {
     do_graceful_close(c, now);
     return 0;
@@ -1123,7 +1129,9 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   if (off && aq_send_packets(ep, &ps.path, buf, off, seg)) blocked = 1;
   ngtcp2_conn_update_pkt_tx_time(c->conn, now);
   if (!blocked && (c->ping_pending & 1) && c->state == AQ_ST_OPEN) write_ping(c, &ps.path);
-  c->expiry = ngtcp2_conn_get_expiry(c->conn);
-  if (c->close_pending && c->close_deadline < c->expiry) c->expiry = c->close_deadline;
+  ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
+  if (c->close_pending && c->close_deadline < expiry) expiry = c->close_deadline;
+  aq_sched_expiry(c, expiry);
+  if (blocked) aq_sched_dirty(c); /* finish once the socket drains */
   return blocked;
 }

@@ -394,9 +394,8 @@ static void process_commands(struct aq_endpoint *ep) {
 /* ---------------------------------------------------------------- timers, loop */
 
 static void arm_timer(struct aq_endpoint *ep) {
-  ngtcp2_tstamp next = UINT64_MAX;
-  for (aq_conn *c = ep->conns; c; c = c->next)
-    if (c->expiry < next) next = c->expiry;
+  aq_conn *top = aq_sched_top(ep);
+  ngtcp2_tstamp next = top ? top->expiry : UINT64_MAX;
   if (next == ep->armed) return;
   ep->armed = next;
   struct itimerspec its = {{0, 0}, {0, 0}};
@@ -415,11 +414,16 @@ static void handle_timers(struct aq_endpoint *ep) {
   (void)r;
   ep->armed = 0;
   ngtcp2_tstamp now = aq_now();
-  for (aq_conn *c = ep->conns; c; c = c->next)
-    if (c->expiry <= now) aq_conn_on_expiry(c, now);
+  aq_conn *c;
+  while ((c = aq_sched_top(ep)) && c->expiry <= now) {
+    aq_sched_expiry(c, UINT64_MAX); /* the next write sets the new expiry */
+    aq_conn_on_expiry(c, now);
+  }
 }
 
 static void reap(struct aq_endpoint *ep) {
+  if (!ep->reap_pending) return;
+  ep->reap_pending = 0;
   aq_conn *c = ep->conns;
   while (c) {
     aq_conn *next = c->next;
@@ -437,7 +441,8 @@ static void *net_main(void *arg) {
     if (ep->ovf_head) flush_overflow(ep);
     flush_pending(ep);
     ngtcp2_tstamp now = aq_now();
-    for (aq_conn *c = ep->conns; c && !ep->pending_tx; c = c->next) aq_conn_write(c, now);
+    aq_conn *c;
+    while (!ep->pending_tx && (c = aq_sched_pop_dirty(ep))) aq_conn_write(c, now);
     reap(ep);
     arm_timer(ep);
     wake_python(ep);
@@ -674,6 +679,7 @@ void aq_endpoint_free(aq_endpoint *ep) {
   aq_ring_destroy(&ep->events);
   aq_map_destroy(&ep->by_cid);
   aq_map_destroy(&ep->by_handle);
+  free(ep->heap);
   if (ep->cred) gnutls_certificate_free_credentials(ep->cred);
   if (ep->fd >= 0) close(ep->fd);
   if (ep->epfd >= 0) close(ep->epfd);

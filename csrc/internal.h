@@ -129,6 +129,9 @@ typedef struct aq_conn {
   ngtcp2_cid *cids;
   int ncids, capcids;
   ngtcp2_tstamp expiry;
+  size_t heap_idx;             /* position in the endpoint's timer heap + 1; 0 = absent */
+  int dirty;                   /* on the endpoint's write list */
+  struct aq_conn *next_dirty;
   int touched;                 /* on the endpoint's touched list */
   struct aq_conn *next_touched; /* conns that read packets in this batch */
   struct aq_conn *next, *prev;
@@ -159,6 +162,10 @@ struct aq_endpoint {
   aq_map by_cid, by_handle;
   aq_conn *conns;
   aq_conn *touched;
+  aq_conn **heap; /* timers: min-heap by expiry */
+  size_t heap_len, heap_cap;
+  aq_conn *dirty_head, *dirty_tail; /* connections to write */
+  int reap_pending;                 /* some connection is AQ_ST_DEAD */
   uint64_t next_handle;
   gnutls_certificate_credentials_t cred;
   uint8_t reset_secret[32];
@@ -190,6 +197,13 @@ int aq_send_packets(struct aq_endpoint *ep, const ngtcp2_path *path, const uint8
 void aq_rand_bytes(uint8_t *dst, size_t n);
 int aq_register_cid(aq_conn *c, const ngtcp2_cid *cid);
 void aq_unregister_cid(aq_conn *c, const ngtcp2_cid *cid);
+
+/* sched.c */
+void aq_sched_dirty(aq_conn *c);
+void aq_sched_expiry(aq_conn *c, ngtcp2_tstamp t);
+void aq_sched_remove(aq_conn *c);
+aq_conn *aq_sched_pop_dirty(struct aq_endpoint *ep);
+aq_conn *aq_sched_top(struct aq_endpoint *ep);
 
 /* conn.c */
 aq_conn *aq_conn_new_client(struct aq_endpoint *ep, const struct sockaddr *remote,
