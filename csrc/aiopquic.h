@@ -139,6 +139,7 @@ int aq_stream_stop(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t c
 int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t n);
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
+int aq_key_update(aq_endpoint *ep, uint64_t conn);
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len);
 

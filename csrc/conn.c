@@ -942,6 +942,11 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       c->ping_pending |= 1;
       break;
     }
+    case AQ_CMD_KEY_UPDATE:
+      /* NGTCP2_ERR_INVALID_STATE while the previous update is unconfirmed: then the
+       * request is dropped, as the peer is about to see fresh keys anyway */
+      if (c->state == AQ_ST_OPEN) ngtcp2_conn_initiate_key_update(c->conn, now);
+      break;
     case AQ_CMD_CLOSE:
       c->close_pending = 1;
       c->close_app = (int)cmd->flags;

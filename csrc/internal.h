@@ -46,6 +46,7 @@ enum {
   AQ_CMD_DATAGRAM, /* ptr = aq_dgram */
   AQ_CMD_PING,
   AQ_CMD_CLOSE, /* ptr = reason (malloc'd), len */
+  AQ_CMD_KEY_UPDATE,
   AQ_CMD_STOP
 };
 

@@ -182,3 +182,18 @@ async def test_finished_streams_are_forgotten(server_config, client_config):
                 await protocol.ping()
             assert len(protocol._stream_readers) <= 2, len(protocol._stream_readers)
             assert len(protocol._quic._tx) <= 2, len(protocol._quic._tx)
+
+
+async def test_key_updates_during_a_transfer(server_config, client_config):
+    payload = os.urandom(4 * 1024 * 1024)
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            reader, writer = await protocol.create_stream()
+            with anyio.fail_after(60):
+                for i in range(0, len(payload), 256 * 1024):
+                    writer.write(payload[i:i + 256 * 1024])
+                    await writer.drain()
+                    protocol.request_key_update()
+                    await protocol.ping()  # lets each update be confirmed before the next
+                writer.write_eof()
+                assert await reader.read() == payload

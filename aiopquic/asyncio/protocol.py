@@ -276,8 +276,8 @@ class QuicConnectionProtocol:
         return self._create_stream(stream_id)
 
     def request_key_update(self) -> None:
-        """Not supported yet by aiopquic: raises NotImplementedError."""
-        raise NotImplementedError("key update on request is not supported yet")
+        """Start a 1-RTT key update (see :meth:`QuicConnection.request_key_update`)."""
+        self._quic.request_key_update()
 
     async def ping(self) -> None:
         """Send a PING and wait for the peer to acknowledge it."""

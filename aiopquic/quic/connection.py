@@ -383,6 +383,13 @@ class QuicConnection:
         self._raise_if_closed()
         self._command_conn(lib.aq_ping, uid)
 
+    def request_key_update(self) -> None:
+        """Start a 1-RTT key update (RFC 9001 section 6).  Ignored while the previous update
+        is not yet confirmed by the peer; raises :class:`QuicConnectionError` once closed."""
+        self._raise_if_closed()
+        if lib.aq_key_update(self._endpoint.ptr, self._handle) == -1:
+            self._endpoint._defer(lambda: lib.aq_key_update(self._endpoint.ptr, self._handle))
+
     def close(self, error_code: int = 0, frame_type: Optional[int] = None,
               reason_phrase: str = "") -> None:
         """Close the connection gracefully.
