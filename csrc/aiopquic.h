@@ -30,8 +30,17 @@ enum {
   AQ_EV_PING_ACK = 10,      /* conn, code = uid */
   AQ_EV_STREAM_CLOSED = 11, /* conn, stream_id: engine forgot the stream (both sides done) */
   AQ_EV_CMD_SPACE = 12,     /* the command ring has room again after a failed push */
-  AQ_EV_ERROR = 13          /* endpoint-level error text in data (e.g. socket failure) */
+  AQ_EV_ERROR = 13,         /* endpoint-level error text in data (e.g. socket failure) */
+  AQ_EV_STATS = 14          /* conn, code = request id; data = one aq_stats */
 };
+
+/* A snapshot of a connection's transport state (AQ_EV_STATS). */
+typedef struct aq_stats {
+  uint64_t smoothed_rtt_ns, min_rtt_ns, latest_rtt_ns, rttvar_ns;
+  uint64_t cwnd, ssthresh, bytes_in_flight;
+  uint64_t max_udp_payload; /* current path's packet size (after PMTUD) */
+  uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
+} aq_stats;
 
 /* AQ_EV_* flags */
 enum {
@@ -140,6 +149,7 @@ int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
 int aq_key_update(aq_endpoint *ep, uint64_t conn);
+int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id);
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len);
 

@@ -759,6 +759,8 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
     c->ep->touched = c;
   }
   aq_scan_conn = c;
+  c->pkts_recv++;
+  c->bytes_recv += len;
   int rv = ngtcp2_conn_read_pkt(c->conn, path, &pi, data, len, now);
   aq_scan_conn = NULL;
   aq_sched_dirty(c);
@@ -947,6 +949,25 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
        * request is dropped, as the peer is about to see fresh keys anyway */
       if (c->state == AQ_ST_OPEN) ngtcp2_conn_initiate_key_update(c->conn, now);
       break;
+    case AQ_CMD_STATS: {
+      aq_stats st;
+      ngtcp2_conn_info ci;
+      ngtcp2_conn_get_conn_info(c->conn, &ci);
+      st.smoothed_rtt_ns = ci.smoothed_rtt;
+      st.min_rtt_ns = ci.min_rtt;
+      st.latest_rtt_ns = ci.latest_rtt;
+      st.rttvar_ns = ci.rttvar;
+      st.cwnd = ci.cwnd;
+      st.ssthresh = ci.ssthresh;
+      st.bytes_in_flight = ci.bytes_in_flight;
+      st.max_udp_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+      st.pkts_sent = c->pkts_sent;
+      st.pkts_recv = c->pkts_recv;
+      st.bytes_sent = c->bytes_sent;
+      st.bytes_recv = c->bytes_recv;
+      aq_emit_simple(c->ep, AQ_EV_STATS, c->handle, -1, cmd->code, 0, 0, &st, sizeof(st));
+      break;
+    }
     case AQ_CMD_CLOSE:
       c->close_pending = 1;
       c->close_app = (int)cmd->flags;
@@ -1107,6 +1128,8 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
     }
     if (nwrite == 0) break;
     size_t n = (size_t)nwrite;
+    c->pkts_sent++;
+    c->bytes_sent += n;
     if (ep->test_loss_ppm && test_drop(ep)) continue; /* the packet is "lost" */
     if (nseg && (n > seg || off + n > 65000)) { /* cannot join: send the batch, move it */
       if (aq_send_packets(ep, &ps.path, buf, off, seg)) {

@@ -833,6 +833,10 @@ int aq_key_update(aq_endpoint *ep, uint64_t conn) {
   return simple_cmd(ep, AQ_CMD_KEY_UPDATE, conn, -1, 0, 0, NULL, 0);
 }
 
+int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id) {
+  return simple_cmd(ep, AQ_CMD_STATS, conn, -1, request_id, 0, NULL, 0);
+}
+
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len) {
   uint8_t *r = NULL;

@@ -47,6 +47,7 @@ enum {
   AQ_CMD_PING,
   AQ_CMD_CLOSE, /* ptr = reason (malloc'd), len */
   AQ_CMD_KEY_UPDATE,
+  AQ_CMD_STATS,
   AQ_CMD_STOP
 };
 
@@ -129,6 +130,7 @@ typedef struct aq_conn {
   /* connection IDs registered in the endpoint's table */
   ngtcp2_cid *cids;
   int ncids, capcids;
+  uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
   ngtcp2_tstamp expiry;
   size_t heap_idx;             /* position in the endpoint's timer heap + 1; 0 = absent */
   int dirty;                   /* on the endpoint's write list */

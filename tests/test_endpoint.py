@@ -197,3 +197,29 @@ async def test_key_updates_during_a_transfer(server_config, client_config):
                     await protocol.ping()  # lets each update be confirmed before the next
                 writer.write_eof()
                 assert await reader.read() == payload
+
+
+async def test_stats_and_path_mtu_discovery(server_config, client_config):
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            with anyio.fail_after(30):
+                before = await protocol.get_stats()
+                payload = os.urandom(8 * 1024 * 1024)
+                assert await echo_roundtrip(protocol, payload) == payload
+                after = await protocol.get_stats()
+    assert 0 < after.smoothed_rtt < 1.0 and after.min_rtt <= after.smoothed_rtt
+    assert after.cwnd > 0
+    assert after.bytes_sent > len(payload) and after.bytes_received > len(payload)
+    assert after.packets_sent > before.packets_sent
+    # loopback carries large datagrams: PMTUD climbs past Ethernet size to the default ceiling
+    assert before.max_datagram_size >= 1200
+    assert after.max_datagram_size > 1454, after
+
+
+async def test_max_datagram_size_caps_pmtud(server_config, client_config):
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        async with client(server.local_port, client_config(max_datagram_size=1452)) as p:
+            with anyio.fail_after(30):
+                assert await echo_roundtrip(p, b"z" * 2_000_000) == b"z" * 2_000_000
+                stats = await p.get_stats()
+    assert 1200 <= stats.max_datagram_size <= 1452

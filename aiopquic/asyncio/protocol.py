@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from aiopquic.quic import events
-from aiopquic.quic.connection import QuicConnection, QuicConnectionError
+from aiopquic.quic.connection import QuicConnection, QuicConnectionError, QuicConnectionStats
 
 __all__ = ["QuicConnectionProtocol", "QuicStreamHandler"]
 
@@ -251,6 +251,7 @@ class QuicConnectionProtocol:
         self._closed = asyncio.Event()
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._ping_ids = itertools.count()
+        self._stats_waiters: list[asyncio.Future[QuicConnectionStats]] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -274,6 +275,21 @@ class QuicConnectionProtocol:
         stream_id = self._quic.get_next_available_stream_id(is_unidirectional=is_unidirectional)
         self._quic._used_ids.add(stream_id)
         return self._create_stream(stream_id)
+
+    async def get_stats(self) -> QuicConnectionStats:
+        """A snapshot of RTT, congestion window, packet size and counters (aiopquic)."""
+        fut: asyncio.Future[QuicConnectionStats] = self._loop.create_future()
+
+        def done(stats: QuicConnectionStats) -> None:
+            if not fut.done():
+                fut.set_result(stats)
+
+        self._quic.request_stats(done)
+        self._stats_waiters.append(fut)
+        try:
+            return await fut
+        finally:
+            self._stats_waiters.remove(fut)
 
     def request_key_update(self) -> None:
         """Start a 1-RTT key update (see :meth:`QuicConnection.request_key_update`)."""
@@ -369,4 +385,8 @@ class QuicConnectionProtocol:
                 fut.set_exception(exc)
                 fut.exception()
         self._ping_waiters.clear()
+        for fut in self._stats_waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
         self._closed.set()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
+from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Union
 
 from aiopquic import _native
@@ -29,7 +30,8 @@ from aiopquic._native import ffi, lib
 from aiopquic.quic import events
 from aiopquic.quic.configuration import QuicConfiguration
 
-__all__ = ["QuicConnection", "QuicEndpoint", "QuicConnectionError", "StreamStateError"]
+__all__ = ["QuicConnection", "QuicConnectionStats", "QuicEndpoint", "QuicConnectionError",
+           "StreamStateError"]
 
 _CC = {"reno": lib.AQ_CC_RENO, "cubic": lib.AQ_CC_CUBIC, "bbr": lib.AQ_CC_BBR}
 _CREDIT_BATCH = 64 * 1024
@@ -37,6 +39,27 @@ _CREDIT_BATCH = 64 * 1024
 # A datagram must fit in one packet: 1452-byte UDP payload minus the short header (1 + 18-byte
 # CID + up to 4 bytes packet number), the AEAD tag (16) and the DATAGRAM frame header (<= 3).
 MAX_DATAGRAM_PAYLOAD = 1452 - 1 - 18 - 4 - 16 - 3
+
+
+@dataclass(frozen=True)
+class QuicConnectionStats:
+    """A snapshot of a connection's transport state (see
+    :meth:`QuicConnection.request_stats`).  Times are in seconds."""
+
+    smoothed_rtt: float
+    min_rtt: float
+    latest_rtt: float
+    rttvar: float
+    cwnd: int
+    """Congestion window in bytes."""
+    ssthresh: int
+    bytes_in_flight: int
+    max_datagram_size: int
+    """UDP payload size in use on the current path (what PMTUD found)."""
+    packets_sent: int
+    packets_received: int
+    bytes_sent: int
+    bytes_received: int
 
 
 class QuicConnectionError(ConnectionError):
@@ -127,6 +150,8 @@ class QuicConnection:
         self._pending_close: Optional[tuple[int, Optional[int], str]] = None
         self._handshake_done = False
         self._peer_max_datagram = 0
+        self._stats_callbacks: dict[int, Callable[[QuicConnectionStats], None]] = {}
+        self._stats_ids = 0
         self._finished_streams: list[int] = []  # closed in the engine; see _take_finished
         self.alpn_protocol: Optional[str] = None
         self._quic_logger: Any = None  # aioquic's H3Connection reads this attribute
@@ -383,6 +408,16 @@ class QuicConnection:
         self._raise_if_closed()
         self._command_conn(lib.aq_ping, uid)
 
+    def request_stats(self, callback: Callable[[QuicConnectionStats], None]) -> None:
+        """Ask the network thread for a :class:`QuicConnectionStats` snapshot; ``callback``
+        receives it from the event loop (never, if the connection closes first).  Raises
+        :class:`QuicConnectionError` once closed."""
+        self._raise_if_closed()
+        self._stats_ids += 1
+        request_id = self._stats_ids
+        self._stats_callbacks[request_id] = callback
+        self._command_conn(lib.aq_request_stats, request_id)
+
     def request_key_update(self) -> None:
         """Start a 1-RTT key update (RFC 9001 section 6).  Ignored while the previous update
         is not yet confirmed by the peer; raises :class:`QuicConnectionError` once closed."""
@@ -509,6 +544,17 @@ class QuicConnection:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
             self._endpoint._write_keylog(ev.data)
+        elif t == _native.EV_STATS:
+            cb = self._stats_callbacks.pop(ev.code, None)
+            if cb is not None:
+                raw = ffi.cast("aq_stats *", ffi.from_buffer(ev.data))
+                cb(QuicConnectionStats(
+                    smoothed_rtt=raw.smoothed_rtt_ns / 1e9, min_rtt=raw.min_rtt_ns / 1e9,
+                    latest_rtt=raw.latest_rtt_ns / 1e9, rttvar=raw.rttvar_ns / 1e9,
+                    cwnd=raw.cwnd, ssthresh=raw.ssthresh, bytes_in_flight=raw.bytes_in_flight,
+                    max_datagram_size=raw.max_udp_payload, packets_sent=raw.pkts_sent,
+                    packets_received=raw.pkts_recv, bytes_sent=raw.bytes_sent,
+                    bytes_received=raw.bytes_recv))
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
         self._closed = True
