@@ -385,8 +385,8 @@ class QuicConnectionProtocol:
                 fut.set_exception(exc)
                 fut.exception()
         self._ping_waiters.clear()
-        for fut in self._stats_waiters:
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()
+        for stats_fut in self._stats_waiters:
+            if not stats_fut.done():
+                stats_fut.set_exception(exc)
+                stats_fut.exception()
         self._closed.set()
