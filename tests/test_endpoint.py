@@ -223,3 +223,34 @@ async def test_max_datagram_size_caps_pmtud(server_config, client_config):
                 assert await echo_roundtrip(p, b"z" * 2_000_000) == b"z" * 2_000_000
                 stats = await p.get_stats()
     assert 1200 <= stats.max_datagram_size <= 1452
+
+
+async def test_a_failing_handler_does_not_stop_other_connections(server_config, client_config):
+    """An exception in one connection's quic_event_received goes to the loop's exception
+    handler; the server keeps serving everyone else."""
+    from aiopquic.asyncio import QuicConnectionProtocol
+    from aiopquic.quic.events import StreamDataReceived
+
+    class Fragile(QuicConnectionProtocol):
+        def quic_event_received(self, event):
+            if isinstance(event, StreamDataReceived) and event.data.startswith(b"boom"):
+                raise RuntimeError("handler bug")
+            super().quic_event_received(event)
+
+    errors = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, ctx: errors.append(ctx.get("exception")))
+    try:
+        async with running_server(server_config(), stream_handler=echo_stream_handler,
+                                  create_protocol=Fragile) as server:
+            async with client(server.local_port, client_config()) as bad:
+                _, writer = await bad.create_stream()
+                writer.write(b"boom")
+                async with client(server.local_port, client_config()) as good:
+                    with anyio.fail_after(10):
+                        while not errors:  # bounded by fail_after
+                            await good.ping()
+                        assert await echo_roundtrip(good, b"still here") == b"still here"
+    finally:
+        loop.set_exception_handler(None)
+    assert isinstance(errors[0], RuntimeError)

@@ -18,7 +18,15 @@ def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
         if proto is not None:
             proto._process_events()  # type: ignore[attr-defined]
 
+    def on_error(exc: BaseException, quic: QuicConnection) -> None:
+        loop.call_exception_handler({
+            "message": "unhandled exception in a QUIC protocol's event handler",
+            "exception": exc,
+            "protocol": protocol_for(quic),
+        })
+
     endpoint.on_events = on_events
+    endpoint.on_error = on_error
     loop.add_reader(endpoint.fileno, endpoint.process)
 
 

@@ -20,6 +20,7 @@ flushed as the peer acknowledges.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from aiopquic.quic.configuration import QuicConfiguration
 
 __all__ = ["QuicConnection", "QuicConnectionStats", "QuicEndpoint", "QuicConnectionError",
            "StreamStateError"]
+
+_log = logging.getLogger("aiopquic")
 
 _CC = {"reno": lib.AQ_CC_RENO, "cubic": lib.AQ_CC_CUBIC, "bbr": lib.AQ_CC_BBR}
 _CREDIT_BATCH = 64 * 1024
@@ -639,6 +642,7 @@ class QuicEndpoint:
         self.connections: dict[int, QuicConnection] = {}
         self.on_accept: Optional[Callable[[QuicConnection], None]] = None
         self.on_events: Optional[Callable[[QuicConnection], None]] = None
+        self.on_error: Optional[Callable[[BaseException, QuicConnection], None]] = None
         self._deferred: deque[Callable[[], int]] = deque()
         self._closed = False
 
@@ -695,7 +699,7 @@ class QuicEndpoint:
                     quic.peer_address = (host, int(port or 0))
                     conns[ev.conn] = quic
                     if self.on_accept is not None:
-                        self.on_accept(quic)
+                        self._call(self.on_accept, quic)
                     continue
                 if ev.type == _native.EV_CMD_SPACE:
                     self._on_cmd_space()
@@ -710,7 +714,18 @@ class QuicEndpoint:
             for stream_id in list(quic._credit):
                 quic._flush_credit(stream_id)
             if self.on_events is not None:
-                self.on_events(quic)
+                self._call(self.on_events, quic)
+
+    def _call(self, hook: Callable[[QuicConnection], None], quic: QuicConnection) -> None:
+        """Run an application hook; its exception is reported (``on_error``, else logged)
+        and never stops the other connections' events."""
+        try:
+            hook(quic)
+        except Exception as exc:  # noqa: BLE001 - isolate one connection's bug
+            if self.on_error is not None:
+                self.on_error(exc, quic)
+            else:
+                _log.exception("unhandled exception in a QUIC event handler")
 
     def _on_cmd_space(self) -> None:
         while self._deferred:
