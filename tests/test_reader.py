@@ -105,3 +105,20 @@ async def test_line_protocol_over_quic(server_config, client_config):
                 got = [await reader.readline() for _ in lines]
                 assert await reader.read() == b""
             assert got == lines
+
+
+async def test_writer_close_and_wait_closed_keep_the_connection(server_config, client_config):
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            with anyio.fail_after(10):
+                reader, writer = await protocol.create_stream()
+                writer.write(b"x" * 3_000_000)
+                writer.close()  # FIN after the data
+                await writer.wait_closed()
+                assert writer.is_closing()
+                assert len(await reader.read()) == 3_000_000
+                # the connection is still usable
+                reader2, writer2 = await protocol.create_stream()
+                writer2.write(b"again")
+                writer2.write_eof()
+                assert await reader2.read() == b"again"

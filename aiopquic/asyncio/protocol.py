@@ -229,7 +229,12 @@ class _StreamFlow:
             await fut
 
     async def _get_close_waiter(self, stream: Any) -> None:
-        await self._protocol.wait_closed()
+        """``writer.wait_closed()``: returns once everything written (and the FIN that
+        ``close()`` sends) has left the Python queue; the connection stays open."""
+        try:
+            await self._drain_helper()
+        except ConnectionError:
+            pass
 
 
 class QuicConnectionProtocol:
