@@ -317,7 +317,9 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
   }
   if (datalen) {
     if (s->rxlen + datalen > s->rxcap) {
-      size_t cap = s->rxcap ? s->rxcap : 16384;
+      /* a stream that already carried bulk data gets a full chunk at once (no realloc
+       * copies); a fresh one starts small */
+      size_t cap = s->rxcap ? s->rxcap : (s->rx_total > 65536 ? AQ_RX_FLUSH + 65536 : 16384);
       while (cap < s->rxlen + datalen) cap *= 2;
       uint8_t *n = realloc(s->rx, cap);
       if (!n) return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -326,6 +328,7 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
     }
     memcpy(s->rx + s->rxlen, data, datalen);
     s->rxlen += datalen;
+    s->rx_total += datalen;
   }
   if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) s->rx_fin = 1;
   if (s->rxlen >= AQ_RX_FLUSH || s->rx_fin) {

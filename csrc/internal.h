@@ -81,6 +81,7 @@ typedef struct aq_stream {
   struct aq_stream *next_dirty;
   uint8_t *rx;
   size_t rxlen, rxcap;
+  uint64_t rx_total; /* bytes received on this stream so far */
   unsigned active : 1, dirty : 1, rx_fin : 1, fin_sent : 1, shut_wr : 1, blocked : 1,
       stop_reported : 1, in_engine : 1, reset_reported : 1;
 } aq_stream;
