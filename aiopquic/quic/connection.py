@@ -563,7 +563,11 @@ class QuicConnection:
         self._closed = True
         self._close_flags = ev.flags
         reason = ev.data.decode("utf-8", "replace")
-        frame_type = None if ev.flags & _native.CLOSE_APP else ev.code2
+        # aioquic's convention: None for application closes and for closes no frame caused
+        # (idle timeout, handshake timeout, refused, stateless reset)
+        no_frame = (_native.CLOSE_APP | _native.CLOSE_IDLE | _native.CLOSE_HANDSHAKE_TIMEOUT
+                    | _native.CLOSE_REFUSED | _native.CLOSE_RESET)
+        frame_type = None if ev.flags & no_frame else ev.code2
         self._close_event = events.ConnectionTerminated(
             error_code=ev.code, frame_type=frame_type, reason_phrase=reason)
         self._events.append(self._close_event)
