@@ -1,4 +1,5 @@
-"""``python -m aiopquic COMMAND``: ``perf`` (loopback transfer demo)."""
+"""``python -m aiopquic COMMAND``: ``serve`` (HTTP/3 + WebTransport echo server), ``get``
+(HTTP/3 client) and ``perf`` (loopback transfer demo)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from typing import Optional
 USAGE = """usage: python -m aiopquic COMMAND [options]
 
 commands:
+  serve     HTTP/3 server: files under --root (GET/HEAD), POST/PUT echo, WebTransport
+            echo at /echo; prints the certificate's SHA-256 for serverCertificateHashes
+  get       HTTP/3 client: python -m aiopquic get URL [-o FILE] [--cacert F | --insecure]
   perf      loopback transfer demo: server + client on 127.0.0.1, verified, timed
+
+"python -m aiopquic COMMAND --help" describes a command's options.
 """
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Dispatch to a sub-command."""
+    """Dispatch to a sub-command; returns the process exit status."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
@@ -23,6 +29,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         from aiopquic.perf import main as perf_main
 
         return perf_main(rest)
+    if command == "serve":
+        from aiopquic.http3_tools import serve_main
+
+        return serve_main(rest)
+    if command == "get":
+        from aiopquic.http3_tools import get_main
+
+        return get_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n" + USAGE)
     return 2
 

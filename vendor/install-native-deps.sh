@@ -6,13 +6,16 @@
 # so no archive host name is written anywhere.  Debian 13+: everything is in main.
 #
 # Idempotent; returns at once when pkg-config already sees the pinned versions.
-# Usage: vendor/install-native-deps.sh [--peers]   (--peers also installs gtlsclient/gtlsserver)
+# Usage: vendor/install-native-deps.sh [--peers]
+#   --peers also installs the test peers: gtlsclient/gtlsserver (ngtcp2's examples) and
+#   Chromium (WebTransport browser tests, driven by Playwright with /usr/bin/chromium).
 set -eu
 . "$(dirname "$0")/versions.env"
 export DEBIAN_FRONTEND=noninteractive
 PKGS="libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev pkg-config"
 WANT_PEERS=0
 [ "${1:-}" = "--peers" ] && WANT_PEERS=1 && PKGS="$PKGS ngtcp2-client ngtcp2-server"
+BROWSER_PKGS="chromium"
 
 have_all() {
   command -v pkg-config >/dev/null 2>&1 || return 1
@@ -21,6 +24,7 @@ have_all() {
   if [ "$WANT_PEERS" = 1 ]; then
     command -v gtlsclient >/dev/null 2>&1 || [ -x /usr/bin/gtlsclient ] || return 1
     [ -x /usr/sbin/gtlsserver ] || command -v gtlsserver >/dev/null 2>&1 || return 1
+    [ -x /usr/bin/chromium ] || return 1
   fi
   return 0
 }
@@ -56,4 +60,7 @@ case "${VERSION_CODENAME:-}" in
     apt-get update -q
     apt-get install -y -q --no-install-recommends $PKGS ;;
 esac
+if [ "$WANT_PEERS" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  apt-get install -y -q --no-install-recommends $BROWSER_PKGS
+fi
 have_all || { echo "install-native-deps: packages installed but versions are still too old" >&2; exit 1; }

@@ -4,7 +4,7 @@ section 3.2)."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 __all__ = ["VARINT_MAX", "encode_varint", "decode_varint", "encode_frame", "encode_capsule",
            "decode_capsule"]
@@ -31,7 +31,7 @@ def encode_varint(value: int) -> bytes:
     raise ValueError(f"varint cannot encode {value} (maximum 2**62-1)")
 
 
-def decode_varint(buf: Buf, pos: int = 0) -> Optional[Tuple[int, int]]:
+def decode_varint(buf: Buf, pos: int = 0) -> Optional[tuple[int, int]]:
     """Decode the varint at ``buf[pos:]``; returns ``(value, next_pos)`` or ``None`` when
     ``buf`` ends before the integer does."""
     if pos >= len(buf):
@@ -57,7 +57,7 @@ def encode_capsule(capsule_type: int, value: bytes) -> bytes:
     return encode_varint(capsule_type) + encode_varint(len(value)) + value
 
 
-def decode_capsule(buf: Buf, pos: int = 0) -> Optional[Tuple[int, bytes, int]]:
+def decode_capsule(buf: Buf, pos: int = 0) -> Optional[tuple[int, bytes, int]]:
     """Decode the capsule at ``buf[pos:]``: ``(type, value, next_pos)``, or ``None`` if it is
     not complete yet."""
     head = decode_varint(buf, pos)

@@ -8,7 +8,7 @@ is an aiopquic addition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional
 
 __all__ = [
     "Headers",
@@ -21,7 +21,7 @@ __all__ = [
     "WebTransportStreamDataReceived",
 ]
 
-Headers = List[Tuple[bytes, bytes]]
+Headers = list[tuple[bytes, bytes]]
 """A header list: ``[(name, value), ...]`` as bytes, pseudo-headers (``:method`` ...) first."""
 
 

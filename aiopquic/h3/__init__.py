@@ -1,0 +1,6 @@
+"""HTTP/3 and WebTransport framing, sans-IO (aioquic's ``aioquic.h3`` API).
+
+- :class:`aiopquic.h3.connection.H3Connection`: the HTTP/3 connection.
+- :mod:`aiopquic.h3.events`: the events it returns.
+- :mod:`aiopquic.h3.capsule`: WebTransport session capsules (close, drain).
+"""

@@ -1,0 +1,1106 @@
+"""Sans-IO HTTP/3 (RFC 9114) with QPACK (RFC 9204, through pylsqpack), extended CONNECT
+(RFC 9220), HTTP datagrams (RFC 9297) and WebTransport framing (draft-ietf-webtrans-http3).
+
+:class:`H3Connection` has aioquic's method names and returns aioquic's event classes: feed it
+every QUIC event with :meth:`H3Connection.handle_event` and act on the HTTP/3 events it
+returns.  It sends through the :class:`~aiopquic.quic.connection.QuicConnection` it wraps;
+nothing has to call ``transmit()`` afterwards (aiopquic's network thread sends by itself).
+
+Errors of the peer never raise: they close the QUIC connection with the HTTP/3 error code
+the RFCs name (``H3_FRAME_UNEXPECTED``, ``H3_MISSING_SETTINGS``, ...), after which
+``handle_event`` returns nothing.  A malformed request (bad header section, content-length
+mismatch) is a stream error on the server (the stream is reset with ``H3_MESSAGE_ERROR`` and
+never reported) and a connection error on the client.  Unknown frame types, unknown
+unidirectional stream types and unknown settings are ignored, as RFC 9114 requires.
+
+Server push is not supported: a client sends no MAX_PUSH_ID, so a server may not push.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from enum import IntEnum
+from typing import Any, Optional
+
+import pylsqpack
+
+from aiopquic.h3._wire import decode_varint, encode_frame, encode_varint
+from aiopquic.h3.events import (
+    DatagramReceived,
+    DataReceived,
+    GoawayReceived,
+    H3Event,
+    Headers,
+    HeadersReceived,
+    WebTransportStreamDataReceived,
+)
+from aiopquic.h3.exceptions import FrameUnexpected, H3Error, InvalidStreamTypeError
+from aiopquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+
+__all__ = [
+    "H3_ALPN",
+    "ErrorCode",
+    "FrameType",
+    "H3Connection",
+    "Setting",
+    "StreamType",
+    "WT_BUFFERED_STREAM_REJECTED",
+    "WT_SESSION_GONE",
+    "webtransport_error_to_http3",
+    "http3_error_to_webtransport",
+]
+
+H3_ALPN = ["h3"]
+
+logger = logging.getLogger("aiopquic.h3")
+
+
+class ErrorCode(IntEnum):
+    """HTTP/3 (RFC 9114 section 8.1), QPACK (RFC 9204) and HTTP datagram error codes."""
+
+    H3_DATAGRAM_ERROR = 0x33
+    H3_NO_ERROR = 0x100
+    H3_GENERAL_PROTOCOL_ERROR = 0x101
+    H3_INTERNAL_ERROR = 0x102
+    H3_STREAM_CREATION_ERROR = 0x103
+    H3_CLOSED_CRITICAL_STREAM = 0x104
+    H3_FRAME_UNEXPECTED = 0x105
+    H3_FRAME_ERROR = 0x106
+    H3_EXCESSIVE_LOAD = 0x107
+    H3_ID_ERROR = 0x108
+    H3_SETTINGS_ERROR = 0x109
+    H3_MISSING_SETTINGS = 0x10A
+    H3_REQUEST_REJECTED = 0x10B
+    H3_REQUEST_CANCELLED = 0x10C
+    H3_REQUEST_INCOMPLETE = 0x10D
+    H3_MESSAGE_ERROR = 0x10E
+    H3_CONNECT_ERROR = 0x10F
+    H3_VERSION_FALLBACK = 0x110
+    QPACK_DECOMPRESSION_FAILED = 0x200
+    QPACK_ENCODER_STREAM_ERROR = 0x201
+    QPACK_DECODER_STREAM_ERROR = 0x202
+
+
+class FrameType(IntEnum):
+    """HTTP/3 frame types (plus the WebTransport bidirectional stream signal)."""
+
+    DATA = 0x0
+    HEADERS = 0x1
+    CANCEL_PUSH = 0x3
+    SETTINGS = 0x4
+    PUSH_PROMISE = 0x5
+    GOAWAY = 0x7
+    MAX_PUSH_ID = 0xD
+    WEBTRANSPORT_STREAM = 0x41
+
+
+class StreamType(IntEnum):
+    """Unidirectional stream types."""
+
+    CONTROL = 0x00
+    PUSH = 0x01
+    QPACK_ENCODER = 0x02
+    QPACK_DECODER = 0x03
+    WEBTRANSPORT = 0x54
+
+
+class Setting(IntEnum):
+    """SETTINGS identifiers, including every WebTransport capability codepoint browsers
+    look for."""
+
+    QPACK_MAX_TABLE_CAPACITY = 0x1
+    MAX_FIELD_SECTION_SIZE = 0x6
+    QPACK_BLOCKED_STREAMS = 0x7
+    ENABLE_CONNECT_PROTOCOL = 0x8  # RFC 9220
+    H3_DATAGRAM = 0x33  # RFC 9297
+    ENABLE_WEBTRANSPORT = 0x2B603742  # draft-02 (Chrome)
+    WEBTRANSPORT_MAX_SESSIONS = 0xC671706A  # draft-07
+    WT_MAX_SESSIONS = 0x14E9CD29  # draft-13/14 (Safari)
+    WT_ENABLED = 0x2C7CF000  # draft-15
+
+
+# WebTransport stream error codes (draft-ietf-webtrans-http3).
+WT_SESSION_GONE = 0x170D7B68
+WT_BUFFERED_STREAM_REJECTED = 0x3994BD84
+_WT_APP_ERROR_FIRST = 0x52E4A40FA8DB
+_WT_APP_ERROR_LAST = 0x52E5AC983162
+
+
+def webtransport_error_to_http3(code: int) -> int:
+    """Map a 32-bit WebTransport application error code to the HTTP/3 error code carried by
+    RESET_STREAM / STOP_SENDING.  Raises :class:`ValueError` outside 0 .. 2**32-1."""
+    if not 0 <= code <= 0xFFFFFFFF:
+        raise ValueError(f"WebTransport error code {code} is not a 32-bit unsigned integer")
+    return _WT_APP_ERROR_FIRST + code + code // 0x1E
+
+
+def http3_error_to_webtransport(code: int) -> Optional[int]:
+    """Inverse of :func:`webtransport_error_to_http3`; ``None`` if ``code`` is not in the
+    WebTransport range (or is one of its reserved codepoints)."""
+    if not _WT_APP_ERROR_FIRST <= code <= _WT_APP_ERROR_LAST:
+        return None
+    shifted = code - _WT_APP_ERROR_FIRST
+    if (code - 0x21) % 0x1F == 0:
+        return None
+    return shifted - shifted // 0x1F
+
+
+# HTTP/2 frame and setting types with no HTTP/3 meaning: receiving them is an error.
+_RESERVED_FRAME_TYPES = frozenset((0x2, 0x6, 0x8, 0x9))
+_RESERVED_SETTINGS = frozenset((0x0, 0x2, 0x3, 0x4, 0x5))
+_BOOLEAN_SETTINGS = (Setting.ENABLE_CONNECT_PROTOCOL, Setting.H3_DATAGRAM,
+                     Setting.ENABLE_WEBTRANSPORT, Setting.WT_ENABLED)
+_WT_CAPABILITY = (Setting.ENABLE_WEBTRANSPORT, Setting.WEBTRANSPORT_MAX_SESSIONS,
+                  Setting.WT_MAX_SESSIONS, Setting.WT_ENABLED)
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                                  b"transfer-encoding", b"upgrade"))
+_BAD_NAME = re.compile(rb"[^\x21-\x39\x3b-\x40\x5b-\x7e]")  # CTL, SP, ':', A-Z, DEL, 8-bit
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+# Largest frame payload buffered whole (HEADERS, SETTINGS, GOAWAY ...).
+_MAX_BUFFERED_FRAME = 256 * 1024
+_MAX_CONTROL_FRAME = 16 * 1024
+_SMALL_DATA = 4096  # DATA payloads up to this are sent in one piece with their frame header
+
+# stream kinds
+_REQUEST, _WT, _CONTROL, _ENCODER, _DECODER, _WT_UNI, _IGNORED = range(7)
+# header section states
+_INITIAL, _AFTER_HEADERS, _AFTER_TRAILERS = range(3)
+
+
+class _ProtocolError(Exception):
+    error_code = ErrorCode.H3_GENERAL_PROTOCOL_ERROR
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _ClosedCriticalStream(_ProtocolError):
+    error_code = ErrorCode.H3_CLOSED_CRITICAL_STREAM
+
+
+class _DatagramError(_ProtocolError):
+    error_code = ErrorCode.H3_DATAGRAM_ERROR
+
+
+class _ExcessiveLoad(_ProtocolError):
+    error_code = ErrorCode.H3_EXCESSIVE_LOAD
+
+
+class _FrameError(_ProtocolError):
+    error_code = ErrorCode.H3_FRAME_ERROR
+
+
+class _FrameUnexpected(_ProtocolError):
+    error_code = ErrorCode.H3_FRAME_UNEXPECTED
+
+
+class _IdError(_ProtocolError):
+    error_code = ErrorCode.H3_ID_ERROR
+
+
+class _MessageError(_ProtocolError):
+    error_code = ErrorCode.H3_MESSAGE_ERROR
+
+
+class _MissingSettings(_ProtocolError):
+    error_code = ErrorCode.H3_MISSING_SETTINGS
+
+
+class _SettingsError(_ProtocolError):
+    error_code = ErrorCode.H3_SETTINGS_ERROR
+
+
+class _StreamCreationError(_ProtocolError):
+    error_code = ErrorCode.H3_STREAM_CREATION_ERROR
+
+
+class _QpackDecompressionFailed(_ProtocolError):
+    error_code = ErrorCode.QPACK_DECOMPRESSION_FAILED
+
+
+class _QpackEncoderStreamError(_ProtocolError):
+    error_code = ErrorCode.QPACK_ENCODER_STREAM_ERROR
+
+
+class _QpackDecoderStreamError(_ProtocolError):
+    error_code = ErrorCode.QPACK_DECODER_STREAM_ERROR
+
+
+class _Stream:
+    """Receive (and for requests, send) state of one stream."""
+
+    __slots__ = ("stream_id", "kind", "pending", "ftype", "fleft", "fbuf", "frames_seen",
+                 "recv_state", "send_state", "recv_ended", "send_ended", "blocked",
+                 "session_id", "expected_length", "received_length", "no_body")
+
+    def __init__(self, stream_id: int, kind: Optional[int]) -> None:
+        self.stream_id = stream_id
+        self.kind = kind
+        self.pending = b""  # unparsed bytes (a split frame header, or data held while blocked)
+        self.ftype: Optional[int] = None  # frame being received (its header is parsed)
+        self.fleft = 0  # payload bytes of that frame still to come
+        self.fbuf = bytearray()  # payload of a frame that is buffered whole
+        self.frames_seen = False
+        self.recv_state = _INITIAL
+        self.send_state = _INITIAL
+        self.recv_ended = False
+        self.send_ended = False
+        self.blocked = False  # header section waits for QPACK encoder stream data
+        self.session_id: Optional[int] = None  # WebTransport streams: their session
+        self.expected_length: Optional[int] = None
+        self.received_length = 0
+        self.no_body = False  # response to HEAD (or 204/304): content-length is not checked
+
+
+def _is_uni(stream_id: int) -> bool:
+    return bool(stream_id & 2)
+
+
+def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
+                  stream: Optional[_Stream], allow_te: bool) -> dict[bytes, bytes]:
+    """Validate a received field section (RFC 9114 section 4.2/4.3); returns the pseudo
+    headers.  Raises _MessageError naming the offending field."""
+    pseudo: dict[bytes, bytes] = {}
+    regular = False
+    length: Optional[int] = None
+    for name, value in headers:
+        if not name:
+            raise _MessageError("empty header name")
+        if name[0] == 0x3A:
+            if regular:
+                raise _MessageError(f"pseudo-header {name!r} after regular headers")
+            if name not in allowed_pseudo:
+                raise _MessageError(f"pseudo-header {name!r} is not allowed here")
+            if name in pseudo:
+                raise _MessageError(f"pseudo-header {name!r} appears twice")
+            pseudo[name] = value
+        else:
+            regular = True
+            if _BAD_NAME.search(name):
+                raise _MessageError(f"header name {name!r} has invalid characters "
+                                    "(uppercase, space, ':' or control)")
+            if name in _CONNECTION_SPECIFIC:
+                raise _MessageError(f"connection-specific header {name!r}")
+            if name == b"te" and (not allow_te or value.lower() != b"trailers"):
+                raise _MessageError(f"header 'te: {value!r}' is not allowed")
+            if name == b"content-length":
+                try:
+                    n = int(value)
+                except ValueError:
+                    n = -1
+                if n < 0 or not value.isdigit():
+                    raise _MessageError(f"content-length {value!r} is not a number")
+                if length is not None and n != length:
+                    raise _MessageError("conflicting content-length values")
+                length = n
+        if _BAD_VALUE.search(value):
+            raise _MessageError(f"value of header {name!r} contains NUL, CR or LF")
+        if value and (value[0] in (0x20, 0x09) or value[-1] in (0x20, 0x09)):
+            raise _MessageError(f"value of header {name!r} has surrounding whitespace")
+    if stream is not None and length is not None:
+        stream.expected_length = length
+    return pseudo
+
+
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
+_RESPONSE_PSEUDO = frozenset((b":status",))
+_NO_PSEUDO: frozenset[bytes] = frozenset()
+
+
+def _check_request(headers: Headers, stream: _Stream) -> None:
+    pseudo = _check_fields(headers, _REQUEST_PSEUDO, stream, True)
+    method = pseudo.get(b":method")
+    if not method:
+        raise _MessageError("request without :method")
+    if method == b"CONNECT":
+        if b":protocol" in pseudo:  # extended CONNECT (RFC 9220)
+            for name in (b":scheme", b":path", b":authority"):
+                if not pseudo.get(name):
+                    raise _MessageError(f"extended CONNECT without {name.decode()}")
+        else:
+            if b":scheme" in pseudo or b":path" in pseudo:
+                raise _MessageError("CONNECT with :scheme or :path")
+            if not pseudo.get(b":authority"):
+                raise _MessageError("CONNECT without :authority")
+        return
+    if b":protocol" in pseudo:
+        raise _MessageError(":protocol is only allowed with CONNECT")
+    if not pseudo.get(b":scheme"):
+        raise _MessageError("request without :scheme")
+    if not pseudo.get(b":path"):
+        raise _MessageError("request without :path")
+    if pseudo[b":scheme"] in (b"http", b"https") and not pseudo.get(b":authority") and not any(
+            name == b"host" for name, _ in headers):
+        raise _MessageError("request without :authority or host")
+
+
+def _check_response(headers: Headers, stream: Optional[_Stream]) -> bytes:
+    pseudo = _check_fields(headers, _RESPONSE_PSEUDO, stream, False)
+    status = pseudo.get(b":status")
+    if status is None:
+        raise _MessageError("response without :status")
+    if len(status) != 3 or not status.isdigit():
+        raise _MessageError(f":status {status!r} is not a three-digit code")
+    if status == b"101":
+        raise _MessageError(":status 101 is not allowed in HTTP/3")
+    return status
+
+
+def _parse_settings(payload: bytes) -> dict[int, int]:
+    settings: dict[int, int] = {}
+    pos = 0
+    while pos < len(payload):
+        ident = decode_varint(payload, pos)
+        if ident is None:
+            raise _FrameError("truncated SETTINGS frame")
+        value = decode_varint(payload, ident[1])
+        if value is None:
+            raise _FrameError("truncated SETTINGS frame")
+        key, pos = ident[0], value[1]
+        if key in _RESERVED_SETTINGS:
+            raise _SettingsError(f"setting {key:#x} is an HTTP/2 setting")
+        if key in settings:
+            raise _SettingsError(f"setting {key:#x} appears twice")
+        settings[key] = value[0]
+    return settings
+
+
+def _parse_single_varint(payload: bytes, what: str) -> int:
+    value = decode_varint(payload, 0)
+    if value is None or value[1] != len(payload):
+        raise _FrameError(f"malformed {what} frame")
+    return value[0]
+
+
+class H3Connection:
+    """A sans-IO HTTP/3 connection over an aiopquic :class:`QuicConnection` (aioquic's API).
+
+    Creating it opens the control stream (with SETTINGS) and the two QPACK streams.  With
+    ``enable_webtransport`` it advertises every WebTransport capability codepoint
+    (ENABLE_CONNECT_PROTOCOL, H3_DATAGRAM, ENABLE_WEBTRANSPORT, WEBTRANSPORT_MAX_SESSIONS,
+    WT_MAX_SESSIONS, WT_ENABLED) and recognises WebTransport streams; that needs QUIC
+    datagrams (``QuicConfiguration.max_datagram_frame_size``), else :class:`ValueError`.
+
+    Call it from the event loop's thread only (like the QuicConnection).
+    """
+
+    def __init__(self, quic: Any, enable_webtransport: bool = False) -> None:
+        self._quic = quic
+        self._is_client = bool(quic.configuration.is_client)
+        self._enable_webtransport = bool(enable_webtransport)
+        datagrams = bool(quic.configuration.max_datagram_frame_size)
+        if self._enable_webtransport and not datagrams:
+            raise ValueError("WebTransport needs QUIC datagrams: set "
+                             "QuicConfiguration.max_datagram_frame_size (e.g. 65536)")
+        self._max_table_capacity = 4096
+        self._blocked_streams = 16
+        self._decoder = pylsqpack.Decoder(self._max_table_capacity, self._blocked_streams)
+        self._encoder = pylsqpack.Encoder()
+        self._streams: dict[int, _Stream] = {}
+        self._done = False
+        self._received_settings: Optional[dict[int, int]] = None
+        self._peer_control: Optional[int] = None
+        self._peer_encoder: Optional[int] = None
+        self._peer_decoder: Optional[int] = None
+        self._goaway_received: Optional[int] = None
+        self._goaway_sent: Optional[int] = None
+        self._max_request_seen = -4  # highest client bidi stream id processed (server)
+
+        settings: dict[int, int] = {
+            Setting.QPACK_MAX_TABLE_CAPACITY: self._max_table_capacity,
+            Setting.QPACK_BLOCKED_STREAMS: self._blocked_streams,
+            Setting.ENABLE_CONNECT_PROTOCOL: 1,
+        }
+        if datagrams:
+            settings[Setting.H3_DATAGRAM] = 1
+        if self._enable_webtransport:
+            for ident in _WT_CAPABILITY:
+                settings[ident] = 1
+        # a reserved (GREASE) setting keeps peers honest about ignoring unknown ids
+        settings[0x1F * random.randrange(1, 1 << 16) + 0x21] = random.randrange(1 << 14)
+        self._sent_settings = settings
+
+        self._local_control = self._open_uni(StreamType.CONTROL)
+        payload = b"".join(encode_varint(k) + encode_varint(v) for k, v in settings.items())
+        self._quic.send_stream_data(self._local_control,
+                                    encode_frame(FrameType.SETTINGS, payload))
+        self._local_encoder = self._open_uni(StreamType.QPACK_ENCODER)
+        self._local_decoder = self._open_uni(StreamType.QPACK_DECODER)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def received_settings(self) -> Optional[dict[int, int]]:
+        """The peer's SETTINGS once received, else ``None``."""
+        return self._received_settings
+
+    @property
+    def sent_settings(self) -> Optional[dict[int, int]]:
+        """The SETTINGS we sent."""
+        return self._sent_settings
+
+    @property
+    def goaway_received(self) -> Optional[int]:
+        """*(aiopquic)* The identifier of the last GOAWAY received, or ``None``."""
+        return self._goaway_received
+
+    @property
+    def peer_supports_webtransport(self) -> bool:
+        """*(aiopquic)* True once the peer's SETTINGS advertise extended CONNECT, HTTP
+        datagrams and any WebTransport capability codepoint."""
+        s = self._received_settings
+        if not s:
+            return False
+        return (s.get(Setting.H3_DATAGRAM) == 1 and
+                any(s.get(ident, 0) >= 1 for ident in _WT_CAPABILITY) and
+                (self._is_client is False or s.get(Setting.ENABLE_CONNECT_PROTOCOL) == 1))
+
+    # ------------------------------------------------------------------ sending
+
+    def _open_uni(self, stream_type: int) -> int:
+        stream_id = int(self._quic.get_next_available_stream_id(is_unidirectional=True))
+        self._quic.send_stream_data(stream_id, encode_varint(stream_type))
+        return stream_id
+
+    def _send_stream(self, stream_id: int) -> _Stream:
+        if not isinstance(stream_id, int) or stream_id < 0:
+            raise ValueError(f"invalid stream id {stream_id!r}")
+        if _is_uni(stream_id):
+            raise InvalidStreamTypeError(
+                f"stream {stream_id} is unidirectional: HTTP messages use bidirectional "
+                "streams")
+        st = self._streams.get(stream_id)
+        if st is None:
+            local = bool(stream_id & 1) == (not self._is_client)
+            if not local:
+                raise FrameUnexpected(f"stream {stream_id} is finished or was never opened "
+                                      "by the peer")
+            if self._is_client and self._goaway_received is not None and \
+                    stream_id >= self._goaway_received:
+                raise H3Error(f"the server sent GOAWAY({self._goaway_received}): open a new "
+                              f"connection for new requests (stream {stream_id})")
+            st = _Stream(stream_id, _REQUEST)
+            self._streams[stream_id] = st
+        elif st.kind != _REQUEST:
+            raise InvalidStreamTypeError(f"stream {stream_id} is not a request stream")
+        return st
+
+    def send_headers(self, stream_id: int, headers: Headers, end_stream: bool = False) -> None:
+        """Send a header section on ``stream_id``: a request (client), a response or an
+        interim 1xx response (server), or trailers (a second section after the body).
+
+        Raises :class:`FrameUnexpected` when no more headers may be sent on the stream,
+        :class:`TypeError` for names/values that are not bytes, and the QUIC layer's
+        exceptions when the stream or connection is closed."""
+        st = self._send_stream(stream_id)
+        if st.send_ended or st.send_state == _AFTER_TRAILERS:
+            raise FrameUnexpected(f"no more headers may be sent on stream {stream_id}")
+        for item in headers:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
+                    and isinstance(item[1], bytes)):
+                raise TypeError(f"headers must be (bytes, bytes) pairs, got {item!r}")
+        if self._is_client and st.send_state == _INITIAL and (b":method", b"HEAD") in headers:
+            st.no_body = True
+        interim = (not self._is_client and st.send_state == _INITIAL and
+                   any(k == b":status" and v[:1] == b"1" for k, v in headers))
+        if interim and end_stream:
+            raise FrameUnexpected("an interim (1xx) response cannot end the stream")
+        encoder_bytes, block = self._encoder.encode(stream_id, headers)
+        if encoder_bytes:
+            self._quic.send_stream_data(self._local_encoder, encoder_bytes)
+        if st.send_state == _INITIAL:
+            if not interim:
+                st.send_state = _AFTER_HEADERS
+        else:
+            st.send_state = _AFTER_TRAILERS
+        if end_stream:
+            st.send_ended = True
+        self._quic.send_stream_data(stream_id, encode_frame(FrameType.HEADERS, block),
+                                    end_stream)
+        self._maybe_forget(st)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """Send body bytes (one DATA frame) on ``stream_id``; ``end_stream`` ends it.  Empty
+        ``data`` with ``end_stream`` just ends the stream.
+
+        Raises :class:`FrameUnexpected` before the headers, after trailers or after the end
+        of the stream."""
+        st = self._send_stream(stream_id)
+        if st.send_state != _AFTER_HEADERS or st.send_ended:
+            raise FrameUnexpected(
+                f"DATA is not allowed on stream {stream_id} now (before headers, after "
+                "trailers or after the end of the stream)")
+        if end_stream:
+            st.send_ended = True
+        n = len(data)
+        quic = self._quic
+        if n == 0:
+            if end_stream:
+                quic.send_stream_data(stream_id, b"", True)
+        elif n <= _SMALL_DATA:
+            quic.send_stream_data(stream_id, b"\x00" + encode_varint(n) + bytes(data),
+                                  end_stream)
+        else:
+            quic.send_stream_data(stream_id, b"\x00" + encode_varint(n))
+            quic.send_stream_data(stream_id, data, end_stream)
+        self._maybe_forget(st)
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        """Send an HTTP/3 datagram (RFC 9297) tied to the request stream ``stream_id`` (for
+        WebTransport: the session id).
+
+        Raises :class:`InvalidStreamTypeError` unless ``stream_id`` is a client-initiated
+        bidirectional stream, and :class:`ValueError` when QUIC datagrams are off or
+        ``data`` is too large for one packet."""
+        if not isinstance(stream_id, int) or stream_id < 0 or stream_id % 4 != 0:
+            raise InvalidStreamTypeError(
+                "datagrams can only be sent for client-initiated bidirectional streams "
+                f"(got stream {stream_id!r})")
+        self._quic.send_datagram_frame(encode_varint(stream_id >> 2) + bytes(data))
+
+    def create_webtransport_stream(self, session_id: int, is_unidirectional: bool = False) -> int:
+        """Open a WebTransport stream for the session ``session_id`` and return its stream
+        id.  The WebTransport stream header is written; the application then writes raw bytes
+        with ``quic.send_stream_data(stream_id, ...)``.
+
+        Raises :class:`H3Error` when WebTransport is not enabled."""
+        if not self._enable_webtransport:
+            raise H3Error("WebTransport is not enabled (H3Connection(enable_webtransport=True))")
+        if not isinstance(session_id, int) or session_id < 0 or session_id % 4 != 0:
+            raise InvalidStreamTypeError(f"invalid WebTransport session id {session_id!r}")
+        quic = self._quic
+        if is_unidirectional:
+            stream_id = int(quic.get_next_available_stream_id(is_unidirectional=True))
+            quic.send_stream_data(stream_id, encode_varint(StreamType.WEBTRANSPORT) +
+                                  encode_varint(session_id))
+        else:
+            stream_id = int(quic.get_next_available_stream_id(is_unidirectional=False))
+            quic.send_stream_data(stream_id, encode_varint(FrameType.WEBTRANSPORT_STREAM) +
+                                  encode_varint(session_id))
+            st = _Stream(stream_id, _WT)
+            st.session_id = session_id
+            self._streams[stream_id] = st
+        return stream_id
+
+    def send_goaway(self, stream_id: Optional[int] = None) -> int:
+        """*(aiopquic)* Send GOAWAY on the control stream and return its identifier.
+
+        A server's default is the first request stream id it has not processed (requests
+        at or above it are then rejected with ``H3_REQUEST_REJECTED``); a client's is push id
+        0.  Raises :class:`ValueError` if the identifier would increase."""
+        if stream_id is None:
+            stream_id = 0 if self._is_client else self._max_request_seen + 4
+        if not self._is_client and stream_id % 4 != 0:
+            raise ValueError(f"a server's GOAWAY must carry a client bidirectional stream id "
+                             f"(got {stream_id})")
+        if self._goaway_sent is not None and stream_id > self._goaway_sent:
+            raise ValueError(f"GOAWAY identifier cannot increase ({self._goaway_sent} -> "
+                             f"{stream_id})")
+        self._goaway_sent = stream_id
+        self._quic.send_stream_data(self._local_control,
+                                    encode_frame(FrameType.GOAWAY, encode_varint(stream_id)))
+        return stream_id
+
+    # ------------------------------------------------------------------ receiving
+
+    def handle_event(self, event: QuicEvent) -> list[H3Event]:
+        """Process one QUIC event and return the HTTP/3 events it produced.
+
+        A protocol error of the peer closes the QUIC connection with the right HTTP/3 error
+        code and returns no events; so does every later call."""
+        if self._done:
+            return []
+        try:
+            if isinstance(event, StreamDataReceived):
+                return self._on_stream_data(event.stream_id, event.data, event.end_stream)
+            if isinstance(event, DatagramFrameReceived):
+                return self._on_datagram(event.data)
+            if isinstance(event, StreamReset):
+                self._on_stream_reset(event.stream_id)
+            elif isinstance(event, StopSendingReceived):
+                self._on_stop_sending(event.stream_id)
+            elif isinstance(event, ConnectionTerminated):
+                self._done = True
+        except _ProtocolError as exc:
+            self._fail(exc.error_code, exc.reason)
+        except Exception as exc:  # a bug of ours must not take the event loop down
+            logger.exception("HTTP/3 internal error while handling %r", event)
+            self._fail(ErrorCode.H3_INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        return []
+
+    def _fail(self, error_code: int, reason: str) -> None:
+        self._done = True
+        self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    def _maybe_forget(self, st: _Stream) -> None:
+        if st.recv_ended and not st.blocked and (st.send_ended or st.kind != _REQUEST):
+            self._streams.pop(st.stream_id, None)
+
+    def _on_datagram(self, data: bytes) -> list[H3Event]:
+        head = decode_varint(data, 0)
+        if head is None:
+            raise _DatagramError("HTTP datagram without a quarter stream id")
+        return [DatagramReceived(data=data[head[1]:], stream_id=head[0] * 4)]
+
+    def _on_stream_reset(self, stream_id: int) -> None:
+        if stream_id in (self._peer_control, self._peer_encoder, self._peer_decoder):
+            raise _ClosedCriticalStream(f"the peer reset critical stream {stream_id}")
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        if st.kind == _REQUEST:
+            cancel = self._decoder.cancel_stream(stream_id)
+            if cancel:
+                self._quic.send_stream_data(self._local_decoder, cancel)
+            if not self._is_client and st.recv_state == _INITIAL and not st.send_ended:
+                # the application never saw this request: nothing will answer it
+                self._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_INCOMPLETE)
+                st.send_ended = True
+        st.recv_ended = True
+        st.blocked = False
+        st.pending = b""
+        self._maybe_forget(st)
+
+    def _on_stop_sending(self, stream_id: int) -> None:
+        if stream_id in (self._local_control, self._local_encoder, self._local_decoder):
+            raise _ClosedCriticalStream(f"the peer stopped critical stream {stream_id}")
+        st = self._streams.get(stream_id)
+        if st is not None:
+            st.send_ended = True
+            self._maybe_forget(st)
+
+    def _on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> list[H3Event]:
+        st = self._streams.get(stream_id)
+        if st is None:
+            local = bool(stream_id & 1) == (not self._is_client)
+            if local:
+                return []  # a stream we no longer track (finished)
+            st = _Stream(stream_id, None if _is_uni(stream_id) else _REQUEST)
+            self._streams[stream_id] = st
+        events: list[H3Event] = []
+        if st.kind == _WT:
+            if data or fin:
+                assert st.session_id is not None
+                events.append(WebTransportStreamDataReceived(
+                    data=data, stream_id=stream_id, stream_ended=fin, session_id=st.session_id))
+            if fin:
+                st.recv_ended = True
+                self._maybe_forget(st)
+            return events
+        if _is_uni(stream_id):
+            self._recv_uni(st, data, fin, events)
+        elif st.kind == _IGNORED:
+            if fin:
+                st.recv_ended = True
+                self._maybe_forget(st)
+        elif st.blocked:
+            st.pending += data
+            st.recv_ended = st.recv_ended or fin
+        else:
+            if st.pending:
+                data = st.pending + data
+                st.pending = b""
+            self._recv_request(st, data, fin, events)
+        return events
+
+    # ---- request streams (and WebTransport bidirectional streams)
+
+    def _recv_request(self, st: _Stream, data: bytes, fin: bool, events: list[H3Event],
+                      start: Optional[int] = None) -> None:
+        if start is None:
+            start = len(events)
+        sid = st.stream_id
+        pos, n = 0, len(data)
+        while True:
+            if st.ftype is None:
+                if pos >= n:
+                    break
+                head = decode_varint(data, pos)
+                if head is None:
+                    break
+                ftype, p = head
+                if ftype == FrameType.WEBTRANSPORT_STREAM and self._enable_webtransport:
+                    if st.frames_seen:
+                        raise _FrameUnexpected("WebTransport stream signal after other frames")
+                    session = decode_varint(data, p)
+                    if session is None:
+                        break
+                    st.kind = _WT
+                    st.session_id = session[0]
+                    rest = data[session[1]:]
+                    if rest or fin:
+                        events.append(WebTransportStreamDataReceived(
+                            data=rest, stream_id=sid, stream_ended=fin,
+                            session_id=session[0]))
+                    if fin:
+                        st.recv_ended = True
+                        self._maybe_forget(st)
+                    return
+                length = decode_varint(data, p)
+                if length is None:
+                    break
+                pos = length[1]
+                if not st.frames_seen:
+                    st.frames_seen = True
+                    if sid % 4 != 0:
+                        raise _StreamCreationError(
+                            f"server-initiated bidirectional stream {sid} is not a "
+                            "WebTransport stream")
+                self._check_request_frame(st, ftype)
+                if ftype == FrameType.HEADERS and length[0] > _MAX_BUFFERED_FRAME:
+                    raise _ExcessiveLoad(f"HEADERS frame of {length[0]} bytes")
+                st.ftype, st.fleft = ftype, length[0]
+            ftype = st.ftype
+            take = min(n - pos, st.fleft)
+            if ftype == FrameType.DATA:
+                if take:
+                    chunk = data if take == n else data[pos:pos + take]
+                    st.received_length += take
+                    events.append(DataReceived(data=chunk, stream_id=sid, stream_ended=False))
+                    pos += take
+                    st.fleft -= take
+                if st.fleft:
+                    break
+                st.ftype = None
+            elif ftype == FrameType.HEADERS:
+                if take:
+                    st.fbuf += data[pos:pos + take]
+                    pos += take
+                    st.fleft -= take
+                if st.fleft:
+                    break
+                block = bytes(st.fbuf)
+                st.fbuf = bytearray()
+                st.ftype = None
+                try:
+                    headers = self._decode(sid, block)
+                except pylsqpack.StreamBlocked:
+                    st.blocked = True
+                    st.pending = data[pos:]
+                    st.recv_ended = st.recv_ended or fin
+                    return
+                self._on_headers(st, headers, events)
+                if st.kind == _IGNORED:
+                    if fin:
+                        st.recv_ended = True
+                        self._maybe_forget(st)
+                    return
+            else:  # unknown (or unused) frame: skip its payload as it arrives
+                pos += take
+                st.fleft -= take
+                if st.fleft:
+                    break
+                st.ftype = None
+        if pos < n:
+            st.pending = data[pos:]
+        if fin:
+            st.recv_ended = True
+            self._on_request_end(st, events, start)
+
+    def _check_request_frame(self, st: _Stream, ftype: int) -> None:
+        if ftype == FrameType.DATA:
+            if st.recv_state != _AFTER_HEADERS:
+                raise _FrameUnexpected("DATA frame before HEADERS or after trailers")
+        elif ftype == FrameType.HEADERS:
+            if st.recv_state == _AFTER_TRAILERS:
+                raise _FrameUnexpected("HEADERS frame after trailers")
+        elif ftype == FrameType.PUSH_PROMISE:
+            if self._is_client:
+                raise _IdError("PUSH_PROMISE received but no push id was allowed")
+            raise _FrameUnexpected("a client sent PUSH_PROMISE")
+        elif ftype in (FrameType.CANCEL_PUSH, FrameType.SETTINGS, FrameType.GOAWAY,
+                       FrameType.MAX_PUSH_ID) or ftype in _RESERVED_FRAME_TYPES:
+            raise _FrameUnexpected(f"frame type {ftype:#x} is not allowed on a request stream")
+        elif ftype == FrameType.WEBTRANSPORT_STREAM:
+            raise _FrameUnexpected("WebTransport stream signal without WebTransport")
+
+    def _decode(self, stream_id: int, block: Optional[bytes]) -> Headers:
+        try:
+            if block is None:
+                decoder_bytes, headers = self._decoder.resume_header(stream_id)
+            else:
+                decoder_bytes, headers = self._decoder.feed_header(stream_id, block)
+        except pylsqpack.DecompressionFailed as exc:
+            raise _QpackDecompressionFailed(f"cannot decode headers on stream {stream_id}") \
+                from exc
+        if decoder_bytes:
+            self._quic.send_stream_data(self._local_decoder, decoder_bytes)
+        return headers
+
+    def _on_headers(self, st: _Stream, headers: Headers, events: list[H3Event]) -> None:
+        sid = st.stream_id
+        try:
+            if st.recv_state == _INITIAL:
+                if self._is_client:
+                    status = _check_response(headers, st)
+                    if status[:1] == b"1":
+                        st.expected_length = None
+                    else:
+                        st.recv_state = _AFTER_HEADERS
+                        if status in (b"204", b"304"):
+                            st.no_body = True
+                else:
+                    _check_request(headers, st)
+                    st.recv_state = _AFTER_HEADERS
+                    if sid > self._max_request_seen:
+                        self._max_request_seen = sid
+                    if self._goaway_sent is not None and sid >= self._goaway_sent:
+                        self._abort(st, ErrorCode.H3_REQUEST_REJECTED)
+                        return
+            else:
+                _check_fields(headers, _NO_PSEUDO, None, False)
+                st.recv_state = _AFTER_TRAILERS
+        except _MessageError:
+            if self._is_client:
+                raise
+            self._abort(st, ErrorCode.H3_MESSAGE_ERROR)
+            return
+        events.append(HeadersReceived(headers=headers, stream_id=sid, stream_ended=False))
+
+    def _abort(self, st: _Stream, code: int) -> None:
+        """Stream error: reset and stop the stream, ignore what still arrives on it."""
+        st.kind = _IGNORED
+        st.pending = b""
+        st.fbuf = bytearray()
+        st.ftype = None
+        if not st.send_ended:
+            self._quic.reset_stream(st.stream_id, code)
+            st.send_ended = True
+        if not st.recv_ended:
+            self._quic.stop_stream(st.stream_id, code)
+
+    def _on_request_end(self, st: _Stream, events: list[H3Event], start: int) -> None:
+        if st.kind == _IGNORED:
+            self._maybe_forget(st)
+            return
+        if st.ftype is not None or st.pending:
+            raise _FrameError(f"frame truncated by the end of stream {st.stream_id}")
+        if st.recv_state == _INITIAL:
+            if self._is_client:
+                raise _MessageError(f"response on stream {st.stream_id} ended without a "
+                                    "final header section")
+            # a request that ended before its headers: nothing to answer
+            if not st.send_ended:
+                self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_INCOMPLETE)
+                st.send_ended = True
+            self._maybe_forget(st)
+            return
+        if st.expected_length is not None and not st.no_body and \
+                st.received_length != st.expected_length:
+            if self._is_client:
+                raise _MessageError(f"content-length {st.expected_length} but "
+                                    f"{st.received_length} bytes received")
+            # drop what the application was about to see of this request
+            del events[start:]
+            self._abort(st, ErrorCode.H3_MESSAGE_ERROR)
+            self._maybe_forget(st)
+            return
+        last = events[-1] if len(events) > start else None
+        if isinstance(last, (DataReceived, HeadersReceived)) and last.stream_id == st.stream_id:
+            last.stream_ended = True
+        else:
+            events.append(DataReceived(data=b"", stream_id=st.stream_id, stream_ended=True))
+        self._maybe_forget(st)
+
+    # ---- unidirectional streams
+
+    def _recv_uni(self, st: _Stream, data: bytes, fin: bool, events: list[H3Event]) -> None:
+        if st.pending:
+            data = st.pending + data
+            st.pending = b""
+        pos = 0
+        if st.kind is None:
+            head = decode_varint(data, 0)
+            if head is None:
+                st.pending = data
+                if fin:
+                    st.recv_ended = True
+                    self._maybe_forget(st)
+                return
+            stream_type, pos = head
+            self._assign_uni(st, stream_type)
+        kind = st.kind
+        if kind == _CONTROL:
+            if fin:
+                raise _ClosedCriticalStream("the peer closed its control stream")
+            self._recv_control(st, data, pos, events)
+            return
+        if kind == _ENCODER or kind == _DECODER:
+            if fin:
+                raise _ClosedCriticalStream("the peer closed a QPACK stream")
+            chunk = data[pos:] if pos else data
+            if not chunk:
+                return
+            if kind == _DECODER:
+                try:
+                    self._encoder.feed_decoder(chunk)
+                except pylsqpack.DecoderStreamError as exc:
+                    raise _QpackDecoderStreamError("bad QPACK decoder stream data") from exc
+            else:
+                try:
+                    unblocked = self._decoder.feed_encoder(chunk)
+                except pylsqpack.EncoderStreamError as exc:
+                    raise _QpackEncoderStreamError("bad QPACK encoder stream data") from exc
+                for stream_id in unblocked:
+                    self._resume(stream_id, events)
+            return
+        if kind == _WT_UNI:
+            if st.session_id is None:
+                head = decode_varint(data, pos)
+                if head is None:
+                    st.pending = data[pos:]
+                    if fin:
+                        st.recv_ended = True
+                        self._maybe_forget(st)
+                    return
+                st.session_id, pos = head
+            chunk = data[pos:] if pos else data
+            if chunk or fin:
+                events.append(WebTransportStreamDataReceived(
+                    data=chunk, stream_id=st.stream_id, stream_ended=fin,
+                    session_id=st.session_id))
+        if fin:
+            st.recv_ended = True
+            self._maybe_forget(st)
+
+    def _assign_uni(self, st: _Stream, stream_type: int) -> None:
+        sid = st.stream_id
+        if stream_type == StreamType.CONTROL:
+            if self._peer_control is not None:
+                raise _StreamCreationError("a second control stream")
+            self._peer_control = sid
+            st.kind = _CONTROL
+        elif stream_type == StreamType.QPACK_ENCODER:
+            if self._peer_encoder is not None:
+                raise _StreamCreationError("a second QPACK encoder stream")
+            self._peer_encoder = sid
+            st.kind = _ENCODER
+        elif stream_type == StreamType.QPACK_DECODER:
+            if self._peer_decoder is not None:
+                raise _StreamCreationError("a second QPACK decoder stream")
+            self._peer_decoder = sid
+            st.kind = _DECODER
+        elif stream_type == StreamType.PUSH:
+            if not self._is_client:
+                raise _StreamCreationError("a client opened a push stream")
+            raise _IdError("push stream received but no push id was allowed")
+        elif stream_type == StreamType.WEBTRANSPORT and self._enable_webtransport:
+            st.kind = _WT_UNI
+        else:
+            # unknown (or reserved) stream type: abort reading, discard (RFC 9114 6.2)
+            st.kind = _IGNORED
+            self._quic.stop_stream(sid, ErrorCode.H3_STREAM_CREATION_ERROR)
+
+    def _recv_control(self, st: _Stream, data: bytes, pos: int,
+                      events: list[H3Event]) -> None:
+        n = len(data)
+        while True:
+            if st.ftype is None:
+                if pos >= n:
+                    break
+                head = decode_varint(data, pos)
+                if head is None:
+                    break
+                length = decode_varint(data, head[1])
+                if length is None:
+                    break
+                ftype, pos = head[0], length[1]
+                self._check_control_frame(ftype)
+                if ftype in (FrameType.SETTINGS, FrameType.GOAWAY, FrameType.MAX_PUSH_ID,
+                             FrameType.CANCEL_PUSH) and length[0] > _MAX_CONTROL_FRAME:
+                    raise _ExcessiveLoad(f"control frame {ftype:#x} of {length[0]} bytes")
+                st.ftype, st.fleft = ftype, length[0]
+            ftype = st.ftype
+            take = min(n - pos, st.fleft)
+            if ftype in (FrameType.SETTINGS, FrameType.GOAWAY, FrameType.MAX_PUSH_ID,
+                         FrameType.CANCEL_PUSH):
+                if take:
+                    st.fbuf += data[pos:pos + take]
+                    pos += take
+                    st.fleft -= take
+                if st.fleft:
+                    break
+                payload = bytes(st.fbuf)
+                st.fbuf = bytearray()
+                st.ftype = None
+                self._on_control_frame(ftype, payload, events)
+            else:
+                pos += take
+                st.fleft -= take
+                if st.fleft:
+                    break
+                st.ftype = None
+        if pos < n:
+            st.pending = data[pos:]
+
+    def _check_control_frame(self, ftype: int) -> None:
+        if self._received_settings is None:
+            if ftype != FrameType.SETTINGS:
+                raise _MissingSettings(f"first control frame is {ftype:#x}, not SETTINGS")
+            return
+        if ftype == FrameType.SETTINGS:
+            raise _FrameUnexpected("a second SETTINGS frame")
+        if ftype in (FrameType.DATA, FrameType.HEADERS, FrameType.PUSH_PROMISE,
+                     FrameType.WEBTRANSPORT_STREAM) or ftype in _RESERVED_FRAME_TYPES:
+            raise _FrameUnexpected(f"frame type {ftype:#x} is not allowed on the control "
+                                   "stream")
+        if ftype == FrameType.MAX_PUSH_ID and self._is_client:
+            raise _FrameUnexpected("a server sent MAX_PUSH_ID")
+
+    def _on_control_frame(self, ftype: int, payload: bytes, events: list[H3Event]) -> None:
+        if ftype == FrameType.SETTINGS:
+            settings = _parse_settings(payload)
+            for ident in _BOOLEAN_SETTINGS:
+                if settings.get(ident, 0) > 1:
+                    raise _SettingsError(f"setting {ident:#x} must be 0 or 1")
+            if settings.get(Setting.H3_DATAGRAM) == 1 and getattr(
+                    self._quic, "handshake_complete", False) and not getattr(
+                    self._quic, "_peer_max_datagram", 1):
+                raise _SettingsError("H3_DATAGRAM=1 without the max_datagram_frame_size "
+                                     "transport parameter")
+            self._received_settings = settings
+            encoder_bytes = self._encoder.apply_settings(
+                max_table_capacity=settings.get(Setting.QPACK_MAX_TABLE_CAPACITY, 0),
+                blocked_streams=settings.get(Setting.QPACK_BLOCKED_STREAMS, 0))
+            if encoder_bytes:
+                self._quic.send_stream_data(self._local_encoder, encoder_bytes)
+        elif ftype == FrameType.GOAWAY:
+            goaway_id = _parse_single_varint(payload, "GOAWAY")
+            if self._is_client and goaway_id % 4 != 0:
+                raise _IdError(f"GOAWAY with stream id {goaway_id}, not a client bidirectional "
+                               "stream")
+            if self._goaway_received is not None and goaway_id > self._goaway_received:
+                raise _IdError(f"GOAWAY goaway_idifier increased ({self._goaway_received} -> "
+                               f"{goaway_id})")
+            self._goaway_received = goaway_id
+            events.append(GoawayReceived(stream_id=goaway_id))
+        elif ftype == FrameType.MAX_PUSH_ID:
+            _parse_single_varint(payload, "MAX_PUSH_ID")  # push is not supported: ignored
+        elif ftype == FrameType.CANCEL_PUSH:
+            _parse_single_varint(payload, "CANCEL_PUSH")
+
+    def _resume(self, stream_id: int, events: list[H3Event]) -> None:
+        st = self._streams.get(stream_id)
+        if st is None or not st.blocked:
+            return
+        st.blocked = False
+        start = len(events)
+        headers = self._decode(stream_id, None)
+        self._on_headers(st, headers, events)
+        if st.kind == _IGNORED:
+            if st.recv_ended:
+                self._maybe_forget(st)
+            return
+        data, st.pending = st.pending, b""
+        self._recv_request(st, data, st.recv_ended, events, start)

@@ -1,0 +1,512 @@
+"""``python -m aiopquic serve`` and ``python -m aiopquic get``: a small HTTP/3 + WebTransport
+server and an HTTP/3 client.
+
+``serve`` answers GET and HEAD with the files under ``--root``, echoes the body of POST/PUT
+requests, and runs a WebTransport echo at ``/echo`` (bidirectional streams are echoed on the
+same stream, unidirectional streams on a new unidirectional stream, datagrams as datagrams).
+Without ``--cert`` it creates a short-lived ECDSA P-256 certificate and prints its SHA-256,
+ready for a browser's ``serverCertificateHashes``.
+
+``get`` fetches one URL over HTTP/3 and writes the body to ``-o FILE`` (or stdout), with a
+progress bar when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import mimetypes
+import os
+import signal
+import ssl
+import sys
+import time
+from typing import IO, Any, Optional
+from urllib.parse import unquote, urlsplit
+
+from aiopquic import __version__ as _version
+from aiopquic._native import make_self_signed
+from aiopquic.asyncio.client import connect
+from aiopquic.asyncio.protocol import QuicStreamHandler
+from aiopquic.asyncio.webtransport import (
+    WebTransportProtocol,
+    WebTransportSession,
+    WebTransportSessionClosed,
+    serve_webtransport,
+)
+from aiopquic.h3.events import DataReceived, H3Event, Headers, HeadersReceived
+from aiopquic.quic.configuration import QuicConfiguration
+from aiopquic.quic.connection import QuicConnection
+from aiopquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+
+__all__ = ["serve_main", "get_main", "HttpServerProtocol", "echo_handler", "fetch"]
+
+SERVER_NAME = f"aiopquic/{_version}".encode()
+_CHUNK = 256 * 1024
+
+
+# ---------------------------------------------------------------------- server
+
+
+async def echo_handler(session: WebTransportSession) -> None:
+    """WebTransport echo: bidirectional streams are echoed back on the same stream,
+    unidirectional streams on a new unidirectional stream, datagrams as datagrams.  Returns
+    when the peer closes the session."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def echo_stream(reader: asyncio.StreamReader,
+                          writer: Optional[asyncio.StreamWriter]) -> None:
+        try:
+            if writer is None:
+                data = await reader.read()
+                _, out = await session.create_stream(bidirectional=False)
+                out.write(data)
+                out.write_eof()
+                return
+            while True:
+                chunk = await reader.read(_CHUNK)
+                if not chunk:
+                    break
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+        except (ConnectionError, ValueError):
+            pass  # the stream or the session went away
+
+    async def streams() -> None:
+        while True:
+            reader, writer = await session.accept_stream()
+            task = asyncio.ensure_future(echo_stream(reader, writer))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def datagrams() -> None:
+        while True:
+            data = await session.receive_datagram()
+            try:
+                session.send_datagram(data)
+            except ValueError:
+                pass
+
+    try:
+        await asyncio.gather(streams(), datagrams())
+    except WebTransportSessionClosed:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class HttpServerProtocol(WebTransportProtocol):
+    """Plain HTTP/3 next to WebTransport: GET/HEAD of files under ``root``, POST/PUT echo."""
+
+    root: Optional[str] = None
+    log: Optional[IO[str]] = None
+
+    def __init__(self, quic: QuicConnection, stream_handler: Optional[QuicStreamHandler] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(quic, stream_handler, **kwargs)
+        self._bodies: dict[int, asyncio.Queue[Optional[bytes]]] = {}
+
+    def http_event_received(self, event: H3Event) -> None:
+        """Route plain HTTP/3 requests to the file server and the echo."""
+        if isinstance(event, HeadersReceived):
+            if event.stream_id in self._bodies:
+                if event.stream_ended:  # trailers end the body
+                    self._bodies.pop(event.stream_id).put_nowait(None)
+                return
+            body: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
+            if event.stream_ended:
+                body.put_nowait(None)
+            else:
+                self._bodies[event.stream_id] = body
+            self._spawn(self._respond(event.stream_id, event.headers, body))
+        elif isinstance(event, DataReceived):
+            queue = self._bodies.get(event.stream_id)
+            if queue is None:
+                return
+            if event.data:
+                queue.put_nowait(event.data)
+            if event.stream_ended:
+                del self._bodies[event.stream_id]
+                queue.put_nowait(None)
+
+    async def _respond(self, stream_id: int, headers: Headers,
+                       body: asyncio.Queue[Optional[bytes]]) -> None:
+        fields = dict(headers)
+        method = fields.get(b":method", b"")
+        path = fields.get(b":path", b"/").decode("utf-8", "replace")
+        status = 0
+        sent = 0
+        try:
+            if method in (b"GET", b"HEAD"):
+                status, sent = await self._serve_file(stream_id, path, method == b"HEAD")
+            elif method in (b"POST", b"PUT"):
+                status, sent = await self._echo(stream_id, body)
+            else:
+                status = 405
+                self._simple(stream_id, 405, b"method not allowed\n",
+                             [(b"allow", b"GET, HEAD, POST, PUT")])
+        except (ConnectionError, ValueError) as exc:
+            if self.log is not None:
+                self.log.write(f"stream {stream_id}: {exc}\n")
+        if self.log is not None:
+            peer = self._quic.peer_address
+            self.log.write(f"{peer[0] if peer else '?'} {method.decode(errors='replace')} "
+                           f"{path} {status} {sent}\n")
+            self.log.flush()
+
+    def _simple(self, stream_id: int, status: int, text: bytes,
+                extra: Optional[Headers] = None) -> None:
+        self._http.send_headers(stream_id, [
+            (b":status", str(status).encode()), (b"server", SERVER_NAME),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(text)).encode())] + (extra or []))
+        self._http.send_data(stream_id, text, end_stream=True)
+
+    def _resolve(self, path: str) -> Optional[str]:
+        if self.root is None:
+            return None
+        rel = unquote(path.split("?", 1)[0].split("#", 1)[0])
+        root = os.path.realpath(self.root)
+        full = os.path.realpath(os.path.join(root, rel.lstrip("/")))
+        if full != root and not full.startswith(root + os.sep):
+            return None  # outside the root
+        if os.path.isdir(full):
+            full = os.path.join(full, "index.html")
+        return full if os.path.isfile(full) else None
+
+    async def _serve_file(self, stream_id: int, path: str, head: bool) -> tuple[int, int]:
+        full = self._resolve(path)
+        if full is None:
+            if path == "/" and self.root is None:
+                text = (b"aiopquic HTTP/3 server\n\nWebTransport echo: /echo\n"
+                        b"POST or PUT any path: the body is echoed\n")
+                self._simple(stream_id, 200, b"" if head else text)
+                return 200, len(text)
+            self._simple(stream_id, 404, b"not found\n")
+            return 404, 0
+        size = os.path.getsize(full)
+        ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
+        self._http.send_headers(stream_id, [
+            (b":status", b"200"), (b"server", SERVER_NAME),
+            (b"content-type", ctype.encode()), (b"content-length", str(size).encode())],
+            end_stream=head or size == 0)
+        if head or size == 0:
+            return 200, 0
+        sent = 0
+        quic = self._quic
+        with open(full, "rb") as f:
+            while sent < size:
+                chunk = f.read(min(_CHUNK, size - sent))
+                if not chunk:
+                    break
+                sent += len(chunk)
+                self._http.send_data(stream_id, chunk, end_stream=sent >= size)
+                if quic.stream_send_pending(stream_id):
+                    await self._wait_writable(stream_id)
+        if sent < size:  # the file shrank while we read it
+            self._quic.reset_stream(stream_id, 0x102)
+        return 200, sent
+
+    async def _echo(self, stream_id: int, body: asyncio.Queue[Optional[bytes]]
+                    ) -> tuple[int, int]:
+        self._http.send_headers(stream_id, [
+            (b":status", b"200"), (b"server", SERVER_NAME),
+            (b"content-type", b"application/octet-stream")])
+        sent = 0
+        while True:
+            chunk = await body.get()
+            if chunk is None:
+                break
+            sent += len(chunk)
+            self._http.send_data(stream_id, chunk, end_stream=False)
+            if self._quic.stream_send_pending(stream_id):
+                await self._wait_writable(stream_id)
+        self._http.send_data(stream_id, b"", end_stream=True)
+        return 200, sent
+
+
+def _cert_fingerprint(cert_pem: bytes) -> bytes:
+    first = cert_pem.split(b"-----END CERTIFICATE-----", 1)[0] + b"-----END CERTIFICATE-----\n"
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(first.decode("ascii"))).digest()
+
+
+async def run_server(host: str, port: int, cert: Optional[str], key: Optional[str],
+                     root: Optional[str], quiet: bool,
+                     ready: Optional[asyncio.Future[int]] = None) -> int:
+    """Run ``serve`` until SIGINT/SIGTERM (or cancellation)."""
+    config = QuicConfiguration(is_client=False, alpn_protocols=["h3"],
+                               max_datagram_frame_size=65535)
+    if cert:
+        config.load_cert_chain(cert, key)
+    else:
+        cert_pem, key_pem = make_self_signed("localhost,127.0.0.1,::1", days=10)
+        config.certificate_chain = cert_pem
+        config.private_key = key_pem
+    assert config.certificate_chain is not None
+    digest = _cert_fingerprint(config.certificate_chain)
+
+    class Protocol(HttpServerProtocol):
+        pass
+
+    Protocol.root = root
+    Protocol.log = None if quiet else sys.stderr
+    server = await serve_webtransport(host, port, configuration=config, handler=echo_handler,
+                                      path="/echo", create_protocol=Protocol)
+    shown = f"[{host}]" if ":" in host else host
+    out = sys.stdout
+    out.write(f"aiopquic {_version}: HTTP/3 on udp://{shown}:{server.local_port}"
+              f" (files: {root or 'none'}; POST/PUT echo; WebTransport echo at /echo)\n")
+    out.write(f"certificate SHA-256: {digest.hex()}\n")
+    if not cert:
+        arr = ", ".join(str(b) for b in digest)
+        out.write("  (runtime ECDSA P-256 certificate, valid 10 days)\n"
+                  f"  base64: {base64.b64encode(digest).decode()}\n"
+                  f"  new WebTransport(\"https://{shown}:{server.local_port}/echo\", "
+                  "{serverCertificateHashes: [{algorithm: \"sha-256\", "
+                  f"value: new Uint8Array([{arr}])}}]}})\n")
+    out.write(f"listening on {shown}:{server.local_port}\n")
+    out.flush()
+    if ready is not None and not ready.done():
+        ready.set_result(server.local_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        server.close()
+    return 0
+
+
+def serve_main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``python -m aiopquic serve``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aiopquic serve",
+        description="HTTP/3 file server (GET/HEAD), POST/PUT echo and WebTransport echo at "
+                    "/echo.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind "
+                        "(default 127.0.0.1; '::' or '0.0.0.0' for all)")
+    parser.add_argument("--port", type=int, default=4433, help="UDP port (default 4433; "
+                        "0 picks a free one)")
+    parser.add_argument("--cert", help="PEM certificate chain (default: a runtime "
+                        "self-signed ECDSA P-256 certificate)")
+    parser.add_argument("--key", help="PEM private key (default: from --cert)")
+    parser.add_argument("--root", help="directory whose files GET serves")
+    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    args = parser.parse_args(argv)
+    if args.key and not args.cert:
+        parser.error("--key needs --cert")
+    if args.root is not None and not os.path.isdir(args.root):
+        parser.error(f"--root {args.root!r} is not a directory")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is out of range")
+    try:
+        return asyncio.run(run_server(args.host, args.port, args.cert, args.key, args.root,
+                                      args.quiet))
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"serve: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+# ---------------------------------------------------------------------- client
+
+
+class _Progress:
+    def __init__(self, stream: IO[str], enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.total: Optional[int] = None
+        self.done = 0
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and (self.total is None or self.done < self.total):
+            return
+        self._last = now
+        rate = self.done / max(now - self.start, 1e-9) / (1 << 20)
+        if self.total:
+            pct = min(100.0, 100.0 * self.done / self.total)
+            bar = "#" * int(pct / 4)
+            line = f"\r[{bar:<25}] {pct:5.1f}% {self.done >> 10:9d} KiB {rate:8.1f} MiB/s"
+        else:
+            line = f"\r{self.done >> 10:9d} KiB {rate:8.1f} MiB/s"
+        self.stream.write(line)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _ClientProtocol(WebTransportProtocol):
+    """Collects the HTTP/3 events of each request; ``None`` in a queue means the response
+    was cut short (stream reset or connection closed)."""
+
+    def __init__(self, quic: QuicConnection,
+                 stream_handler: Optional[QuicStreamHandler] = None) -> None:
+        super().__init__(quic, stream_handler, enable_webtransport=False)
+        self.responses: dict[int, asyncio.Queue[Optional[H3Event]]] = {}
+
+    def http_event_received(self, event: H3Event) -> None:
+        if isinstance(event, (HeadersReceived, DataReceived)):
+            queue = self.responses.get(event.stream_id)
+            if queue is not None:
+                queue.put_nowait(event)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        super().quic_event_received(event)
+        if isinstance(event, StreamReset):
+            queue = self.responses.get(event.stream_id)
+            if queue is not None:
+                queue.put_nowait(None)
+        elif isinstance(event, ConnectionTerminated):
+            for queue in self.responses.values():
+                queue.put_nowait(None)
+
+
+async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
+                method: str = "GET", body: Optional[bytes] = None,
+                progress: Optional[_Progress] = None) -> tuple[int, Headers, int]:
+    """Request ``url`` over HTTP/3 and write the response body to ``out``.
+
+    Returns ``(status, headers, body_bytes)``.  Raises :class:`ValueError` for a bad URL,
+    :class:`ConnectionError` when the connection fails or the response is cut short."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"URL must be https://host[:port]/path, got {url!r}")
+    try:
+        port = parts.port or 443
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    authority = parts.netloc.rsplit("@", 1)[-1]
+    async with connect(parts.hostname, port, configuration=configuration,
+                       create_protocol=_ClientProtocol) as proto:
+        assert isinstance(proto, _ClientProtocol)
+        http = proto.http
+        stream_id = proto._quic.get_next_available_stream_id()
+        queue: asyncio.Queue[Optional[H3Event]] = asyncio.Queue()
+        proto.responses[stream_id] = queue
+        http.send_headers(stream_id, [
+            (b":method", method.encode()), (b":scheme", b"https"),
+            (b":authority", authority.encode()), (b":path", path.encode()),
+            (b"user-agent", SERVER_NAME)], end_stream=body is None)
+        if body is not None:
+            http.send_data(stream_id, body, end_stream=True)
+        status = 0
+        headers: Headers = []
+        received = 0
+        while True:
+            event = await queue.get()
+            if event is None:
+                raise ConnectionError(
+                    f"response cut short after {received} bytes: "
+                    f"{proto._quic._close_message() if proto._quic.closed else 'stream reset'}")
+            if isinstance(event, HeadersReceived):
+                if not status:
+                    fields = dict(event.headers)
+                    code = fields.get(b":status", b"0")
+                    if code.startswith(b"1"):
+                        continue
+                    status = int(code)
+                    headers = event.headers
+                    length = fields.get(b"content-length")
+                    if progress is not None and length is not None and length.isdigit():
+                        progress.total = int(length)
+            elif isinstance(event, DataReceived) and event.data:
+                out.write(event.data)
+                received += len(event.data)
+                if progress is not None:
+                    progress.add(len(event.data))
+            if isinstance(event, (HeadersReceived, DataReceived)) and event.stream_ended:
+                break
+        del proto.responses[stream_id]
+    return status, headers, received
+
+
+def get_main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``python -m aiopquic get``."""
+    parser = argparse.ArgumentParser(prog="python -m aiopquic get",
+                                     description="Fetch a URL over HTTP/3.")
+    parser.add_argument("url", help="https://host[:port]/path")
+    parser.add_argument("-o", "--output", help="write the body to this file (default stdout)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--cacert", help="PEM file of CA certificates to trust")
+    group.add_argument("--insecure", "-k", action="store_true",
+                       help="do not verify the server certificate")
+    parser.add_argument("--server-name", help="name to verify the certificate against "
+                        "(default: the URL's host)")
+    parser.add_argument("-X", "--method", default="GET", help="request method (default GET)")
+    parser.add_argument("--data", help="request body from this file (with -X POST)")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="give up after this many seconds (default: no limit)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    args = parser.parse_args(argv)
+    config = QuicConfiguration(is_client=True, alpn_protocols=["h3"],
+                               server_name=args.server_name)
+    if args.insecure:
+        config.verify_mode = ssl.CERT_NONE
+    elif args.cacert:
+        if not os.path.isfile(args.cacert):
+            parser.error(f"--cacert {args.cacert!r} is not a file")
+        config.cafile = args.cacert
+    body = None
+    if args.data is not None:
+        with open(args.data, "rb") as f:
+            body = f.read()
+    progress = _Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
+    out: IO[bytes]
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+    try:
+        coro = fetch(args.url, out, configuration=config, method=args.method.upper(),
+                     body=body, progress=progress)
+        start = time.perf_counter()
+        if args.timeout > 0:
+            status, _, received = asyncio.run(_with_timeout(coro, args.timeout))
+        else:
+            status, _, received = asyncio.run(coro)
+        elapsed = time.perf_counter() - start
+    except (ConnectionError, OSError, ValueError, TimeoutError) as exc:
+        progress.finish()
+        sys.stderr.write(f"get: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if args.output:
+            out.close()
+        else:
+            out.flush()
+    progress.finish()
+    if not args.quiet:
+        sys.stderr.write(f"HTTP/3 {status}, {received} bytes in {elapsed:.3f} s "
+                         f"({received / max(elapsed, 1e-9) / (1 << 20):.1f} MiB/s)\n")
+    return 0 if 200 <= status < 300 else 1
+
+
+async def _with_timeout(coro: Any, timeout: float) -> Any:
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no complete response within {timeout:g} s") from None
