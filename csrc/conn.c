@@ -825,13 +825,24 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
   (void)now;
   while (c->dirty_head) flush_rx(c, c->dirty_head);
   for (int i = 0; i < c->nstops; i++) {
-    aq_stream *s = stream_get(c, c->stops[i].sid);
-    if (!s || s->stop_reported) continue;
-    s->stop_reported = 1;
-    s->shut_wr = 1;
-    deactivate(c, s);
-    release_writer(c, s);
-    aq_emit_simple(c->ep, AQ_EV_STOP_SENDING, c->handle, s->id, c->stops[i].code, 0, 0, NULL, 0);
+    int64_t sid = c->stops[i].sid;
+    aq_stream *s = stream_get(c, sid);
+    if (s) {
+      if (s->stop_reported) continue;
+      s->stop_reported = 1;
+      s->shut_wr = 1;
+      deactivate(c, s);
+      release_writer(c, s);
+    } else {
+      /* the stream may have closed (and been freed) in this very read: still report it,
+       * once, even if the frame is retransmitted */
+      int seen = 0;
+      for (size_t k = 0; k < sizeof(c->stop_seen) / sizeof(c->stop_seen[0]); k++)
+        if (c->stop_seen[k] == sid + 1) seen = 1;
+      if (seen) continue;
+    }
+    c->stop_seen[c->stop_seen_next++ % (sizeof(c->stop_seen) / sizeof(c->stop_seen[0]))] = sid + 1;
+    aq_emit_simple(c->ep, AQ_EV_STOP_SENDING, c->handle, sid, c->stops[i].code, 0, 0, NULL, 0);
   }
   c->nstops = 0;
   aq_pingreq **pp = &c->pings;
@@ -903,12 +914,16 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       if (!s->tx) return;
       atomic_store(&s->tx->notify, 0);
       if (!s->in_engine) {
-        if (is_local(c, s->id)) {
+        int64_t next = (s->id & 2) ? c->next_local_uni : c->next_local_bidi;
+        if (is_local(c, s->id) && s->id >= next) {
           open_local_streams(c);
         } else {
-          /* a peer stream we have not heard of (already closed): drop the data */
-          s->shut_wr = 1;
+          /* the engine already closed and forgot this stream: the data cannot be sent.
+           * Tell Python (it drops the stream's send state) and forget it again. */
           release_writer(c, s);
+          aq_emit_simple(c->ep, AQ_EV_STREAM_CLOSED, c->handle, s->id, 0, 0, 0, NULL, 0);
+          stream_free(c, s);
+          return;
         }
       }
       activate(c, s);
@@ -1162,6 +1177,13 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
   if (!blocked && (c->ping_pending & 1) && c->state == AQ_ST_OPEN) write_ping(c, &ps.path);
   ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
   if (c->close_pending && c->close_deadline < expiry) expiry = c->close_deadline;
+  if (!c->active_head && !c->dg_head && !c->close_pending && c->ep->ack_floor_ns) {
+    /* Nothing of ours to send: the timer is an ACK delay (srtt/8 in ngtcp2, a few us on
+     * loopback), a PTO or idle.  Waiting a little longer lets the application's answer
+     * carry the ACK instead of a packet of its own; every timer here tolerates it. */
+    ngtcp2_tstamp floor = now + c->ep->ack_floor_ns;
+    if (expiry < floor) expiry = floor;
+  }
   aq_sched_expiry(c, expiry);
   if (blocked) aq_sched_dirty(c); /* finish once the socket drains */
   return blocked;

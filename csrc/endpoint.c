@@ -566,6 +566,10 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   aq_rand_bytes(ep->reset_secret, sizeof(ep->reset_secret));
   {
     /* fault injection for tests (this machine has no netem): drop sent packets at random */
+    /* tuning: how long a connection with nothing to send may hold a pure ACK (default
+     * 1 ms, well inside the 25 ms max_ack_delay we advertise) */
+    const char *floor = getenv("AIOPQUIC_ACK_FLOOR_US");
+    ep->ack_floor_ns = (floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
     const char *loss = getenv("AIOPQUIC_TEST_LOSS_PPM");
     if (loss) ep->test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);
     aq_rand_bytes((uint8_t *)&ep->test_rng, sizeof(ep->test_rng));

@@ -128,6 +128,8 @@ typedef struct aq_conn {
     uint64_t code;
   } stops[16];
   int nstops;
+  int64_t stop_seen[8]; /* stream id + 1 of STOP_SENDING already reported */
+  unsigned stop_seen_next;
   /* connection IDs registered in the endpoint's table */
   ngtcp2_cid *cids;
   int ncids, capcids;
@@ -186,6 +188,7 @@ struct aq_endpoint {
   socklen_t pend_addrlen;
   int want_out;
   int stopping;
+  uint64_t ack_floor_ns;   /* minimum delay of a timer when nothing waits to be sent */
   uint32_t test_loss_ppm; /* AIOPQUIC_TEST_LOSS_PPM: drop this share of sent packets */
   uint64_t test_rng;
 };

@@ -254,3 +254,50 @@ async def test_a_failing_handler_does_not_stop_other_connections(server_config, 
     finally:
         loop.set_exception_handler(None)
     assert isinstance(errors[0], RuntimeError)
+
+
+async def test_sending_on_a_finished_stream_raises(server_config, client_config):
+    from aiopquic.quic.connection import StreamStateError
+
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(15):
+            async with client(server.local_port, client_config()) as protocol:
+                assert await echo_roundtrip(protocol, b"once") == b"once"
+                await protocol.ping()
+                await protocol.ping()
+                with pytest.raises(StreamStateError, match="finished"):
+                    protocol._quic.send_stream_data(0, b"late")
+            # leaving the block closed gracefully without waiting for an idle timeout
+
+
+async def test_peer_streams_credit_is_returned_once(server_config, client_config):
+    """Receive credit is returned exactly once per byte: on the client's own stream and on
+    the server's peer-opened stream (whose first chunk next_event() credits)."""
+    from aiopquic.asyncio import QuicConnectionProtocol
+
+    credited = {"client": [], "server": []}
+
+    def spy_on(quic, side):
+        real = quic._consumed
+
+        def spy(stream_id, n):
+            credited[side].append((stream_id, n))
+            real(stream_id, n)
+
+        quic._consumed = spy
+
+    class Spied(QuicConnectionProtocol):
+        def __init__(self, quic, stream_handler=None):
+            super().__init__(quic, stream_handler=stream_handler)
+            spy_on(quic, "server")
+
+    async with running_server(server_config(), stream_handler=echo_stream_handler,
+                              create_protocol=Spied) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            spy_on(protocol._quic, "client")
+            with anyio.fail_after(15):
+                payload = os.urandom(300_000)
+                assert await echo_roundtrip(protocol, payload) == payload
+                await protocol.ping()
+    for side in ("client", "server"):
+        assert sum(n for sid, n in credited[side] if sid == 0) == len(payload), side

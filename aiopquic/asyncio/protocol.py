@@ -256,6 +256,7 @@ class QuicConnectionProtocol:
         self._closed = asyncio.Event()
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._ping_ids = itertools.count()
+        quic._track_finished = True
         self._stats_waiters: list[asyncio.Future[QuicConnectionStats]] = []
 
     # ------------------------------------------------------------------ public API
@@ -278,7 +279,7 @@ class QuicConnectionProtocol:
         if self._quic.closed:
             raise QuicConnectionError(f"connection closed: {self._quic._close_message()}")
         stream_id = self._quic.get_next_available_stream_id(is_unidirectional=is_unidirectional)
-        self._quic._used_ids.add(stream_id)
+        self._quic._mark_used(stream_id)
         return self._create_stream(stream_id)
 
     async def get_stats(self) -> QuicConnectionStats:
@@ -329,6 +330,9 @@ class QuicConnectionProtocol:
             reader = self._stream_readers.get(event.stream_id)
             if reader is None:
                 reader, writer = self._create_stream(event.stream_id)
+                # next_event() already returned this first chunk's credit
+                if isinstance(reader, _StreamReader):
+                    reader._aq_credited = len(event.data)
                 if self._stream_handler is not None:
                     self._stream_handler(reader, writer)
             reader.feed_data(event.data)

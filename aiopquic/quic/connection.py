@@ -38,6 +38,7 @@ _log = logging.getLogger("aiopquic")
 
 _CC = {"reno": lib.AQ_CC_RENO, "cubic": lib.AQ_CC_CUBIC, "bbr": lib.AQ_CC_BBR}
 _CREDIT_BATCH = 64 * 1024
+_FINISHED_MEMORY = 65536  # finished stream ids remembered to reject late writes
 
 # A datagram must fit in one packet: 1452-byte UDP payload minus the short header (1 + 18-byte
 # CID + up to 4 bytes packet number), the AEAD tag (16) and the DATAGRAM frame header (<= 3).
@@ -144,7 +145,14 @@ class QuicConnection:
         self._is_client = configuration.is_client
         self._events: deque[events.QuicEvent] = deque()
         self._tx: dict[int, _TxStream] = {}
-        self._used_ids: set[int] = set()
+        # next unused id of each local stream type (index: 1 for unidirectional)
+        self._next_local = [int(not self._is_client), 2 | int(not self._is_client)]
+        # streams the engine closed recently: writing there again raises (bounded memory)
+        self._finished_recent: set[int] = set()
+        self._finished_order: deque[int] = deque()
+        self._auto_credit = True  # next_event() returns credit for unclaimed streams
+        self._track_finished = False  # a layer drains _take_finished_streams()
+        self._remote_max_datagram_frame_size: Optional[int] = None  # aioquic's H3 reads it
         self._manual_credit: set[int] = set()
         self._credit: dict[int, int] = {}
         self._closed = False
@@ -196,10 +204,14 @@ class QuicConnection:
     def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
         """Return the next stream id this endpoint may open (does not reserve it, as in
         aioquic: the id is taken by the first ``send_stream_data``)."""
-        stream_id = (int(is_unidirectional) << 1) | int(not self._is_client)
-        while stream_id in self._used_ids:
-            stream_id += 4
-        return stream_id
+        return self._next_local[1 if is_unidirectional else 0]
+
+    def _mark_used(self, stream_id: int) -> None:
+        """Take ``stream_id`` (a local stream): get_next_available_stream_id moves past it."""
+        if bool(stream_id & 1) == (not self._is_client):
+            kind = (stream_id >> 1) & 1
+            if stream_id >= self._next_local[kind]:
+                self._next_local[kind] = stream_id + 4
 
     def _check_stream_id(self, stream_id: int, for_send: bool) -> None:
         if not isinstance(stream_id, int) or stream_id < 0 or stream_id >= 1 << 62:
@@ -215,12 +227,16 @@ class QuicConnection:
     def _tx_stream(self, stream_id: int) -> _TxStream:
         st = self._tx.get(stream_id)
         if st is None:
+            if stream_id in self._finished_recent:
+                raise StreamStateError(
+                    f"cannot send on stream {stream_id}: it is finished (both directions "
+                    f"closed)")
             buf = lib.aq_txbuf_new(self.configuration.stream_buffer_size)
             if buf == ffi.NULL:
                 raise MemoryError("cannot allocate a stream buffer")
             st = _TxStream(buf)
             self._tx[stream_id] = st
-            self._used_ids.add(stream_id)
+            self._mark_used(stream_id)
         return st
 
     def _raise_if_closed(self) -> None:
@@ -369,7 +385,7 @@ class QuicConnection:
         self._check_stream_id(stream_id, False)
         if self._closed:
             return
-        self._used_ids.add(stream_id)
+        self._mark_used(stream_id)
         self._command(lib.aq_stream_stop, stream_id, error_code)
 
     def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -488,8 +504,8 @@ class QuicConnection:
             event = self._events.popleft()
         except IndexError:
             return None
-        if type(event) is events.StreamDataReceived and event.stream_id not in \
-                self._manual_credit and event.data:
+        if type(event) is events.StreamDataReceived and self._auto_credit and \
+                event.stream_id not in self._manual_credit and event.data:
             self._consumed(event.stream_id, len(event.data))
         return event
 
@@ -512,6 +528,7 @@ class QuicConnection:
         elif t == _native.EV_HANDSHAKE_DONE:
             self._handshake_done = True
             self._peer_max_datagram = ev.code
+            self._remote_max_datagram_frame_size = ev.code or None
             self.alpn_protocol = ev.data.decode("ascii", "replace") if ev.data else None
             self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
             self._events.append(events.HandshakeCompleted(
@@ -540,9 +557,18 @@ class QuicConnection:
                 self._wake(st)
                 lib.aq_txbuf_release(st.buf)
                 st.buf = None
-            self._manual_credit.discard(ev.stream_id)
-            self._credit.pop(ev.stream_id, None)
-            self._finished_streams.append(ev.stream_id)
+            # the connection-level part of pending credit still matters: send it
+            self._flush_credit(ev.stream_id)
+            self._finished_recent.add(ev.stream_id)
+            self._finished_order.append(ev.stream_id)
+            if len(self._finished_order) > _FINISHED_MEMORY:
+                self._finished_recent.discard(self._finished_order.popleft())
+            if self._track_finished:
+                # events of this stream may still wait in _events: the layer forgets its
+                # reader (and manual credit) in _take_finished_streams, after delivering them
+                self._finished_streams.append(ev.stream_id)
+            else:
+                self._manual_credit.discard(ev.stream_id)
         elif t == _native.EV_CLOSED:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
@@ -581,9 +607,12 @@ class QuicConnection:
         self._tx.clear()
 
     def _take_finished_streams(self) -> list[int]:
-        """Streams the engine has closed (both directions done) since the last call.  Call it
-        after draining :meth:`next_event`, so that their last events were delivered."""
+        """Streams the engine has closed (both directions done) since the last call, recorded
+        once a layer sets ``_track_finished``.  Call it after draining :meth:`next_event`, so
+        that their last events were delivered."""
         done, self._finished_streams = self._finished_streams, []
+        for stream_id in done:
+            self._manual_credit.discard(stream_id)
         return done
 
     def _kick_all(self) -> None:
