@@ -11,7 +11,12 @@ from anyio.abc import ByteStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from aiopquic.quic import events
-from aiopquic.quic.connection import QuicConnection, QuicConnectionError, StreamStateError
+from aiopquic.quic.connection import (
+    QuicConnection,
+    QuicConnectionError,
+    QuicConnectionStats,
+    StreamStateError,
+)
 
 if TYPE_CHECKING:
     from aiopquic.quic.connection import QuicEndpoint
@@ -199,7 +204,7 @@ class QuicStream(ByteStream):
         await checkpoint_if_cancelled()
         waited = False
         while True:
-            if self._rx_closed:
+            if self._rx_closed or self._conn._local_close:
                 raise anyio.ClosedResourceError
             if self._rx_reset is not None:
                 raise StreamResetError(self._stream_id, self._rx_reset)
@@ -367,9 +372,11 @@ class QuicStream(ByteStream):
         self._signal.fire()
 
     def _finished(self) -> bool:
+        # No event can follow for a direction that is finished: the peer's FIN or
+        # RESET_STREAM ends receiving; our FIN/RESET_STREAM or its STOP_SENDING ends sending
+        # (a STOP_SENDING arriving after our FIN changes nothing for the application).
         rx_done = not self._readable or self._rx_fin or self._rx_reset is not None
-        tx_done = not self._writable or self._tx_stopped is not None or (
-            self._tx_closed and not self._quic.stream_send_pending(self._stream_id))
+        tx_done = not self._writable or self._tx_closed or self._tx_stopped is not None
         return rx_done and tx_done
 
     def __repr__(self) -> str:
@@ -394,6 +401,7 @@ class Connection:
 
     def __init__(self, quic: QuicConnection, endpoint: QuicEndpoint) -> None:
         self._quic = quic
+        quic._track_finished = True  # _on_events drains _take_finished_streams()
         self._endpoint = endpoint
         self._streams: dict[int, QuicStream] = {}
         self._seen = (_SeenIds(), _SeenIds())  # peer bidi, peer uni
@@ -404,6 +412,8 @@ class Connection:
         self._connected = False
         self._pings: dict[int, anyio.Event] = {}
         self._ping_ids = itertools.count()
+        self._acked_pings: set[int] = set()
+        self._stats_waiters: set[anyio.Event] = set()
         self.datagrams_dropped = 0
         """Received datagrams dropped because :data:`DATAGRAM_BACKLOG` were unread."""
         self.streams_refused = 0
@@ -482,7 +492,7 @@ class Connection:
             raise self._closed_error()
         quic = self._quic
         stream_id = quic.get_next_available_stream_id(is_unidirectional=not bidirectional)
-        quic._used_ids.add(stream_id)
+        quic._mark_used(stream_id)
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
         return stream
@@ -574,7 +584,36 @@ class Connection:
             raise self._closed_error()
         self._acked_pings.discard(uid)
 
-    _acked_pings: set[int] = set()
+    async def get_stats(self) -> QuicConnectionStats:
+        """A snapshot of the connection's transport state (RTT, congestion window, packet
+        size, counters) from the network thread.  Raises :class:`ConnectionClosedError` /
+        :class:`anyio.ClosedResourceError` if the connection is or becomes closed."""
+        if self.closed:
+            raise self._closed_error()
+        result: list[QuicConnectionStats] = []
+        event = anyio.Event()
+
+        def done(stats: QuicConnectionStats) -> None:
+            result.append(stats)
+            event.set()
+
+        self._quic.request_stats(done)
+        self._stats_waiters.add(event)
+        try:
+            await event.wait()
+        finally:
+            self._stats_waiters.discard(event)
+        if not result:
+            raise self._closed_error()
+        return result[0]
+
+    def request_key_update(self) -> None:
+        """Start a 1-RTT key update (ignored while the previous one is unconfirmed).
+        Raises :class:`ConnectionClosedError` / :class:`anyio.ClosedResourceError` once the
+        connection is closed."""
+        if self.closed:
+            raise self._closed_error()
+        self._quic.request_key_update()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed (by either side)."""
@@ -599,6 +638,12 @@ class Connection:
         with anyio.move_on_after(timeout):
             await self.wait_closed()
 
+    def _abort(self) -> None:
+        """The endpoint is going away (our task was cancelled or failed): from now on
+        the connection counts as closed by us."""
+        self._local_close = True
+        self._wake_all()
+
     async def __aenter__(self) -> Connection:
         return self
 
@@ -612,6 +657,8 @@ class Connection:
         for stream in self._streams.values():
             stream._signal.fire()
         for event in self._pings.values():
+            event.set()
+        for event in self._stats_waiters:
             event.set()
 
     def _maybe_forget(self, stream: QuicStream) -> None:
@@ -691,9 +738,9 @@ class Connection:
                     ping.set()
             elif etype is events.ConnectionTerminated:
                 self._wake_all()
-        for stream in list(self._streams.values()):
-            if stream._tx_closed and stream._finished():
-                del self._streams[stream._stream_id]
+        # Streams the engine closed (both directions done): no event can follow for them.
+        for stream_id in quic._take_finished_streams():
+            self._streams.pop(stream_id, None)
 
     async def _wait_connected(self) -> None:
         """Wait for the handshake; raise :class:`QuicConnectionError` if the connection

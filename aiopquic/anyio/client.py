@@ -1,0 +1,92 @@
+"""anyio QUIC client: :func:`connect`."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Optional
+
+import anyio
+
+from aiopquic.anyio._connection import Connection
+from aiopquic.anyio._io import drive, resolve
+from aiopquic.quic.configuration import QuicConfiguration
+from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
+
+__all__ = ["connect"]
+
+
+@asynccontextmanager
+async def connect(
+    host: str,
+    port: int,
+    *,
+    configuration: Optional[QuicConfiguration] = None,
+    local_port: int = 0,
+) -> AsyncIterator[Connection]:
+    """Connect to the QUIC server at ``host``:``port`` and yield a :class:`Connection` once
+    the handshake has completed.
+
+    ``host`` is a name or an IPv4/IPv6 address (resolved with :func:`anyio.getaddrinfo`);
+    the configuration's ``server_name`` defaults to it.  ``configuration=None`` means
+    ``QuicConfiguration(is_client=True)``.  ``local_port`` is the UDP port to bind (0: any).
+
+    Raises :class:`ValueError` for a server configuration, :class:`OSError` when the name
+    does not resolve or the socket cannot be bound, and :class:`ConnectionError`
+    (:class:`~aiopquic.quic.connection.QuicConnectionError`) when the handshake fails:
+    nobody answers within ``handshake_timeout``, the server refuses, no common ALPN, or the
+    certificate does not verify (the message says which).
+
+    Leaving the block normally closes the connection gracefully (data already sent is
+    delivered first) and waits for it to close; leaving it with an exception or by
+    cancellation closes it at once.  The exception propagates unchanged (not wrapped in an
+    exception group), on asyncio and on trio.
+    """
+    if configuration is None:
+        configuration = QuicConfiguration(is_client=True)
+    configuration.validate()
+    if not configuration.is_client:
+        raise ValueError("connect() needs a client configuration (is_client=True)")
+    ip, rport = await resolve(host, port)
+    server_name = configuration.server_name or host
+    bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
+    endpoint = QuicEndpoint(configuration, bind, local_port)
+    body_error: Optional[BaseException] = None
+    connection: Optional[Connection] = None
+    try:
+        quic = endpoint.connect(ip, rport, server_name)
+        connection = Connection(quic, endpoint)
+        endpoint.on_events = lambda q: connection._on_events()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive, endpoint)
+            try:
+                try:
+                    with anyio.fail_after(configuration.handshake_timeout + 5.0):
+                        await connection._wait_connected()
+                except TimeoutError:
+                    raise QuicConnectionError(
+                        f"handshake with {host}:{port} timed out after "
+                        f"{configuration.handshake_timeout:g} s") from None
+                try:
+                    yield connection
+                except BaseException as exc:
+                    body_error = exc
+                else:
+                    await connection.aclose()
+            except BaseException as exc:
+                # Raised outside the task group below, so trio's nursery does not wrap it
+                # in an ExceptionGroup.
+                if body_error is None:
+                    body_error = exc
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        if connection is not None:
+            connection._abort()
+        endpoint.close()
+    if body_error is not None:
+        try:
+            raise body_error
+        finally:
+            body_error = None
