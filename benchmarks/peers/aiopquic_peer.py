@@ -13,7 +13,7 @@ import struct
 import sys
 import time
 import zlib
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import benchlib as bl
 
@@ -74,7 +74,7 @@ async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             deadline = time.monotonic() + extra / 1000.0
             while time.monotonic() < deadline and time.monotonic() - counter.last < 0.1:
                 await asyncio.sleep(0.02)
-            writer.write(bl.REPLY_DGRAM.pack(counter.good, counter.bad))
+            writer.write(bl.dgram_reply(counter))
             writer.write_eof()
         elif op == b"M":
             import json
@@ -86,7 +86,7 @@ async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         pass
 
 
-async def run_server(args: Dict[str, Any]) -> None:
+async def run_server(args: dict[str, Any]) -> None:
     cfg = QuicConfiguration(is_client=False, alpn_protocols=[bl.ALPN],
                             max_datagram_frame_size=65535, idle_timeout=IDLE_TIMEOUT,
                             max_streams_bidi=1000)
@@ -115,13 +115,13 @@ async def run_server(args: Dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- client
 
-def client_config(args: Dict[str, Any]) -> QuicConfiguration:
+def client_config(args: dict[str, Any]) -> QuicConfiguration:
     return QuicConfiguration(alpn_protocols=[bl.ALPN], cafile=args["ca"],
                              server_name="localhost", max_datagram_frame_size=65535,
                              idle_timeout=IDLE_TIMEOUT)
 
 
-def _connect(args: Dict[str, Any]) -> Any:
+def _connect(args: dict[str, Any]) -> Any:
     return connect(args["host"], args["port"], configuration=client_config(args))
 
 
@@ -130,7 +130,7 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 async def upload(client: QuicConnectionProtocol, size: int, chunk: int, streams: int
-                 ) -> Dict[str, Any]:
+                 ) -> dict[str, Any]:
     per = [size // streams + (1 if i < size % streams else 0) for i in range(streams)]
     crcs = [bl.expected_crc(n) for n in per]
     plans = [bl.plan(n, chunk) for n in per]
@@ -157,7 +157,7 @@ async def upload(client: QuicConnectionProtocol, size: int, chunk: int, streams:
             "rss_before_kib": mem0["rss_kib"], **bl.memory()}
 
 
-async def download(client: QuicConnectionProtocol, size: int, chunk: int) -> Dict[str, Any]:
+async def download(client: QuicConnectionProtocol, size: int, chunk: int) -> dict[str, Any]:
     crc_expect = bl.expected_crc(size)
     reader, writer = await client.create_stream()
     mem0 = bl.memory()
@@ -180,11 +180,11 @@ async def download(client: QuicConnectionProtocol, size: int, chunk: int) -> Dic
             "rss_before_kib": mem0["rss_kib"], **bl.memory()}
 
 
-async def rtt(client: QuicConnectionProtocol, count: int, warmup: int) -> Dict[str, Any]:
+async def rtt(client: QuicConnectionProtocol, count: int, warmup: int) -> dict[str, Any]:
     reader, writer = await client.create_stream()
     writer.write(bl.header(b"E", bl.RTT_SIZE))
     msg = bl.block()[:bl.RTT_SIZE]
-    samples: List[float] = []
+    samples: list[float] = []
     for i in range(warmup + count):
         t0 = time.perf_counter()
         writer.write(msg)
@@ -202,7 +202,7 @@ async def rtt(client: QuicConnectionProtocol, count: int, warmup: int) -> Dict[s
 
 
 async def datagrams(client: QuicConnectionProtocol, duration: float, burst: int
-                    ) -> Dict[str, Any]:
+                    ) -> dict[str, Any]:
     quic = client._quic
     body = bl.dgram_body()
     pack = struct.Struct("!Q").pack
@@ -219,18 +219,17 @@ async def datagrams(client: QuicConnectionProtocol, duration: float, burst: int
     reader, writer = await client.create_stream()
     writer.write(bl.header(b"Q", extra=3000))
     writer.write_eof()
-    good, bad = bl.REPLY_DGRAM.unpack(await _read_all(reader))
-    return bl.dgram_result(sent, good, bad, dt, mem0)
+    return bl.dgram_result(sent, await _read_all(reader), dt, mem0)
 
 
 
 
-async def handshakes(args: Dict[str, Any], count: int, concurrency: int, warmup: int
-                     ) -> Dict[str, Any]:
+async def handshakes(args: dict[str, Any], count: int, concurrency: int, warmup: int
+                     ) -> dict[str, Any]:
     for _ in range(warmup):
         async with _connect(args):
             pass
-    times: List[float] = []
+    times: list[float] = []
     if concurrency <= 1:
         for _ in range(count):
             t0 = time.perf_counter()
@@ -258,20 +257,20 @@ async def handshakes(args: Dict[str, Any], count: int, concurrency: int, warmup:
 
 
 
-async def server_memory(client: QuicConnectionProtocol) -> Dict[str, int]:
+async def server_memory(client: QuicConnectionProtocol) -> dict[str, int]:
     import json
     reader, writer = await client.create_stream()
     writer.write(bl.header(b"M"))
     writer.write_eof()
-    return json.loads(await _read_all(reader))  # type: ignore[no-any-return]
+    return json.loads(await _read_all(reader))
 
 
-async def idle(args: Dict[str, Any], count: int, batch: int) -> Dict[str, Any]:
+async def idle(args: dict[str, Any], count: int, batch: int) -> dict[str, Any]:
     async with _connect(args) as first:
         base = await server_memory(first)
         release = asyncio.Event()
-        up: List[int] = []
-        errors: List[BaseException] = []
+        up: list[int] = []
+        errors: list[BaseException] = []
         sem = asyncio.Semaphore(batch)
 
         async def hold() -> None:
@@ -307,7 +306,7 @@ async def idle(args: Dict[str, Any], count: int, batch: int) -> Dict[str, Any]:
 
 
 
-async def run_client(args: Dict[str, Any]) -> Dict[str, Any]:
+async def run_client(args: dict[str, Any]) -> dict[str, Any]:
     job = args["job"]
     op = job["op"]
     if op == "handshake":

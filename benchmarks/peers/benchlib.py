@@ -13,7 +13,8 @@ The stream starts with a 17-byte header ``!cQII`` = (op, size, chunk, extra):
                 pattern in ``chunk``-byte writes and FIN; the client checks the CRC.
 ``E`` echo      the server writes back every byte it receives after the header, until FIN.
 ``Q`` datagram  the client sent datagrams; the server waits until none arrived for 100 ms
-      query     (at most ``extra`` ms), then replies ``!QQ`` (datagrams received, bad ones).
+      query     (at most ``extra`` ms), then replies ``!QQd`` (datagrams received, bad ones,
+                seconds between the first and the last arrival).
 ``M`` memory    the server replies JSON ``{"rss_kib": .., "hwm_kib": ..}`` and FIN.
 
 Datagrams (1200 bytes) are ``!Q`` sequence number + ``DGRAM_BODY[:size-8]``.
@@ -28,12 +29,12 @@ import struct
 import sys
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 ALPN = "bench"
 HEADER = struct.Struct("!cQII")
 REPLY_UPLOAD = struct.Struct("!QI")
-REPLY_DGRAM = struct.Struct("!QQ")
+REPLY_DGRAM = struct.Struct("!QQd")
 BLOCK_SIZE = 1 << 20
 DGRAM_SIZE = 1200
 RTT_SIZE = 64
@@ -57,7 +58,7 @@ def dgram_body() -> bytes:
     return block()[:DGRAM_BODY_LEN]
 
 
-def chunks(chunk: int) -> List[bytes]:
+def chunks(chunk: int) -> list[bytes]:
     """The pattern cut into ``chunk``-byte writes (``chunk`` must divide 1 MiB); made before
     timing so the send loop copies nothing."""
     if chunk <= 0 or BLOCK_SIZE % chunk:
@@ -66,7 +67,7 @@ def chunks(chunk: int) -> List[bytes]:
     return [b[i:i + chunk] for i in range(0, BLOCK_SIZE, chunk)]
 
 
-def plan(size: int, chunk: int) -> Tuple[List[bytes], int, bytes]:
+def plan(size: int, chunk: int) -> tuple[list[bytes], int, bytes]:
     """(chunk list, number of full writes, tail) for sending ``size`` bytes of pattern."""
     parts = chunks(chunk)
     nfull, rest = divmod(size, chunk)
@@ -91,7 +92,7 @@ def header(op: bytes, size: int = 0, chunk: int = 0, extra: int = 0) -> bytes:
     return HEADER.pack(op, size, chunk, extra)
 
 
-def memory() -> Dict[str, int]:
+def memory() -> dict[str, int]:
     """This process's VmRSS and VmHWM in KiB (from /proc/self/status)."""
     out = {"rss_kib": 0, "hwm_kib": 0}
     try:
@@ -106,7 +107,7 @@ def memory() -> Dict[str, int]:
     return out
 
 
-def percentile(values: List[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100) of a non-empty list."""
     s = sorted(values)
     k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
@@ -136,11 +137,14 @@ class DgramCounter:
     def __init__(self) -> None:
         self.good = 0
         self.bad = 0
+        self.first = 0.0
         self.last = 0.0
         self._body = dgram_body()
 
     def feed(self, data: Any) -> None:
         self.last = time.monotonic()
+        if not self.first:
+            self.first = self.last
         if len(data) == DGRAM_SIZE and data[8:] == self._body:
             self.good += 1
         else:
@@ -156,33 +160,42 @@ def check_upload_reply(reply: bytes, size: int, crc: int) -> None:
         raise AssertionError(f"server received {got} bytes crc {got_crc:#010x}, "
                              f"sent {size} bytes crc {crc:#010x}")
 
-def rtt_result(samples: List[float]) -> Dict[str, Any]:
+def rtt_result(samples: list[float]) -> dict[str, Any]:
     return {"count": len(samples), "p50_us": percentile(samples, 50) * 1e6,
             "p99_us": percentile(samples, 99) * 1e6,
             "mean_us": sum(samples) / len(samples) * 1e6}
 
-def dgram_result(sent: int, good: int, bad: int, dt: float, mem0: Dict[str, int]
-                 ) -> Dict[str, Any]:
+def dgram_reply(counter: DgramCounter) -> bytes:
+    """Server's answer to ``Q``."""
+    return REPLY_DGRAM.pack(counter.good, counter.bad, counter.last - counter.first)
+
+
+def dgram_result(sent: int, reply: bytes, dt: float, mem0: dict[str, int]) -> dict[str, Any]:
+    """Client's datagram result: ``sent_per_s`` counts datagrams the API accepted during the
+    sending window, ``recv_per_s`` is the server's arrival rate (first to last arrival),
+    ``loss_pct`` the share of accepted datagrams that never arrived."""
+    good, bad, span = REPLY_DGRAM.unpack(reply)
     if bad:
         raise AssertionError(f"{bad} corrupted datagrams")
     return {"sent": sent, "received": good, "seconds": dt, "sent_per_s": sent / dt,
-            "recv_per_s": good / dt, "loss_pct": 100.0 * (1 - good / sent) if sent else 0.0,
+            "recv_per_s": good / span if span > 0 else 0.0, "rx_seconds": span,
+            "loss_pct": 100.0 * (1 - good / sent) if sent else 0.0,
             "rss_before_kib": mem0["rss_kib"], **memory()}
 
-def hs_result(times: List[float], wall: float, concurrency: int) -> Dict[str, Any]:
+def hs_result(times: list[float], wall: float, concurrency: int) -> dict[str, Any]:
     return {"count": len(times), "concurrency": concurrency, "seconds": wall,
             "per_s": len(times) / wall, "p50_ms": percentile(times, 50) * 1e3,
             "p99_ms": percentile(times, 99) * 1e3}
 
-def idle_result(count: int, base: Dict[str, int], after: Dict[str, int], opened: float,
-                client_mem: Dict[str, int]) -> Dict[str, Any]:
+def idle_result(count: int, base: dict[str, int], after: dict[str, int], opened: float,
+                client_mem: dict[str, int]) -> dict[str, Any]:
     return {"conns": count, "server_rss_base_kib": base["rss_kib"],
             "server_rss_after_kib": after["rss_kib"],
             "per_conn_kib": (after["rss_kib"] - base["rss_kib"]) / count,
             "open_seconds": opened, "client_rss_kib": client_mem["rss_kib"]}
 
 
-def job_from_argv(argv: List[str]) -> Dict[str, Any]:
+def job_from_argv(argv: list[str]) -> dict[str, Any]:
     """Parse ``client --port P --ca FILE --job JSON`` / ``server --cert C --key K``."""
     import argparse
     p = argparse.ArgumentParser()
@@ -200,7 +213,7 @@ def job_from_argv(argv: List[str]) -> Dict[str, Any]:
     return d
 
 
-def emit(obj: Dict[str, Any]) -> None:
+def emit(obj: dict[str, Any]) -> None:
     """Print one JSON line for the harness and flush."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
