@@ -188,7 +188,8 @@ struct aq_endpoint {
   socklen_t pend_addrlen;
   int want_out;
   int stopping;
-  uint64_t ack_floor_ns;   /* minimum delay of a timer when nothing waits to be sent */
+  uint64_t ack_floor_ns;
+  uint64_t spin_ns;   /* minimum delay of a timer when nothing waits to be sent */
   uint32_t test_loss_ppm; /* AIOPQUIC_TEST_LOSS_PPM: drop this share of sent packets */
   uint64_t test_rng;
 };

@@ -124,7 +124,9 @@ async def test_served_fingerprint_is_the_certificate_hash_chromium_accepts(serve
     chromium = "/usr/bin/chromium"
     if not os.access(chromium, os.X_OK):
         pytest.skip(f"{chromium} is absent (Debian package 'chromium')")
-    from playwright.async_api import async_playwright
+    async_playwright = pytest.importorskip(
+        "playwright.async_api", reason="playwright (test extra) is not installed"
+    ).async_playwright
     from test_webtransport_browser import CHROMIUM_ARGS, PageServer
 
     port, fingerprint, _ = served

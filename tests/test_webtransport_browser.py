@@ -135,7 +135,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 async def test_chromium_webtransport_echo_and_close(tmp_path):
-    from playwright.async_api import async_playwright
+    async_playwright = pytest.importorskip(
+        "playwright.async_api", reason="playwright (test extra) is not installed"
+    ).async_playwright
 
     cert = self_signed(str(tmp_path))
     config = QuicConfiguration(is_client=False)
