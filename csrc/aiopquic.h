@@ -40,6 +40,7 @@ typedef struct aq_stats {
   uint64_t cwnd, ssthresh, bytes_in_flight;
   uint64_t max_udp_payload; /* current path's packet size (after PMTUD) */
   uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
+  uint64_t datagrams_dropped; /* never sent: queue overflow (oldest first) or too large */
 } aq_stats;
 
 /* AQ_EV_* flags */

@@ -8,6 +8,7 @@
 
 #define AQ_SCID_LEN 18
 #define AQ_RX_FLUSH (256 * 1024)
+#define AQ_DGRAM_QUEUE_MAX (1024 * 1024) /* bytes of datagrams waiting to be sent */
 
 /* Frame scanner context: the connection whose packet is being decrypted on this thread.
  * Thread-local, so every endpoint (one thread each) has its own. */
@@ -951,6 +952,16 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       else
         c->dg_head = d;
       c->dg_tail = d;
+      c->dg_queued += d->len;
+      /* Datagrams are unreliable: when the sender outruns the path, the oldest queued ones
+       * are dropped (as a full router queue would) instead of growing memory. */
+      while (c->dg_queued > AQ_DGRAM_QUEUE_MAX && c->dg_head != d) {
+        aq_dgram *old = c->dg_head;
+        c->dg_head = old->next;
+        c->dg_queued -= old->len;
+        c->dg_dropped++;
+        free(old);
+      }
       break;
     }
     case AQ_CMD_PING: {
@@ -983,6 +994,7 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       st.pkts_recv = c->pkts_recv;
       st.bytes_sent = c->bytes_sent;
       st.bytes_recv = c->bytes_recv;
+      st.datagrams_dropped = c->dg_dropped;
       aq_emit_simple(c->ep, AQ_EV_STATS, c->handle, -1, cmd->code, 0, 0, &st, sizeof(st));
       break;
     }
@@ -1083,6 +1095,8 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
           nwrite == NGTCP2_ERR_INVALID_STATE) {
         c->dg_head = d->next;
         if (!c->dg_head) c->dg_tail = NULL;
+        c->dg_queued -= d->len;
+        if (!accepted) c->dg_dropped++;
         free(d);
       }
       if (nwrite == NGTCP2_ERR_WRITE_MORE || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||

@@ -108,6 +108,8 @@ typedef struct aq_conn {
   aq_stream *active_head, *active_tail;
   aq_stream *dirty_head;
   aq_dgram *dg_head, *dg_tail;
+  size_t dg_queued;     /* bytes in the datagram queue */
+  uint64_t dg_dropped;  /* datagrams dropped: queue overflow, too large for a packet */
   aq_pingreq *pings;
   int ping_pending;       /* a PING must be forced into the next packet */
   int64_t last_tx_pkn;    /* largest packet number written (from our encrypt wrapper) */

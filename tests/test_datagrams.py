@@ -86,3 +86,37 @@ async def test_datagram_when_disabled_both_sides_raises(server_config, client_co
                 assert protocol._quic.configuration.max_datagram_frame_size is None
                 with pytest.raises(ValueError):
                     protocol._quic.send_datagram_frame(b"datagrams are off")
+
+
+async def test_datagram_flood_is_bounded(server_config, client_config):
+    """A sender that outruns the path drops its oldest queued datagrams instead of growing
+    memory without bound; what arrives is intact."""
+    import os as _os
+
+    from aiopquic.asyncio import connect as _connect
+    from aiopquic.asyncio import serve as _serve
+
+    received = []
+
+    class Sink(RecordingProtocol):
+        def quic_event_received(self, event):
+            if isinstance(event, DatagramFrameReceived):
+                received.append(event.data)
+            super().quic_event_received(event)
+
+    server = await _serve("127.0.0.1", 0, configuration=server_config(
+        max_datagram_frame_size=65535), create_protocol=Sink)
+    try:
+        async with _connect("127.0.0.1", server.local_port, configuration=client_config(
+                max_datagram_frame_size=65535)) as protocol:
+            body = _os.urandom(1200)
+            for _ in range(20_000):  # 24 MB at once: far more than the 1 MiB queue
+                protocol._quic.send_datagram_frame(body)
+            with anyio.fail_after(10):
+                await protocol.ping()
+                stats = await protocol.get_stats()
+    finally:
+        server.close()
+    assert stats.datagrams_dropped > 0
+    assert received and all(d == body for d in received)
+    assert len(received) + stats.datagrams_dropped <= 20_000

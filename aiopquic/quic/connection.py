@@ -64,6 +64,9 @@ class QuicConnectionStats:
     packets_received: int
     bytes_sent: int
     bytes_received: int
+    datagrams_dropped: int
+    """Datagrams never sent: the oldest are dropped when more than 1 MiB waits (the sender
+    outran the path), or one did not fit in a packet."""
 
 
 class QuicConnectionError(ConnectionError):
@@ -391,6 +394,9 @@ class QuicConnection:
     def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Send an unreliable DATAGRAM frame.
 
+        Never blocks: if more than 1 MiB of datagrams waits for the path, the oldest are
+        dropped (counted in :attr:`QuicConnectionStats.datagrams_dropped`).
+
         Raises :class:`ValueError` when datagrams are not enabled locally
         (``max_datagram_frame_size`` is None) or by the peer, or when ``data`` is larger
         than what the peer accepts or one packet carries.
@@ -583,7 +589,7 @@ class QuicConnection:
                     cwnd=raw.cwnd, ssthresh=raw.ssthresh, bytes_in_flight=raw.bytes_in_flight,
                     max_datagram_size=raw.max_udp_payload, packets_sent=raw.pkts_sent,
                     packets_received=raw.pkts_recv, bytes_sent=raw.bytes_sent,
-                    bytes_received=raw.bytes_recv))
+                    bytes_received=raw.bytes_recv, datagrams_dropped=raw.datagrams_dropped))
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
         self._closed = True
