@@ -75,7 +75,7 @@ def _blocks(path: str) -> list[Sample]:
 
 
 def _doc_files() -> list[str]:
-    found = []
+    found = [os.path.join(ROOT, "README.md")]
     for dirpath, _dirs, files in os.walk(DOCS):
         for name in files:
             if name.endswith(".md"):
