@@ -264,11 +264,15 @@ class QuicConnection:
         st = self._tx.get(stream_id)
         if st is None or not st.open or st.spill:
             self._send_slow(stream_id, data, end_stream)
-            return
-        # fast path: an open stream with nothing queued in Python
+        else:  # fast path: an open stream with nothing queued in Python
+            self._write_ring(stream_id, st, data, end_stream)
+
+    def _write_ring(self, stream_id: int, st: _TxStream,
+                    data: Union[bytes, bytearray, memoryview], end_stream: bool) -> None:
+        """Copy ``data`` into the stream's native ring; what does not fit waits in Python."""
         n = len(data)
-        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf,
-                                   data if type(data) is bytes else ffi.from_buffer(data), n,
+        src = (data if type(data) is bytes else ffi.from_buffer(data)) if n else ffi.NULL
+        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf, src, n,
                                    1 if end_stream else 0)
         if done == n:
             if end_stream:
@@ -299,18 +303,8 @@ class QuicConnection:
                 st.fin_pending = True
                 st.open = False
             return
-        n = len(data)
-        if not n and not end_stream:
-            return
-        src = (data if type(data) is bytes else ffi.from_buffer(data)) if n else ffi.NULL
-        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf, src, n,
-                                   1 if end_stream else 0)
-        if done == n:
-            if end_stream:
-                st.fin_sent = True
-                st.open = False
-            return
-        self._spill(stream_id, st, data, max(done, 0), end_stream)
+        if data or end_stream:
+            self._write_ring(stream_id, st, data, end_stream)
 
     def _spill(self, stream_id: int, st: _TxStream, data: Union[bytes, bytearray, memoryview],
                done: int, end_stream: bool) -> None:
