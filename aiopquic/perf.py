@@ -1,33 +1,52 @@
 """``python -m aiopquic perf``: a loopback transfer demo and sanity check.
 
-Starts a server and a client on 127.0.0.1 (in this process, each endpoint with its own
-network thread), with a self-signed certificate made at run time, uploads ``--mib`` MiB over
-``--streams`` streams in ``--chunk``-byte writes (``writer.drain()`` after each), has the
-server verify every byte, and prints the handshake time and throughput.
+Starts a server (in a child process, so that client and server each have their own
+interpreter, as in real use; ``--in-process`` keeps both here) and a client on 127.0.0.1, with
+a self-signed ECDSA certificate made at run time.  The client uploads ``--mib`` MiB over
+``--streams`` streams in ``--chunk``-byte writes (``await writer.drain()`` after each); the
+server checks a CRC-32 of every stream against the expected pattern and answers "ok".  Prints
+the handshake time and the throughput; exits 1 if any byte was wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from typing import Optional
 
 from aiopquic._native import make_self_signed
 from aiopquic.asyncio import connect, serve
+from aiopquic.asyncio.server import QuicServer
 from aiopquic.quic.configuration import QuicConfiguration
 
 ALPN = "aiopquic-perf"
+_BLOCK = 1 << 20
 
 
-def _pattern(stream_index: int, size: int) -> bytes:
-    """Deterministic block for one stream (the server regenerates it to verify)."""
+def _pattern(stream_index: int) -> bytes:
+    """The deterministic 1 MiB block stream ``stream_index`` repeats."""
     seed = hashlib.sha256(b"aiopquic-perf-%d" % stream_index).digest()
-    return (seed * (size // len(seed) + 1))[:size]
+    return (seed * (_BLOCK // len(seed) + 1))[:_BLOCK]
+
+
+def _expected_crc(stream_index: int, size: int) -> int:
+    block = _pattern(stream_index)
+    crc = 0
+    for _ in range(size // _BLOCK):
+        crc = zlib.crc32(block, crc)
+    return zlib.crc32(block[:size % _BLOCK], crc)
+
+
+def _split(total: int, streams: int) -> list[int]:
+    return [total // streams + (1 if i < total % streams else 0) for i in range(streams)]
 
 
 class _Progress:
@@ -55,105 +74,132 @@ class _Progress:
             sys.stdout.write("\n")
 
 
-async def run(mib: int, chunk: int, streams: int, progress: bool) -> int:
-    """Run the demo; returns a process exit code (0 when every byte verified)."""
-    cert, key = make_self_signed("localhost,127.0.0.1")
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_path = os.path.join(tmp, "cert.pem")
-        key_path = os.path.join(tmp, "key.pem")
-        with open(cert_path, "wb") as f:
-            f.write(cert)
-        with open(key_path, "wb") as f:
-            f.write(key)
-        server_cfg = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
-        server_cfg.load_cert_chain(cert_path, key_path)
-        client_cfg = QuicConfiguration(alpn_protocols=[ALPN], cafile=cert_path,
-                                       server_name="localhost")
-        return await _transfer(server_cfg, client_cfg, mib, chunk, streams, progress)
+# ---------------------------------------------------------------------------- server side
 
-
-async def _transfer(server_cfg: QuicConfiguration, client_cfg: QuicConfiguration, mib: int,
-                    chunk: int, streams: int, progress: bool) -> int:
-    total = mib << 20
-    per_stream = [total // streams + (1 if i < total % streams else 0) for i in range(streams)]
+async def _serve(cert: str, key: str, mib: int,
+                 streams: int) -> tuple[QuicServer, asyncio.Event]:
+    """Serve the verifying sink; returns the server and an event set when every stream was
+    checked."""
+    sizes = _split(mib << 20, streams)
+    expected = [_expected_crc(i, n) for i, n in enumerate(sizes)]  # before any timing
+    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
+    config.load_cert_chain(cert, key)
     loop = asyncio.get_running_loop()
-    verified: asyncio.Queue[Optional[str]] = asyncio.Queue()
-    meter = _Progress(total, progress)
+    all_done = asyncio.Event()
+    finished: list[int] = []
+    tasks: set[asyncio.Task[None]] = set()
 
     async def check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        header = await reader.readexactly(4)
-        index = int.from_bytes(header, "big")
-        expect = per_stream[index]
-        block = _pattern(index, 1 << 20)
-        got = 0
-        error: Optional[str] = None
+        index = int.from_bytes(await reader.readexactly(4), "big")
+        crc, got = 0, 0
         while True:
-            data = await reader.read(1 << 20)
+            data = await reader.read(_BLOCK)
             if not data:
                 break
-            if error is None:
-                off = got % len(block)
-                view = memoryview(data)
-                pos = 0
-                while pos < len(view):
-                    n = min(len(view) - pos, len(block) - off)
-                    if view[pos:pos + n] != block[off:off + n]:
-                        error = f"stream {index}: mismatch near byte {got + pos}"
-                        break
-                    pos += n
-                    off = 0
+            crc = zlib.crc32(data, crc)
             got += len(data)
-            meter.add(len(data))
-        if error is None and got != expect:
-            error = f"stream {index}: got {got} bytes, expected {expect}"
-        writer.write(b"ok" if error is None else b"bad")
+        ok = 0 <= index < streams and got == sizes[index] and crc == expected[index]
+        writer.write(b"ok" if ok else b"bad: stream %d, %d bytes" % (index, got))
         writer.write_eof()
-        await verified.put(error)
+        finished.append(index)
+        if len(finished) == streams:
+            all_done.set()
 
     def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop.create_task(check(reader, writer))
+        task = loop.create_task(check(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-    server = await serve("127.0.0.1", 0, configuration=server_cfg, stream_handler=on_stream)
+    server = await serve("127.0.0.1", 0, configuration=config, stream_handler=on_stream)
+    return server, all_done
+
+
+async def _serve_child(cert: str, key: str, mib: int, streams: int) -> None:
+    server, all_done = await _serve(cert, key, mib, streams)
+    print(f"PORT {server.local_port}", flush=True)
     try:
-        t0 = time.perf_counter()
-        async with connect("127.0.0.1", server.local_port, configuration=client_cfg) as client:
-            handshake = time.perf_counter() - t0
-            print(f"aiopquic perf: {mib} MiB over {streams} stream(s), {chunk}-byte writes, "
-                  f"ALPN {client._quic.alpn_protocol}")
-            print(f"  handshake: {handshake * 1e3:.2f} ms")
-
-            async def send(index: int) -> None:
-                reader, writer = await client.create_stream()
-                writer.write(index.to_bytes(4, "big"))
-                block = _pattern(index, 1 << 20)
-                left, off = per_stream[index], 0
-                while left:
-                    n = min(chunk, left, len(block) - off)
-                    writer.write(block[off:off + n])
-                    await writer.drain()
-                    left -= n
-                    off = (off + n) % len(block)
-                writer.write_eof()
-                await reader.read()
-
-            start = time.perf_counter()
-            await asyncio.gather(*(send(i) for i in range(streams)))
-            errors: list[str] = []
-            for _ in range(streams):
-                err = await verified.get()
-                if err:
-                    errors.append(err)
-            elapsed = time.perf_counter() - start
-        meter.finish()
+        await asyncio.wait_for(all_done.wait(), 3600)
+        await asyncio.sleep(0.5)  # let the last answers be acknowledged
     finally:
         server.close()
-    if errors:
-        for err in errors:
-            print("  FAILED:", err)
+
+
+# ---------------------------------------------------------------------------- client side
+
+async def _client(port: int, cert: str, mib: int, chunk: int, streams: int,
+                  progress: bool) -> int:
+    sizes = _split(mib << 20, streams)
+    meter = _Progress(mib << 20, progress)
+    config = QuicConfiguration(alpn_protocols=[ALPN], cafile=cert, server_name="localhost")
+    t0 = time.perf_counter()
+    async with connect("127.0.0.1", port, configuration=config) as client:
+        handshake = time.perf_counter() - t0
+        print(f"aiopquic perf: {mib} MiB over {streams} stream(s), {chunk}-byte writes, "
+              f"ALPN {client._quic.alpn_protocol}")
+        print(f"  handshake: {handshake * 1e3:.2f} ms")
+
+        async def send(index: int) -> bytes:
+            reader, writer = await client.create_stream()
+            writer.write(index.to_bytes(4, "big"))
+            block = _pattern(index)
+            left, off = sizes[index], 0
+            while left:
+                n = min(chunk, left, _BLOCK - off)
+                writer.write(block[off:off + n])
+                await writer.drain()
+                meter.add(n)
+                left -= n
+                off = (off + n) % _BLOCK
+            writer.write_eof()
+            return await reader.read()
+
+        start = time.perf_counter()
+        answers = await asyncio.gather(*(send(i) for i in range(streams)))
+        elapsed = time.perf_counter() - start
+        stats = await client.get_stats()
+    meter.finish()
+    bad = [a.decode(errors="replace") for a in answers if a != b"ok"]
+    if bad:
+        for answer in bad:
+            print("  FAILED:", answer)
         return 1
+    total = mib << 20
     print(f"  transfer:  {elapsed:.3f} s, {total * 8 / elapsed / 1e6:.0f} Mbps "
           f"({total / elapsed / (1 << 20):.0f} MiB/s), every byte verified")
+    print(f"  path: {stats.max_datagram_size}-byte packets, "
+          f"RTT {stats.smoothed_rtt * 1e6:.0f} us")
     return 0
+
+
+async def _in_process(cert: str, key: str, mib: int, chunk: int, streams: int,
+                      progress: bool) -> int:
+    server, _ = await _serve(cert, key, mib, streams)
+    try:
+        return await _client(server.local_port, cert, mib, chunk, streams, progress)
+    finally:
+        server.close()
+
+
+def _two_processes(cert: str, key: str, mib: int, chunk: int, streams: int,
+                   progress: bool) -> int:
+    cmd = [sys.executable, "-m", "aiopquic.perf", "--serve-child", cert, key, str(mib),
+           str(streams)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.startswith("PORT "):
+                print("perf: the server process did not start", file=sys.stderr)
+                return 1
+            rc = asyncio.run(_client(int(line.split()[1]), cert, mib, chunk, streams,
+                                     progress))
+            child.wait(timeout=30)
+            return rc
+        finally:
+            if child.poll() is None:
+                child.kill()
+            with contextlib.suppress(Exception):
+                child.wait(timeout=5)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -164,10 +210,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--chunk", type=int, default=16384,
                         help="bytes per write (default 16384)")
     parser.add_argument("--streams", type=int, default=1, help="parallel streams (default 1)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the server in this process too (one Python thread for both)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress line")
+    parser.add_argument("--serve-child", nargs=4, metavar=("CERT", "KEY", "MIB", "STREAMS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_child:
+        cert, key, mib, streams = args.serve_child
+        asyncio.run(_serve_child(cert, key, int(mib), int(streams)))
+        return 0
     for name in ("mib", "chunk", "streams"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     progress = sys.stdout.isatty() and not args.no_progress
-    return asyncio.run(run(args.mib, args.chunk, args.streams, progress))
+    cert_pem, key_pem = make_self_signed("localhost,127.0.0.1")
+    with tempfile.TemporaryDirectory() as tmp:
+        cert = os.path.join(tmp, "cert.pem")
+        key = os.path.join(tmp, "key.pem")
+        with open(cert, "wb") as f:
+            f.write(cert_pem)
+        with open(key, "wb") as f:
+            f.write(key_pem)
+        if args.in_process:
+            return asyncio.run(_in_process(cert, key, args.mib, args.chunk, args.streams,
+                                           progress))
+        return _two_processes(cert, key, args.mib, args.chunk, args.streams, progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -577,13 +577,14 @@ class QuicConnection:
             cb = self._stats_callbacks.pop(ev.code, None)
             if cb is not None:
                 raw = ffi.cast("aq_stats *", ffi.from_buffer(ev.data))
-                cb(QuicConnectionStats(
+                self._endpoint._call_user(cb, QuicConnectionStats(
                     smoothed_rtt=raw.smoothed_rtt_ns / 1e9, min_rtt=raw.min_rtt_ns / 1e9,
                     latest_rtt=raw.latest_rtt_ns / 1e9, rttvar=raw.rttvar_ns / 1e9,
                     cwnd=raw.cwnd, ssthresh=raw.ssthresh, bytes_in_flight=raw.bytes_in_flight,
                     max_datagram_size=raw.max_udp_payload, packets_sent=raw.pkts_sent,
                     packets_received=raw.pkts_recv, bytes_sent=raw.bytes_sent,
-                    bytes_received=raw.bytes_recv, datagrams_dropped=raw.datagrams_dropped))
+                    bytes_received=raw.bytes_recv, datagrams_dropped=raw.datagrams_dropped),
+                    self)
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
         self._closed = True
@@ -750,10 +751,14 @@ class QuicEndpoint:
                 self._call(self.on_events, quic)
 
     def _call(self, hook: Callable[[QuicConnection], None], quic: QuicConnection) -> None:
-        """Run an application hook; its exception is reported (``on_error``, else logged)
-        and never stops the other connections' events."""
+        """Run an application hook for ``quic`` (see :meth:`_call_user`)."""
+        self._call_user(hook, quic, quic)
+
+    def _call_user(self, fn: Callable[[Any], None], arg: Any, quic: QuicConnection) -> None:
+        """Run application code; its exception is reported (``on_error``, else logged) and
+        never stops the other events and connections."""
         try:
-            hook(quic)
+            fn(arg)
         except Exception as exc:  # noqa: BLE001 - isolate one connection's bug
             if self.on_error is not None:
                 self.on_error(exc, quic)
