@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS="libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev pkg-config"
 WANT_PEERS=0
 [ "${1:-}" = "--peers" ] && WANT_PEERS=1 && PKGS="$PKGS ngtcp2-client ngtcp2-server"
-BROWSER_PKGS="chromium"
+BROWSER_PKGS="chromium fonts-liberation"  # a font for the headless browser
 
 have_all() {
   command -v pkg-config >/dev/null 2>&1 || return 1
