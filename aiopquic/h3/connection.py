@@ -262,6 +262,20 @@ class _Stream:
         self.received_length = 0
         self.no_body = False  # response to HEAD (or 204/304): content-length is not checked
 
+    def collect(self, data: bytes, pos: int, take: int) -> tuple[int, Optional[bytes]]:
+        """Buffer ``take`` payload bytes of the current frame from ``data[pos:]``; returns the
+        new position and the whole payload once the frame is complete (else None)."""
+        if take:
+            self.fbuf += data[pos:pos + take]
+            pos += take
+            self.fleft -= take
+        if self.fleft:
+            return pos, None
+        payload = bytes(self.fbuf)
+        self.fbuf = bytearray()
+        self.ftype = None
+        return pos, payload
+
 
 def _is_uni(stream_id: int) -> bool:
     return bool(stream_id & 2)
@@ -774,15 +788,9 @@ class H3Connection:
                     break
                 st.ftype = None
             elif ftype == FrameType.HEADERS:
-                if take:
-                    st.fbuf += data[pos:pos + take]
-                    pos += take
-                    st.fleft -= take
-                if st.fleft:
+                pos, block = st.collect(data, pos, take)
+                if block is None:
                     break
-                block = bytes(st.fbuf)
-                st.fbuf = bytearray()
-                st.ftype = None
                 try:
                     headers = self._decode(sid, block)
                 except pylsqpack.StreamBlocked:
@@ -1025,15 +1033,9 @@ class H3Connection:
             take = min(n - pos, st.fleft)
             if ftype in (FrameType.SETTINGS, FrameType.GOAWAY, FrameType.MAX_PUSH_ID,
                          FrameType.CANCEL_PUSH):
-                if take:
-                    st.fbuf += data[pos:pos + take]
-                    pos += take
-                    st.fleft -= take
-                if st.fleft:
+                pos, payload = st.collect(data, pos, take)
+                if payload is None:
                     break
-                payload = bytes(st.fbuf)
-                st.fbuf = bytearray()
-                st.ftype = None
                 self._on_control_frame(ftype, payload, events)
             else:
                 pos += take
