@@ -301,3 +301,16 @@ async def test_peer_streams_credit_is_returned_once(server_config, client_config
                 await protocol.ping()
     for side in ("client", "server"):
         assert sum(n for sid, n in credited[side] if sid == 0) == len(payload), side
+
+
+async def test_reset_and_stop_of_a_finished_stream_do_nothing(server_config, client_config):
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(15):
+            async with client(server.local_port, client_config()) as protocol:
+                assert await echo_roundtrip(protocol, b"done") == b"done"
+                await protocol.ping()
+                await protocol.ping()
+                assert 0 in protocol._quic._finished_recent
+                protocol._quic.reset_stream(0, 7)  # no exception, nothing sent
+                protocol._quic.stop_stream(0, 7)
+                assert await echo_roundtrip(protocol, b"still fine") == b"still fine"

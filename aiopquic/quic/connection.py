@@ -364,9 +364,10 @@ class QuicConnection:
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abruptly end sending on ``stream_id`` (RESET_STREAM with ``error_code``); queued
-        data is discarded."""
+        data is discarded.  Does nothing on a closed connection or a stream that has already
+        finished in both directions (nothing is left to reset)."""
         self._check_stream_id(stream_id, True)
-        if self._closed:
+        if self._closed or (stream_id in self._finished_recent and stream_id not in self._tx):
             return
         st = self._tx_stream(stream_id)
         st.reset = True
