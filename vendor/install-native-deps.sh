@@ -40,6 +40,21 @@ case "${VERSION_CODENAME:-}" in
   bookworm)
     SRC=/etc/apt/sources.list.d/debian.sources
     DST=/etc/apt/sources.list.d/aiopquic-backports.sources
+    if [ ! -f "$SRC" ] && [ -f /etc/apt/sources.list ]; then
+      # one-line format: copy the main archive's line, change only its suite
+      LIST=/etc/apt/sources.list.d/aiopquic-backports.list
+      awk -v rel="$VERSION_CODENAME" '$1 == "deb" {
+          for (i = 2; i <= NF; i++) if ($i == rel) { $i = rel "-backports"; print; exit } }' \
+        /etc/apt/sources.list > "$LIST.tmp"
+      grep -q -- "-backports" "$LIST.tmp" || {
+        echo "install-native-deps: no '$VERSION_CODENAME' line in /etc/apt/sources.list" >&2
+        rm -f "$LIST.tmp"; exit 1; }
+      mv "$LIST.tmp" "$LIST"
+      apt-get update -q
+      apt-get install -y -q --no-install-recommends -t "${VERSION_CODENAME}-backports" $PKGS
+      SRC=""
+    fi
+    if [ -n "$SRC" ]; then
     # Keep the stanza whose Suites line is exactly the release (the main archive), rename its suite.
     awk -v rel="$VERSION_CODENAME" '
       BEGIN { RS = ""; ORS = "\n\n" }
@@ -55,7 +70,8 @@ case "${VERSION_CODENAME:-}" in
       echo "install-native-deps: no main stanza found in $SRC" >&2; rm -f "$DST.tmp"; exit 1; }
     mv "$DST.tmp" "$DST"
     apt-get update -q
-    apt-get install -y -q --no-install-recommends -t "${VERSION_CODENAME}-backports" $PKGS ;;
+    apt-get install -y -q --no-install-recommends -t "${VERSION_CODENAME}-backports" $PKGS
+    fi ;;
   *)
     apt-get update -q
     apt-get install -y -q --no-install-recommends $PKGS ;;
