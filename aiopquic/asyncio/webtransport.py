@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
 from aiopquic.asyncio.client import connect
-from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler, _StreamTransport
 from aiopquic.asyncio.server import QuicServer, serve
 from aiopquic.h3.capsule import (
     CLOSE_WEBTRANSPORT_SESSION,
@@ -156,26 +156,19 @@ class _WTReader(asyncio.StreamReader):
                     quic._flush_credit(self._wt_stream_id)
 
 
-class _WTTransport(asyncio.Transport):
+class _WTTransport(_StreamTransport):
     """The transport behind a WebTransport stream's StreamWriter (raw bytes on the QUIC
-    stream; the WebTransport header is already written)."""
+    stream; the WebTransport header is already written).  A QUIC stream transport that also
+    knows its session: writes fail once the session is closed."""
 
     def __init__(self, session: WebTransportSession, stream_id: int) -> None:
-        super().__init__()
+        super().__init__(session._protocol, stream_id)
         self._session = session
-        self._stream_id = stream_id
-        self._closing = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "stream_id":
-            return self._stream_id
         if name == "session":
             return self._session
-        if name == "connection":
-            return self._session._protocol._quic
-        if name == "peername":
-            return self._session._protocol._quic.peer_address
-        return default
+        return super().get_extra_info(name, default)
 
     def write(self, data: Any) -> None:
         if self._session._closed_info is not None:
@@ -183,32 +176,16 @@ class _WTTransport(asyncio.Transport):
         if self._closing:
             raise ConnectionResetError(f"WebTransport stream {self._stream_id} is closed "
                                        "for writing")
-        self._session._protocol._quic.send_stream_data(self._stream_id, data)
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
+        super().write(data)
 
     def write_eof(self) -> None:
         if self._closing:
             return
-        self._closing = True
-        quic = self._session._protocol._quic
-        if not quic.closed and self._session._closed_info is None:
-            quic.send_stream_data(self._stream_id, b"", end_stream=True)
+        if self._session._closed_info is not None:
+            self._closing = True  # the session is gone: no FIN to send
+        else:
+            super().write_eof()
         self._session._protocol._maybe_forget(self._stream_id)
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def is_closing(self) -> bool:
-        return self._closing or self._session._protocol._quic.closed
-
-    def close(self) -> None:
-        try:
-            self.write_eof()
-        except (ValueError, ConnectionError):
-            self._closing = True
 
     def abort(self, code: int = 0) -> None:
         """Reset the stream with WebTransport application error ``code``."""
