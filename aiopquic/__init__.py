@@ -19,11 +19,11 @@ def _version() -> str:
     try:
         from importlib.metadata import PackageNotFoundError, version
     except ImportError:  # pragma: no cover - Python < 3.8 has no importlib.metadata
-        return "0.1.0"
+        return "0.7.0"
     try:
         return version("aiopquic")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.1.0"
+        return "0.7.0"
 
 
 __version__: str = _version()

@@ -1,5 +1,5 @@
 """``python -m aiopquic COMMAND``: ``serve`` (HTTP/3 + WebTransport echo server), ``get``
-(HTTP/3 client) and ``perf`` (loopback transfer demo)."""
+(HTTP/3 client), ``perf`` (loopback transfer demo) and ``versions`` (native libraries)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ commands:
             echo at /echo; prints the certificate's SHA-256 for serverCertificateHashes
   get       HTTP/3 client: python -m aiopquic get URL [-o FILE] [--cacert F | --insecure]
   perf      loopback transfer demo: server + client on 127.0.0.1, verified, timed
+  versions  aiopquic, ngtcp2 and GnuTLS versions, whether they are bundled or the
+            system's, and the Debian packages a wheel bundles (--json for all of it)
 
 "python -m aiopquic COMMAND --help" describes a command's options.
 """
@@ -37,6 +39,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from aiopquic.http3_tools import get_main
 
         return get_main(rest)
+    if command == "versions":
+        from aiopquic.versions import main as versions_main
+
+        return versions_main(rest)
     sys.stderr.write(f"unknown command {command!r}\n" + USAGE)
     return 2
 

@@ -23,6 +23,7 @@ import signal
 import ssl
 import sys
 import time
+from collections import deque
 from typing import IO, Any, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -36,12 +37,15 @@ from aiopquic.asyncio.webtransport import (
     WebTransportSessionClosed,
     serve_webtransport,
 )
+from aiopquic.h0.connection import H0_ALPN
+from aiopquic.h3.connection import ErrorCode, H3Connection
 from aiopquic.h3.events import DataReceived, H3Event, Headers, HeadersReceived
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection
 from aiopquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
-__all__ = ["serve_main", "get_main", "HttpServerProtocol", "echo_handler", "fetch"]
+__all__ = ["serve_main", "get_main", "HttpServerProtocol", "RequestBody", "echo_handler",
+           "fetch"]
 
 SERVER_NAME = f"aiopquic/{_version}".encode()
 _CHUNK = 256 * 1024
@@ -59,18 +63,14 @@ async def echo_handler(session: WebTransportSession) -> None:
     async def echo_stream(reader: asyncio.StreamReader,
                           writer: Optional[asyncio.StreamWriter]) -> None:
         try:
-            if writer is None:
-                data = await reader.read()
-                _, out = await session.create_stream(bidirectional=False)
-                out.write(data)
-                out.write_eof()
-                return
+            if writer is None:  # echoed on a new unidirectional stream, as it arrives
+                _, writer = await session.create_stream(bidirectional=False)
             while True:
                 chunk = await reader.read(_CHUNK)
                 if not chunk:
                     break
                 writer.write(chunk)
-                await writer.drain()
+                await writer.drain()  # a peer that does not read stops our reading
             writer.write_eof()
         except (ConnectionError, ValueError):
             pass  # the stream or the session went away
@@ -99,42 +99,117 @@ async def echo_handler(session: WebTransportSession) -> None:
             task.cancel()
 
 
+class RequestBody:
+    """A request body as it arrives.  Its flow-control credit goes back to the client only
+    as :meth:`get` hands chunks out, so a body the handler does not read holds the client at
+    the flow-control window; :meth:`discard` gives up on the rest."""
+
+    def __init__(self, http: H3Connection, stream_id: int) -> None:
+        self._http = http
+        self._stream_id = stream_id
+        self._chunks: deque[bytes] = deque()
+        self._ended = False
+        self._discarding = False
+        self._waiter: Optional[asyncio.Future[None]] = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the whole body arrived (or the request was reset)."""
+        return self._ended
+
+    def _feed(self, data: bytes, end: bool) -> None:
+        if data:
+            if self._discarding:
+                self._http.consumed(self._stream_id, len(data))
+            else:
+                self._chunks.append(data)
+        if end:
+            self._ended = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Optional[bytes]:
+        """The next chunk, or None at the end of the body."""
+        while not self._chunks:
+            if self._ended or self._discarding:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._http.consumed(self._stream_id, len(chunk))
+        return chunk
+
+    def discard(self) -> None:
+        """Drop what is buffered and whatever still arrives (returning its credit)."""
+        self._discarding = True
+        n = sum(len(c) for c in self._chunks)
+        self._chunks.clear()
+        self._http.consumed(self._stream_id, n)
+        self._feed(b"", False)
+
+
 class HttpServerProtocol(WebTransportProtocol):
-    """Plain HTTP/3 next to WebTransport: GET/HEAD of files under ``root``, POST/PUT echo."""
+    """Plain HTTP/3 next to WebTransport: GET/HEAD of files under ``root``, POST/PUT echo.
+
+    Request bodies are read as the response is written (their credit returns then): a client
+    that sends more than the server consumes is held at the flow-control window.  A body the
+    response does not need is discarded once the response is complete, and the client is asked
+    to stop sending it (STOP_SENDING with H3_NO_ERROR, RFC 9114 section 4.1)."""
 
     root: Optional[str] = None
     log: Optional[IO[str]] = None
+    http_credit_on_consume = True
 
     def __init__(self, quic: QuicConnection, stream_handler: Optional[QuicStreamHandler] = None,
                  **kwargs: Any) -> None:
         super().__init__(quic, stream_handler, **kwargs)
-        self._bodies: dict[int, asyncio.Queue[Optional[bytes]]] = {}
+        self._bodies: dict[int, RequestBody] = {}
 
     def http_event_received(self, event: H3Event) -> None:
         """Route plain HTTP/3 requests to the file server and the echo."""
         if isinstance(event, HeadersReceived):
             if event.stream_id in self._bodies:
                 if event.stream_ended:  # trailers end the body
-                    self._bodies.pop(event.stream_id).put_nowait(None)
+                    self._bodies.pop(event.stream_id)._feed(b"", True)
                 return
-            body: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
+            body = RequestBody(self._http, event.stream_id)
             if event.stream_ended:
-                body.put_nowait(None)
+                body._feed(b"", True)
             else:
                 self._bodies[event.stream_id] = body
             self._spawn(self._respond(event.stream_id, event.headers, body))
         elif isinstance(event, DataReceived):
-            queue = self._bodies.get(event.stream_id)
-            if queue is None:
+            pending = self._bodies.get(event.stream_id)
+            if pending is None:
+                self._http.consumed(event.stream_id, len(event.data))
                 return
-            if event.data:
-                queue.put_nowait(event.data)
             if event.stream_ended:
                 del self._bodies[event.stream_id]
-                queue.put_nowait(None)
+            pending._feed(event.data, event.stream_ended)
 
-    async def _respond(self, stream_id: int, headers: Headers,
-                       body: asyncio.Queue[Optional[bytes]]) -> None:
+    def quic_event_received(self, event: QuicEvent) -> None:
+        super().quic_event_received(event)
+        if isinstance(event, StreamReset):
+            body = self._bodies.pop(event.stream_id, None)
+            if body is not None:  # the client gave up on its request
+                body.discard()
+                body._feed(b"", True)
+
+    async def _respond(self, stream_id: int, headers: Headers, body: RequestBody) -> None:
+        try:
+            await self._respond_to(stream_id, headers, body)
+        finally:
+            if not body.ended:  # the rest of the body is not needed
+                body.discard()
+                self._bodies.pop(stream_id, None)
+                if not self._quic.closed:
+                    self._quic.stop_stream(stream_id, ErrorCode.H3_NO_ERROR)
+
+    async def _respond_to(self, stream_id: int, headers: Headers, body: RequestBody) -> None:
         fields = dict(headers)
         method = fields.get(b":method", b"")
         path = fields.get(b":path", b"/").decode("utf-8", "replace")
@@ -211,8 +286,7 @@ class HttpServerProtocol(WebTransportProtocol):
             self._quic.reset_stream(stream_id, 0x102)
         return 200, sent
 
-    async def _echo(self, stream_id: int, body: asyncio.Queue[Optional[bytes]]
-                    ) -> tuple[int, int]:
+    async def _echo(self, stream_id: int, body: RequestBody) -> tuple[int, int]:
         self._http.send_headers(stream_id, [
             (b":status", b"200"), (b"server", SERVER_NAME),
             (b"content-type", b"application/octet-stream")])
@@ -361,7 +435,10 @@ class _Progress:
 
 class _ClientProtocol(WebTransportProtocol):
     """Collects the HTTP/3 events of each request; ``None`` in a queue means the response
-    was cut short (stream reset or connection closed)."""
+    was cut short (stream reset or connection closed).  Body credit returns as :func:`fetch`
+    writes the bytes out."""
+
+    http_credit_on_consume = True
 
     def __init__(self, quic: QuicConnection,
                  stream_handler: Optional[QuicStreamHandler] = None) -> None:
@@ -373,6 +450,8 @@ class _ClientProtocol(WebTransportProtocol):
             queue = self.responses.get(event.stream_id)
             if queue is not None:
                 queue.put_nowait(event)
+            elif isinstance(event, DataReceived):
+                self._http.consumed(event.stream_id, len(event.data))
 
     def quic_event_received(self, event: QuicEvent) -> None:
         super().quic_event_received(event)
@@ -436,6 +515,7 @@ async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
                         progress.total = int(length)
             elif isinstance(event, DataReceived) and event.data:
                 out.write(event.data)
+                http.consumed(stream_id, len(event.data))
                 received += len(event.data)
                 if progress is not None:
                     progress.add(len(event.data))
@@ -443,6 +523,37 @@ async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
                 break
         del proto.responses[stream_id]
     return status, headers, received
+
+
+async def fetch_h0(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
+                   progress: Optional[_Progress] = None) -> tuple[int, Headers, int]:
+    """Request ``url`` over HTTP/0.9 on QUIC (ALPN ``hq-interop``, the ``--legacy-http`` of
+    aioquic's client) and write the body to ``out``.  HTTP/0.9 has no status or headers:
+    a complete response returns ``(200, [], body_bytes)``.  Raises :class:`ValueError` for a
+    bad URL, :class:`ConnectionError` when the connection fails or the response is cut
+    short."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"URL must be https://host[:port]/path, got {url!r}")
+    try:
+        port = parts.port or 443
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    received = 0
+    async with connect(parts.hostname, port, configuration=configuration) as proto:
+        reader, writer = await proto.create_stream()
+        writer.write(b"GET " + path.encode() + b"\r\n")
+        writer.write_eof()
+        while True:
+            chunk = await reader.read(1 << 16)  # raises ConnectionError if cut short
+            if not chunk:
+                break
+            out.write(chunk)
+            received += len(chunk)
+            if progress is not None:
+                progress.add(len(chunk))
+    return 200, [], received
 
 
 def get_main(argv: Optional[list[str]] = None) -> int:
@@ -461,10 +572,21 @@ def get_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--data", help="request body from this file (with -X POST)")
     parser.add_argument("--timeout", type=float, default=0.0,
                         help="give up after this many seconds (default: no limit)")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="give up on the handshake after this many seconds (default 10; "
+                        "raise it on lossy paths, where retransmissions back off)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    parser.add_argument("--legacy-http", action="store_true",
+                        help="use HTTP/0.9 over QUIC (ALPN hq-interop) instead of HTTP/3")
     args = parser.parse_args(argv)
-    config = QuicConfiguration(is_client=True, alpn_protocols=["h3"],
-                               server_name=args.server_name)
+    if not 0 < args.handshake_timeout <= 3600:
+        parser.error("--handshake-timeout must be in (0, 3600] seconds")
+    if args.legacy_http and (args.data is not None or args.method.upper() != "GET"):
+        parser.error("--legacy-http sends only GET requests (no -X, no --data)")
+    config = QuicConfiguration(is_client=True,
+                               alpn_protocols=H0_ALPN if args.legacy_http else ["h3"],
+                               server_name=args.server_name,
+                               handshake_timeout=args.handshake_timeout)
     if args.insecure:
         config.verify_mode = ssl.CERT_NONE
     elif args.cacert:
@@ -479,8 +601,11 @@ def get_main(argv: Optional[list[str]] = None) -> int:
     out: IO[bytes]
     out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
     try:
-        coro = fetch(args.url, out, configuration=config, method=args.method.upper(),
-                     body=body, progress=progress)
+        if args.legacy_http:
+            coro = fetch_h0(args.url, out, configuration=config, progress=progress)
+        else:
+            coro = fetch(args.url, out, configuration=config, method=args.method.upper(),
+                         body=body, progress=progress)
         start = time.perf_counter()
         if args.timeout > 0:
             status, _, received = asyncio.run(_with_timeout(coro, args.timeout))
@@ -500,7 +625,8 @@ def get_main(argv: Optional[list[str]] = None) -> int:
             out.flush()
     progress.finish()
     if not args.quiet:
-        sys.stderr.write(f"HTTP/3 {status}, {received} bytes in {elapsed:.3f} s "
+        proto_name = "HTTP/0.9" if args.legacy_http else "HTTP/3"
+        sys.stderr.write(f"{proto_name} {status}, {received} bytes in {elapsed:.3f} s "
                          f"({received / max(elapsed, 1e-9) / (1 << 20):.1f} MiB/s)\n")
     return 0 if 200 <= status < 300 else 1
 

@@ -1,11 +1,12 @@
 """``python -m aiopquic perf``: a loopback transfer demo and sanity check.
 
 Starts a server (in a child process, so that client and server each have their own
-interpreter, as in real use; ``--in-process`` keeps both here) and a client on 127.0.0.1, with
-a self-signed ECDSA certificate made at run time.  The client uploads ``--mib`` MiB over
-``--streams`` streams in ``--chunk``-byte writes (``await writer.drain()`` after each); the
-server checks a CRC-32 of every stream against the expected pattern and answers "ok".  Prints
-the handshake time and the throughput; exits 1 if any byte was wrong.
+interpreter, as in real use; ``--in-process`` keeps both here) and a client on 127.0.0.1
+(``--host ::1`` for IPv6), with a self-signed ECDSA certificate made at run time.  The client
+uploads ``--mib`` MiB over ``--streams`` streams in ``--chunk``-byte writes (``await
+writer.drain()`` after each); the server checks a CRC-32 of every stream against the expected
+pattern and answers "ok".  Prints the handshake time, the throughput and the packet size the
+path settled on; exits 1 if any byte was wrong.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class _Progress:
 
 # ---------------------------------------------------------------------------- server side
 
-async def _serve(cert: str, key: str, mib: int,
-                 streams: int) -> tuple[QuicServer, asyncio.Event]:
+async def _serve(cert: str, key: str, mib: int, streams: int,
+                 host: str = "127.0.0.1") -> tuple[QuicServer, asyncio.Event]:
     """Serve the verifying sink; returns the server and an event set when every stream was
     checked."""
     sizes = _split(mib << 20, streams)
@@ -110,12 +111,12 @@ async def _serve(cert: str, key: str, mib: int,
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    server = await serve("127.0.0.1", 0, configuration=config, stream_handler=on_stream)
+    server = await serve(host, 0, configuration=config, stream_handler=on_stream)
     return server, all_done
 
 
-async def _serve_child(cert: str, key: str, mib: int, streams: int) -> None:
-    server, all_done = await _serve(cert, key, mib, streams)
+async def _serve_child(cert: str, key: str, mib: int, streams: int, host: str) -> None:
+    server, all_done = await _serve(cert, key, mib, streams, host)
     print(f"PORT {server.local_port}", flush=True)
     try:
         await asyncio.wait_for(all_done.wait(), 3600)
@@ -127,12 +128,12 @@ async def _serve_child(cert: str, key: str, mib: int, streams: int) -> None:
 # ---------------------------------------------------------------------------- client side
 
 async def _client(port: int, cert: str, mib: int, chunk: int, streams: int,
-                  progress: bool) -> int:
+                  progress: bool, host: str = "127.0.0.1") -> int:
     sizes = _split(mib << 20, streams)
     meter = _Progress(mib << 20, progress)
     config = QuicConfiguration(alpn_protocols=[ALPN], cafile=cert, server_name="localhost")
     t0 = time.perf_counter()
-    async with connect("127.0.0.1", port, configuration=config) as client:
+    async with connect(host, port, configuration=config) as client:
         handshake = time.perf_counter() - t0
         print(f"aiopquic perf: {mib} MiB over {streams} stream(s), {chunk}-byte writes, "
               f"ALPN {client._quic.alpn_protocol}")
@@ -166,24 +167,27 @@ async def _client(port: int, cert: str, mib: int, chunk: int, streams: int,
     total = mib << 20
     print(f"  transfer:  {elapsed:.3f} s, {total * 8 / elapsed / 1e6:.0f} Mbps "
           f"({total / elapsed / (1 << 20):.0f} MiB/s), every byte verified")
+    extra = ""
+    if stats.emsgsize or stats.blackholes:
+        extra = f", {stats.emsgsize} EMSGSIZE, {stats.blackholes} black hole(s)"
     print(f"  path: {stats.max_datagram_size}-byte packets, "
-          f"RTT {stats.smoothed_rtt * 1e6:.0f} us")
+          f"RTT {stats.smoothed_rtt * 1e6:.0f} us{extra}")
     return 0
 
 
 async def _in_process(cert: str, key: str, mib: int, chunk: int, streams: int,
-                      progress: bool) -> int:
-    server, _ = await _serve(cert, key, mib, streams)
+                      progress: bool, host: str) -> int:
+    server, _ = await _serve(cert, key, mib, streams, host)
     try:
-        return await _client(server.local_port, cert, mib, chunk, streams, progress)
+        return await _client(server.local_port, cert, mib, chunk, streams, progress, host)
     finally:
         server.close()
 
 
 def _two_processes(cert: str, key: str, mib: int, chunk: int, streams: int,
-                   progress: bool) -> int:
+                   progress: bool, host: str) -> int:
     cmd = [sys.executable, "-m", "aiopquic.perf", "--serve-child", cert, key, str(mib),
-           str(streams)]
+           str(streams), "--host", host]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None
@@ -192,7 +196,7 @@ def _two_processes(cert: str, key: str, mib: int, chunk: int, streams: int,
                 print("perf: the server process did not start", file=sys.stderr)
                 return 1
             rc = asyncio.run(_client(int(line.split()[1]), cert, mib, chunk, streams,
-                                     progress))
+                                     progress, host))
             child.wait(timeout=30)
             return rc
         finally:
@@ -213,18 +217,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="run the server in this process too (one Python thread for both)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress line")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="loopback address to use: 127.0.0.1 (default) or ::1 for IPv6")
     parser.add_argument("--serve-child", nargs=4, metavar=("CERT", "KEY", "MIB", "STREAMS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
         cert, key, mib, streams = args.serve_child
-        asyncio.run(_serve_child(cert, key, int(mib), int(streams)))
+        asyncio.run(_serve_child(cert, key, int(mib), int(streams), args.host))
         return 0
     for name in ("mib", "chunk", "streams"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     progress = sys.stdout.isatty() and not args.no_progress
-    cert_pem, key_pem = make_self_signed("localhost,127.0.0.1")
+    cert_pem, key_pem = make_self_signed("localhost,127.0.0.1,::1")
     with tempfile.TemporaryDirectory() as tmp:
         cert = os.path.join(tmp, "cert.pem")
         key = os.path.join(tmp, "key.pem")
@@ -234,8 +240,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             f.write(key_pem)
         if args.in_process:
             return asyncio.run(_in_process(cert, key, args.mib, args.chunk, args.streams,
-                                           progress))
-        return _two_processes(cert, key, args.mib, args.chunk, args.streams, progress)
+                                           progress, args.host))
+        return _two_processes(cert, key, args.mib, args.chunk, args.streams, progress,
+                              args.host)
 
 
 if __name__ == "__main__":

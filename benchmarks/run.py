@@ -144,6 +144,7 @@ def make_peers(args: argparse.Namespace) -> dict[str, Peer]:
     peers = {
         "aiopquic": Peer("aiopquic", py, "aiopquic_peer.py"),
         "aiopquic-ev": Peer("aiopquic-ev", py, "aiopquic_ev_peer.py"),
+        "aiopquic-bbr": Peer("aiopquic-bbr", py, "aiopquic_peer.py", "bbr"),
         "aioquic": Peer("aioquic", py, "aioquic_peer.py", "aioquic"),
         "qh3": Peer("qh3", py, "aioquic_peer.py", "qh3"),
         "seed": Peer("seed", seed_py, "seed_peer.py", "seed-retry"),
@@ -157,6 +158,7 @@ def make_peers(args: argparse.Namespace) -> dict[str, Peer]:
                        "assert m.version('aiopquic') == '0.6.1', m.version('aiopquic')")}
     checks["seed-drained"] = checks["seed"]
     checks["aiopquic-ev"] = checks["aiopquic"]
+    checks["aiopquic-bbr"] = checks["aiopquic"]
     for name, peer in peers.items():
         if name == "iperf3":
             if not shutil.which("iperf3"):
@@ -277,8 +279,9 @@ def _tail(path: str, n: int = 6) -> str:
 class Net:
     """Where a pair runs: a private netns (only loopback) or the host's 127.0.0.1."""
 
-    def __init__(self, use_netns: bool) -> None:
+    def __init__(self, use_netns: bool, lo_mtu: Optional[int] = None) -> None:
         self.netns = use_netns
+        self.lo_mtu = lo_mtu
 
     @staticmethod
     def available() -> bool:
@@ -295,7 +298,14 @@ class Net:
         if not self.netns:
             return argv
         quoted = " ".join(_shquote(a) for a in argv)
-        return ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {quoted}"]
+        mtu = f"ip link set lo mtu {self.lo_mtu} && " if self.lo_mtu else ""
+        return ["unshare", "-n", "sh", "-c", f"{mtu}ip link set lo up && exec {quoted}"]
+
+    def mtu(self) -> Optional[int]:
+        """The loopback MTU the pairs see (a fresh namespace's lo starts at 65536)."""
+        if self.netns:
+            return self.lo_mtu or 65536
+        return lo_mtu_here()
 
     def client_argv(self, argv: list[str], server_pid: int) -> list[str]:
         if not self.netns:
@@ -311,6 +321,19 @@ class Net:
             return int(s.getsockname()[1])
         finally:
             s.close()
+
+
+def lo_mtu_here() -> Optional[int]:
+    """MTU of ``lo`` in this process's network namespace (None if unknown).  Asked with
+    SIOCGIFMTU: /sys/class/net shows the namespace sysfs was mounted in, not ours."""
+    import fcntl
+    import struct
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifr = fcntl.ioctl(s.fileno(), 0x8921, struct.pack("16si", b"lo", 0))  # SIOCGIFMTU
+        return int(struct.unpack("16si", ifr)[1])
+    except (OSError, struct.error):
+        return None
 
 
 def _shquote(s: str) -> str:
@@ -641,6 +664,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="size of mem-send's long transfer (default 1024; 128 with --quick)")
     p.add_argument("--no-netns", action="store_true",
                    help="run on the host's 127.0.0.1 even when a private netns is possible")
+    p.add_argument("--lo-mtu", type=int, default=None,
+                   help="set the MTU of loopback in each pair's private netns (e.g. 1500; "
+                   "default: the kernel's 65536)")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for the aiopquic/aioquic/qh3 peers (default: this one)")
     p.add_argument("--seed-python",
@@ -700,12 +726,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not use_netns and any(p.name.startswith("seed") for p in peers):
         print("note: no private network namespace; the seed's server listens on the "
               "wildcard address (its serve() ignores the host)", file=sys.stderr)
-    net = Net(use_netns)
+    if args.lo_mtu and not use_netns:
+        print("--lo-mtu needs a private network namespace (unshare -n); run the harness "
+              "itself in one instead: unshare -n sh -c 'ip link set lo mtu N && "
+              "ip link set lo up && exec ... --no-netns'", file=sys.stderr)
+        return 2
+    net = Net(use_netns, args.lo_mtu)
     info = machine_info(args, all_peers)
     info["netns"] = use_netns
+    info["lo_mtu"] = net.mtu()
     info["peers"] = [p.name for p in peers]
     print(f"aiopquic benchmarks: {len(names)} scenario(s) x {len(peers)} peer(s) x "
-          f"{args.repeat}; {'private netns, loopback only' if use_netns else '127.0.0.1'}; "
+          f"{args.repeat}; {'private netns, loopback only' if use_netns else '127.0.0.1'}"
+          f" (lo MTU {info['lo_mtu']}); "
           f"load {info['loadavg_start']}; {info.get('cpu', '?')}")
     results: dict[str, Any] = {"meta": info, "scenarios": {}}
     t_start = time.monotonic()
@@ -760,7 +793,7 @@ def report(path: str) -> int:
     print(f"{path}: {meta.get('date')} commit {meta.get('aiopquic_commit')}"
           f"{' (dirty)' if meta.get('aiopquic_dirty') else ''}, repeat {meta.get('repeat')}"
           f"{' quick' if meta.get('quick') else ''}, load {meta.get('loadavg_start')} -> "
-          f"{meta.get('loadavg_end')}")
+          f"{meta.get('loadavg_end')}, lo MTU {meta.get('lo_mtu', '?')}")
     for name, s in results.get("scenarios", {}).items():
         if name not in SCENARIOS:
             continue

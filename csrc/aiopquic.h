@@ -18,7 +18,8 @@ typedef struct aq_txbuf aq_txbuf;
 
 /* Event types (network thread -> Python). */
 enum {
-  AQ_EV_HANDSHAKE_DONE = 1, /* conn; data = negotiated ALPN; code = peer max datagram size */
+  AQ_EV_HANDSHAKE_DONE = 1, /* conn; data = negotiated ALPN; code = peer max datagram size;
+                             * code2 = the QUIC version negotiated */
   AQ_EV_ACCEPTED = 2,       /* server: new conn; data = "host\0port" of the peer */
   AQ_EV_STREAM_DATA = 3,    /* conn, stream_id, data/len (malloc'd, consumer frees), flags FIN */
   AQ_EV_STREAM_RESET = 4,   /* conn, stream_id, code; code2 = final size */
@@ -31,8 +32,33 @@ enum {
   AQ_EV_STREAM_CLOSED = 11, /* conn, stream_id: engine forgot the stream (both sides done) */
   AQ_EV_CMD_SPACE = 12,     /* the command ring has room again after a failed push */
   AQ_EV_ERROR = 13,         /* endpoint-level error text in data (e.g. socket failure) */
-  AQ_EV_STATS = 14          /* conn, code = request id; data = one aq_stats */
+  AQ_EV_STATS = 14,         /* conn, code = request id; data = one aq_stats */
+  AQ_EV_PATH = 15,          /* conn, code = packet size now, code2 = largest datagram payload */
+  AQ_EV_CID_ISSUED = 16,    /* sans-IO driver only: conn, data = a connection ID we issued */
+  AQ_EV_CID_RETIRED = 17,   /* sans-IO driver only: conn, data = one of ours no longer used */
+  AQ_EV_NEW_TOKEN = 18,     /* client conn: data = a NEW_TOKEN token for later connections */
+  AQ_EV_CONN_INFO = 19      /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
 };
+
+/* One side's transport parameters as the handshake settled them (AQ_EV_CONN_INFO). */
+typedef struct aq_tp_info {
+  uint64_t initial_max_data, initial_max_stream_data_bidi_local;
+  uint64_t initial_max_stream_data_bidi_remote, initial_max_stream_data_uni;
+  uint64_t initial_max_streams_bidi, initial_max_streams_uni;
+  uint64_t max_idle_timeout_ms, max_udp_payload_size, max_ack_delay_us, ack_delay_exponent;
+  uint64_t active_connection_id_limit, disable_active_migration, max_datagram_frame_size;
+  uint64_t grease_quic_bit;
+} aq_tp_info;
+
+/* Transport parameters of both sides and the connection IDs (AQ_EV_CONN_INFO): ours (the
+ * first source CID), the peer's (the current destination CID) and the client's first
+ * destination CID. */
+typedef struct aq_conn_info {
+  aq_tp_info local, remote;
+  uint8_t cid_local[20], cid_remote[20], cid_initial[20];
+  uint32_t cid_local_len, cid_remote_len, cid_initial_len;
+  uint32_t version;
+} aq_conn_info;
 
 /* A snapshot of a connection's transport state (AQ_EV_STATS). */
 typedef struct aq_stats {
@@ -41,6 +67,10 @@ typedef struct aq_stats {
   uint64_t max_udp_payload; /* current path's packet size (after PMTUD) */
   uint64_t pkts_sent, pkts_recv, bytes_sent, bytes_recv;
   uint64_t datagrams_dropped; /* never sent: queue overflow (oldest first) or too large */
+  uint64_t emsgsize;          /* packets the kernel refused as larger than the path */
+  uint64_t blackholes;        /* times packets stopped getting through and the size fell back */
+  uint64_t max_datagram_payload; /* largest datagram that fits a packet now (0: no datagrams) */
+  uint64_t path_max_udp_payload; /* what PMTUD found (max_udp_payload is after any cap) */
 } aq_stats;
 
 /* AQ_EV_* flags */
@@ -98,7 +128,46 @@ typedef struct aq_config {
   uint64_t ack_thresh;      /* ACK after this many ack-eliciting packets; 0 = engine default */
   uint32_t event_ring_size; /* entries, power of two (0 = default) */
   uint32_t cmd_ring_size;   /* entries, power of two (0 = default) */
+  uint32_t max_half_open;   /* server: connections in the handshake at once (0 = 256) */
+  uint64_t keep_alive_ns;   /* send a PING after this long without sending (0 = off) */
+  uint64_t initial_rtt_ns;  /* RTT assumed before the first sample (0 = ngtcp2's 333 ms) */
+  uint64_t socket_buffer;   /* SO_SNDBUF/SO_RCVBUF to ask for (0 = 8 MiB; the kernel clamps) */
+  uint64_t datagram_queue;  /* bytes of datagrams that may wait to be sent (0 = 1 MiB) */
+  uint32_t cid_len;         /* length of the connection IDs we issue, 1..20 (0 = 18) */
+  /* server admission (admit.c): Retry mode, the half-open count at which the automatic mode
+   * asks for Retry (0 = max_half_open / 4), new handshakes per second per source address
+   * (bursts of twice that; 0 = no limit) */
+  int retry;                /* AQ_RETRY_AUTO, AQ_RETRY_ALWAYS or AQ_RETRY_NEVER (NEVER also
+                             * means no NEW_TOKEN tokens are issued) */
+  uint32_t retry_threshold;
+  double handshake_rate;
+  /* client: an address validation token (from NEW_TOKEN) sent in the first Initial */
+  const uint8_t *token;
+  size_t token_len;
+  /* QUIC versions (1 and 2, RFC 9369) in order of preference, offered in the
+   * version_information transport parameter for compatible negotiation (RFC 9368); a server
+   * moves a client to the first of them the client also offers.  nversions = 0: version 1
+   * only.  client_version: the version of the client's first Initial (0 = versions[0]). */
+  uint32_t versions[4];
+  uint32_t nversions;
+  uint32_t client_version;
 } aq_config;
+
+#define AQ_RETRY_AUTO 0
+#define AQ_RETRY_ALWAYS 1
+#define AQ_RETRY_NEVER 2
+
+/* What a server did with client Initials that would open a connection (counters since the
+ * endpoint started). */
+typedef struct aq_admit_stats {
+  uint64_t retries;       /* Retry packets sent */
+  uint64_t tokens_ok;     /* Initials whose Retry or NEW_TOKEN token proved the address */
+  uint64_t tokens_bad;    /* invalid or expired tokens (a bad Retry token closes the attempt) */
+  uint64_t dropped_full;  /* dropped: max_half_open handshakes were in progress */
+  uint64_t rate_limited;  /* dropped: the source was over its handshake rate */
+  uint64_t half_open;     /* handshakes in progress now */
+  uint64_t stateless_dropped; /* stateless resets / version negotiation suppressed by the limit */
+} aq_admit_stats;
 
 /* Versions of the libraries actually loaded. */
 const char *aq_ngtcp2_version(void);
@@ -120,6 +189,8 @@ int aq_endpoint_start(aq_endpoint *ep, char *err, size_t errlen);
 void aq_endpoint_free(aq_endpoint *ep);
 int aq_endpoint_event_fd(aq_endpoint *ep);
 int aq_endpoint_local_port(aq_endpoint *ep);
+/* Server admission counters; safe to call from any thread while the endpoint runs. */
+void aq_endpoint_admit_stats(aq_endpoint *ep, aq_admit_stats *out);
 
 /* Client: create the connection (before aq_endpoint_start).  Returns the connection handle
  * (> 0) or 0 with err filled.  host is numeric; server_name is for SNI/verification. */
@@ -140,7 +211,8 @@ uint64_t aq_txbuf_unacked(aq_txbuf *tx); /* written but not yet acknowledged */
 int aq_txbuf_want_writable(aq_txbuf *tx);
 
 /* Commands.  Each returns 0, or -1 when the command ring is full (an AQ_EV_CMD_SPACE event
- * follows once it has room).  aq_stream_write returns bytes accepted, or -1 (ring full
+ * follows once it has room), -2 when out of memory, -3 for an error code or frame type not
+ * below 2^62 or a negative stream id (nothing is sent).  aq_stream_write returns bytes accepted, or -1 (ring full
  * for commands: nothing accepted).  fin is applied only if every byte was accepted. */
 long aq_stream_write(aq_endpoint *ep, uint64_t conn, int64_t stream_id, aq_txbuf *tx,
                      const char *data, size_t len, int fin);
@@ -150,8 +222,46 @@ int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
 int aq_key_update(aq_endpoint *ep, uint64_t conn);
+/* Stream priority 0..255: lower is served first; among equals, odd = FIFO by stream id, even =
+ * round robin.  stream_id -1 sets the default for streams created afterwards (initially 8). */
+int aq_stream_priority(aq_endpoint *ep, uint64_t conn, int64_t stream_id, unsigned priority);
 int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id);
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len);
+
+/* ---- the synchronous sans-IO driver (sansio.c) ----
+ * One connection, no socket, no thread, no clock: the caller passes every datagram with an
+ * opaque 32-bit address id and the time (ns, strictly increasing is not required: a smaller
+ * time is raised to the previous one).  The command functions above (aq_stream_write,
+ * aq_conn_close, ...) take the returned handle and apply at once; events are read with
+ * aq_poll_events.  Free with aq_endpoint_free. */
+typedef struct aq_sio_pkt {
+  const uint8_t *data; /* valid until the next call on this driver */
+  size_t len;          /* bytes: one datagram, or several of `seg` bytes (the last shorter) */
+  size_t seg;
+  uint32_t addr;       /* the address id to send to */
+} aq_sio_pkt;
+
+/* host_cid: the connection ID we give out first (cfg->cid_len bytes), or NULL for a random
+ * one.  A server connection starts with the first valid client Initial it receives. */
+aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t host_cid_len,
+                           char *err, size_t errlen);
+/* Client: start the handshake towards `addr`.  dcid: the Initial's destination connection ID
+ * (NULL: random).  Returns the connection handle, 0 with err filled. */
+uint64_t aq_sansio_connect(aq_endpoint *ep, uint32_t addr, const char *server_name,
+                           const uint8_t *dcid, size_t dcidlen, uint64_t now, char *err,
+                           size_t errlen);
+/* One received datagram; ecn is the IP header's 2-bit ECN field.  Returns 0 when the
+ * connection took it, -1 when it was dropped (no connection and not an acceptable Initial). */
+int aq_sansio_receive(aq_endpoint *ep, const uint8_t *data, size_t len, uint32_t addr,
+                      uint32_t ecn, uint64_t now);
+/* Packets to send now: fills up to max entries and returns how many; *more is set when the
+ * connection has more to write (call again after copying these out). */
+int aq_sansio_transmit(aq_endpoint *ep, uint64_t now, aq_sio_pkt *out, int max, int *more);
+/* When aq_sansio_expire must be called next (UINT64_MAX: never), and the call itself. */
+uint64_t aq_sansio_expiry(aq_endpoint *ep);
+void aq_sansio_expire(aq_endpoint *ep, uint64_t now);
+/* -1: no connection yet; 0 handshake, 1 open, 2 closing, 3 draining, 4 ended. */
+int aq_sansio_state(aq_endpoint *ep);
 
 #endif

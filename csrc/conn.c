@@ -1,30 +1,46 @@
 /*
- * conn.c - one QUIC connection: ngtcp2 callbacks, streams, the write loop, closing.
- * Runs only on the endpoint's network thread.
+ * conn.c - one QUIC connection, sans-IO: ngtcp2 callbacks, streams, the write loop, packet
+ * size (PMTUD cap, EMSGSIZE, black holes), closing.
+ *
+ * Inputs: received datagrams, commands, timer expiry, the time, send failures.  Outputs:
+ * packets appended to the caller's transmit queue (aq_txq), events to ctx->sink, and
+ * c->want_write / c->expiry / c->state for the driver to read.  No socket, thread or clock:
+ * every entry point takes `now` from its driver (the threaded endpoint reads CLOCK_MONOTONIC,
+ * the synchronous sans-IO driver is given the caller's time), and the only timestamp made
+ * here is write_ping's now + 1 ns.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <netdb.h>
 
-#define AQ_SCID_LEN 18
 #define AQ_RX_FLUSH (256 * 1024)
 #define AQ_DGRAM_QUEUE_MAX (1024 * 1024) /* bytes of datagrams waiting to be sent */
+#define AQ_MAX_GSO_SEGS 64
+#define AQ_BASE_PLPMTU 1200  /* QUIC's minimum: always usable */
+#define AQ_DGRAM_OVERHEAD 46 /* short header (1 + 20 CID + 4 pkn) + AEAD 16 + frame 1 + len 4 */
 
-/* Frame scanner context: the connection whose packet is being decrypted on this thread.
- * Thread-local, so every endpoint (one thread each) has its own. */
-static _Thread_local aq_conn *aq_scan_conn;
+/* Packet sizes (UDP payload) tried, smallest first: IPv6/IPv4 at MTU 1280, 1500, 9000, then
+ * loopback-sized packets.  ngtcp2's PMTUD probes each in turn (DF is set, so a probe larger
+ * than the path is lost); after EMSGSIZE or a black hole the cap steps through them again. */
+static const uint16_t aq_ladder[] = {1232, 1252, 1452, 1472, 8952, 8972, 16384, 32768, 65000};
+#define AQ_LADDER_LEN (sizeof(aq_ladder) / sizeof(aq_ladder[0]))
+
+/* The connection whose packet is being encrypted or decrypted on this thread (for the frame
+ * scanner and packet-number tracking).  Thread-local: every driver thread has its own. */
+static _Thread_local aq_conn *aq_cur_conn;
 
 /* ---------------------------------------------------------------- helpers */
 
-static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now);
+static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now, aq_txq *q);
 
 static void emit_closed(aq_conn *c, uint32_t flags, uint64_t code, uint64_t ft,
                         const void *reason, size_t len) {
   if (c->accepted_emitted < 0) return; /* already reported */
-  int was_visible = c->accepted_emitted || !c->ep->cfg.is_server;
+  int was_visible = c->accepted_emitted || !c->ctx->cfg.is_server;
   c->accepted_emitted = -1;
-  if (was_visible)
-    aq_emit_simple(c->ep, AQ_EV_CLOSED, c->handle, -1, code, ft, flags, reason, len);
+  if (was_visible && !c->ctx->quiet)
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_CLOSED, c->handle, -1, code, ft, flags, reason, len);
 }
 
 static aq_stream *stream_get(aq_conn *c, int64_t sid) {
@@ -37,6 +53,7 @@ static aq_stream *stream_get_or_create(aq_conn *c, int64_t sid) {
   s = calloc(1, sizeof(*s));
   if (!s) return NULL;
   s->id = sid;
+  s->prio = c->default_prio;
   if (aq_map_put(&c->streams, &sid, sizeof(sid), s) != 0) {
     free(s);
     return NULL;
@@ -45,7 +62,7 @@ static aq_stream *stream_get_or_create(aq_conn *c, int64_t sid) {
 }
 
 static int is_local(aq_conn *c, int64_t sid) {
-  return ((sid & 1) != 0) == (c->ep->cfg.is_server != 0);
+  return ((sid & 1) != 0) == (c->ctx->cfg.is_server != 0);
 }
 
 static void list_remove(aq_stream **head, aq_stream *s, int dirty) {
@@ -57,16 +74,46 @@ static void list_remove(aq_stream **head, aq_stream *s, int dirty) {
   }
 }
 
+/* The bucket of streams with priority prio (created on demand; NULL if out of memory or, with
+ * create == 0, absent).  Buckets stay sorted by priority; there are at most 256. */
+static aq_bucket *bucket_get(aq_conn *c, uint8_t prio, int create) {
+  aq_bucket **pp = &c->buckets;
+  while (*pp && (*pp)->prio < prio) pp = &(*pp)->next;
+  if (*pp && (*pp)->prio == prio) return *pp;
+  if (!create) return NULL;
+  aq_bucket *b = calloc(1, sizeof(*b));
+  if (!b) return NULL;
+  b->prio = prio;
+  b->next = *pp;
+  *pp = b;
+  return b;
+}
+
 static void deactivate(aq_conn *c, aq_stream *s) {
   if (!s->active) return;
-  list_remove(&c->active_head, s, 0);
-  if (c->active_tail == s) {
-    c->active_tail = c->active_head;
-    while (c->active_tail && c->active_tail->next_active)
-      c->active_tail = c->active_tail->next_active;
+  aq_bucket *b = bucket_get(c, s->prio, 0);
+  if (b) {
+    list_remove(&b->head, s, 0);
+    if (b->tail == s) {
+      b->tail = b->head;
+      while (b->tail && b->tail->next_active) b->tail = b->tail->next_active;
+    }
   }
   s->active = 0;
   s->next_active = NULL;
+}
+
+/* The stream to serve next: the head of the most urgent non-empty bucket (empty buckets
+ * met on the way are freed). */
+static aq_stream *first_active(aq_conn *c) {
+  while (c->buckets && !c->buckets->head) {
+    aq_bucket *b = c->buckets;
+    c->buckets = b->next;
+    free(b);
+  }
+  for (aq_bucket *b = c->buckets; b; b = b->next)
+    if (b->head) return b->head;
+  return NULL;
 }
 
 static int stream_pending(aq_stream *s) {
@@ -76,15 +123,28 @@ static int stream_pending(aq_stream *s) {
   return head > s->tx->sent || fin_at != 0;
 }
 
+/* Queue a stream with data to send in its priority's bucket: in stream-id order for an odd
+ * priority (FIFO: the lowest id is served until it has nothing more), at the tail for an even
+ * one (round robin: the writer rotates after each packet). */
 static void activate(aq_conn *c, aq_stream *s) {
   if (s->active || !stream_pending(s)) return;
+  aq_bucket *b = bucket_get(c, s->prio, 1);
+  if (!b) return; /* out of memory: served again after its next write */
   s->active = 1;
   s->next_active = NULL;
-  if (c->active_tail)
-    c->active_tail->next_active = s;
+  if (s->prio & 1) {
+    aq_stream **pp = &b->head;
+    while (*pp && (*pp)->id < s->id) pp = &(*pp)->next_active;
+    s->next_active = *pp;
+    *pp = s;
+    if (!s->next_active) b->tail = s;
+    return;
+  }
+  if (b->tail)
+    b->tail->next_active = s;
   else
-    c->active_head = s;
-  c->active_tail = s;
+    b->head = s;
+  b->tail = s;
 }
 
 static void flush_rx(aq_conn *c, aq_stream *s) {
@@ -103,7 +163,7 @@ static void flush_rx(aq_conn *c, aq_stream *s) {
   s->rx = NULL;
   s->rxlen = s->rxcap = 0;
   s->rx_fin = 0;
-  aq_emit(c->ep, &ev);
+  aq_sink_emit(c->ctx->sink, &ev);
 }
 
 static void stream_free(aq_conn *c, aq_stream *s) {
@@ -117,15 +177,19 @@ static void stream_free(aq_conn *c, aq_stream *s) {
 
 static void check_writable(aq_conn *c, aq_stream *s) {
   aq_txbuf *tx = s->tx;
-  if (!tx || !atomic_load_explicit(&tx->want_writable, memory_order_acquire)) return;
+  if (!tx) return;
+  /* pairs with the fence in aq_txbuf_want_writable: we stored `acked`, Python stored
+   * `want_writable`; each then loads the other's variable, so at least one sees both */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (!atomic_load_explicit(&tx->want_writable, memory_order_relaxed)) return;
   if (aq_txbuf_space(tx) > (tx->mask + 1) / 2 && atomic_exchange(&tx->want_writable, 0))
-    aq_emit_simple(c->ep, AQ_EV_WRITABLE, c->handle, s->id, 0, 0, 0, NULL, 0);
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_WRITABLE, c->handle, s->id, 0, 0, 0, NULL, 0);
 }
 
 /* Wake a writer whose stream can no longer carry data (reset, stop-sending, closed). */
 static void release_writer(aq_conn *c, aq_stream *s) {
   if (s->tx && atomic_exchange(&s->tx->want_writable, 0))
-    aq_emit_simple(c->ep, AQ_EV_WRITABLE, c->handle, s->id, 0, 0, 0, NULL, 0);
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_WRITABLE, c->handle, s->id, 0, 0, 0, NULL, 0);
 }
 
 /* ---------------------------------------------------------------- frame scanner */
@@ -154,6 +218,41 @@ static int skip_bytes(const uint8_t **p, const uint8_t *end, uint64_t n) {
   return 0;
 }
 
+/* An ACK frame: note the largest acknowledged packet (progress, for black-hole detection),
+ * and mark PINGs whose packet is in an acknowledged range; a PING whose packet is 3 or more
+ * below an acknowledged one is lost (RFC 9002 packet threshold) and is written again. */
+static int scan_ack(aq_conn *c, const uint8_t **pp, const uint8_t *end, int ecn) {
+  uint64_t largest, delay, count, first, gap, len;
+  if (rd_varint(pp, end, &largest) || rd_varint(pp, end, &delay) || rd_varint(pp, end, &count) ||
+      rd_varint(pp, end, &first))
+    return -1;
+  (void)delay;
+  if (first > largest) return -1;
+  if ((int64_t)largest > c->max_acked_pkn) {
+    c->max_acked_pkn = (int64_t)largest;
+    c->ack_progress = 1;
+  }
+  uint64_t hi = largest, lo = largest - first;
+  for (uint64_t i = 0;; i++) {
+    for (aq_pingreq *pg = c->pings; pg; pg = pg->next)
+      if (pg->sent && !pg->acked && (uint64_t)pg->pkn >= lo && (uint64_t)pg->pkn <= hi)
+        pg->acked = 1;
+    if (i == count) break;
+    if (rd_varint(pp, end, &gap) || rd_varint(pp, end, &len)) return -1;
+    if (lo < gap + 2) return -1;
+    hi = lo - gap - 2;
+    if (len > hi) return -1;
+    lo = hi - len;
+  }
+  for (aq_pingreq *pg = c->pings; pg; pg = pg->next)
+    if (pg->sent && !pg->acked && (int64_t)largest >= pg->pkn + 3) {
+      pg->sent = 0; /* lost: PING frames are not retransmitted by the engine */
+      c->ping_pending |= 1;
+    }
+  if (ecn && skip_varints(pp, end, 3)) return -1;
+  return 0;
+}
+
 /* ngtcp2 1.11 has no callback for a peer's STOP_SENDING, and none for the ACK of a PING, so
  * decrypted 1-RTT payloads are walked frame by frame (skipping data by length, cheap) to
  * note those two.  Anything unknown ends the walk. */
@@ -169,24 +268,23 @@ static void scan_frames(aq_conn *c, const uint8_t *p, size_t len) {
         break;
       case 0x02:
       case 0x03: /* ACK */
-        if (rd_varint(&p, end, &a) || skip_varints(&p, end, 1) || rd_varint(&p, end, &n) ||
-            skip_varints(&p, end, 1))
-          return;
-        if (n > 1000 || skip_varints(&p, end, (int)(2 * n))) return;
-        if (type == 0x03 && skip_varints(&p, end, 3)) return;
-        for (aq_pingreq *pg = c->pings; pg; pg = pg->next)
-          if (pg->after_pkn == 1) pg->after_pkn = 2; /* sent and now acknowledged */
+        if (scan_ack(c, &p, end, type == 0x03)) return;
         break;
       case 0x04:
         if (skip_varints(&p, end, 3)) return;
         break;
       case 0x05: /* STOP_SENDING */
         if (rd_varint(&p, end, &a) || rd_varint(&p, end, &b)) return;
-        if (c->nstops < (int)(sizeof(c->stops) / sizeof(c->stops[0]))) {
-          c->stops[c->nstops].sid = (int64_t)a;
-          c->stops[c->nstops].code = b;
-          c->nstops++;
+        if (c->nstops == c->capstops) { /* at most one per frame of a packet being read */
+          int cap = c->capstops ? c->capstops * 2 : 16;
+          aq_stopreq *ns = realloc(c->stops, (size_t)cap * sizeof(*ns));
+          if (!ns) return;
+          c->stops = ns;
+          c->capstops = cap;
         }
+        c->stops[c->nstops].sid = (int64_t)a;
+        c->stops[c->nstops].code = b;
+        c->nstops++;
         break;
       case 0x06: /* CRYPTO */
         if (skip_varints(&p, end, 1) || rd_varint(&p, end, &n) || skip_bytes(&p, end, n)) return;
@@ -243,13 +341,65 @@ static int decrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead,
                       const uint8_t *aad, size_t aadlen) {
   int rv = ngtcp2_crypto_decrypt_cb(dest, aead, aead_ctx, ciphertext, ciphertextlen, nonce,
                                     noncelen, aad, aadlen);
-  if (rv == 0 && aq_scan_conn && aadlen && !(aad[0] & 0x80) &&
+  if (rv == 0 && aq_cur_conn && aadlen && !(aad[0] & 0x80) &&
       ciphertextlen >= aead->max_overhead)
-    scan_frames(aq_scan_conn, dest, ciphertextlen - aead->max_overhead);
+    scan_frames(aq_cur_conn, dest, ciphertextlen - aead->max_overhead);
   return rv;
 }
 
+/* Notes the packet number of each 1-RTT packet we send (the header is still unprotected
+ * when it is encrypted): a PING's packet number is how its ACK is recognised.  The engine
+ * also calls this with an empty plaintext to check a Retry packet's integrity tag (the aad
+ * is then the Retry pseudo-packet, which starts with a length byte, not a header): that is
+ * not a packet we send. */
+static int encrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead,
+                      const ngtcp2_crypto_aead_ctx *aead_ctx, const uint8_t *plaintext,
+                      size_t plaintextlen, const uint8_t *nonce, size_t noncelen,
+                      const uint8_t *aad, size_t aadlen) {
+  aq_conn *c = aq_cur_conn;
+  if (c && plaintextlen && aadlen && !(aad[0] & 0x80)) {
+    size_t pnlen = (size_t)(aad[0] & 3) + 1;
+    if (aadlen >= pnlen + 1) {
+      uint64_t trunc = 0;
+      for (size_t i = aadlen - pnlen; i < aadlen; i++) trunc = (trunc << 8) | aad[i];
+      /* RFC 9000 A.3: the full number closest to the next expected one */
+      uint64_t expected = (uint64_t)(c->last_tx_pkn + 1), win = (uint64_t)1 << (pnlen * 8);
+      uint64_t cand = (expected & ~(win - 1)) | trunc;
+      if (cand + win / 2 <= expected && cand + win < ((uint64_t)1 << 62))
+        cand += win;
+      else if (cand > expected + win / 2 && cand >= win)
+        cand -= win;
+      c->last_tx_pkn = (int64_t)cand;
+    }
+  }
+  return ngtcp2_crypto_encrypt_cb(dest, aead, aead_ctx, plaintext, plaintextlen, nonce,
+                                  noncelen, aad, aadlen);
+}
+
 /* ---------------------------------------------------------------- callbacks */
+
+/* The connection's IDs, mirrored in the driver's routing table through the ctx hooks. */
+static int register_cid(aq_conn *c, const ngtcp2_cid *cid) {
+  if (c->ncids == c->capcids) {
+    int cap = c->capcids ? c->capcids * 2 : 8;
+    ngtcp2_cid *n = realloc(c->cids, (size_t)cap * sizeof(*n));
+    if (!n) return -1;
+    c->cids = n;
+    c->capcids = cap;
+  }
+  c->cids[c->ncids++] = *cid;
+  return c->ctx->cid_added ? c->ctx->cid_added(c->ctx->driver, c, cid) : 0;
+}
+
+static void unregister_cid(aq_conn *c, const ngtcp2_cid *cid) {
+  for (int i = 0; i < c->ncids; i++) {
+    if (ngtcp2_cid_eq(&c->cids[i], cid)) {
+      c->cids[i] = c->cids[--c->ncids];
+      break;
+    }
+  }
+  if (c->ctx->cid_removed) c->ctx->cid_removed(c->ctx->driver, c, cid);
+}
 
 static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref) {
   return ((aq_conn *)ref->user_data)->conn;
@@ -266,15 +416,15 @@ static int get_new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, si
   (void)conn;
   aq_rand_bytes(cid->data, cidlen);
   cid->datalen = cidlen;
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ep->reset_secret,
-                                                   sizeof(c->ep->reset_secret), cid) != 0)
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ctx->reset_secret,
+                                                   sizeof(c->ctx->reset_secret), cid) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
-  return aq_register_cid(c, cid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+  return register_cid(c, cid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 static int remove_cid_cb(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud) {
   (void)conn;
-  aq_unregister_cid(ud, cid);
+  unregister_cid(ud, cid);
   return 0;
 }
 
@@ -289,20 +439,88 @@ static void peer_addr_text(aq_conn *c, char *buf, size_t len) {
   snprintf(buf, len, "%s %s", host, port);
 }
 
+static void tp_info(aq_tp_info *o, const ngtcp2_transport_params *p) {
+  if (!p) return;
+  o->initial_max_data = p->initial_max_data;
+  o->initial_max_stream_data_bidi_local = p->initial_max_stream_data_bidi_local;
+  o->initial_max_stream_data_bidi_remote = p->initial_max_stream_data_bidi_remote;
+  o->initial_max_stream_data_uni = p->initial_max_stream_data_uni;
+  o->initial_max_streams_bidi = p->initial_max_streams_bidi;
+  o->initial_max_streams_uni = p->initial_max_streams_uni;
+  o->max_idle_timeout_ms = p->max_idle_timeout / NGTCP2_MILLISECONDS;
+  o->max_udp_payload_size = p->max_udp_payload_size;
+  o->max_ack_delay_us = p->max_ack_delay / NGTCP2_MICROSECONDS;
+  o->ack_delay_exponent = p->ack_delay_exponent;
+  o->active_connection_id_limit = p->active_connection_id_limit;
+  o->disable_active_migration = p->disable_active_migration;
+  o->max_datagram_frame_size = p->max_datagram_frame_size;
+  o->grease_quic_bit = p->grease_quic_bit;
+}
+
+static void copy_cid(uint8_t *dst, uint32_t *len, const ngtcp2_cid *cid) {
+  *len = (uint32_t)(cid->datalen <= 20 ? cid->datalen : 20);
+  memcpy(dst, cid->data, *len);
+}
+
+/* Both sides' transport parameters and the connection IDs, for Python's introspection
+ * (0.6.1's peer_transport_parameters / connection_ids) and the qlog file name. */
+static void emit_conn_info(aq_conn *c) {
+  aq_conn_info info;
+  memset(&info, 0, sizeof(info));
+  tp_info(&info.local, ngtcp2_conn_get_local_transport_params(c->conn));
+  tp_info(&info.remote, ngtcp2_conn_get_remote_transport_params(c->conn));
+  if (c->ncids) /* the first one registered: the source CID the connection was made with */
+    copy_cid(info.cid_local, &info.cid_local_len, &c->cids[0]);
+  copy_cid(info.cid_remote, &info.cid_remote_len, ngtcp2_conn_get_dcid(c->conn));
+  copy_cid(info.cid_initial, &info.cid_initial_len,
+           ngtcp2_conn_get_client_initial_dcid(c->conn));
+  info.version = ngtcp2_conn_get_negotiated_version(c->conn);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_CONN_INFO, c->handle, -1, 0, 0, 0, &info,
+                      sizeof(info));
+}
+
 static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   aq_conn *c = ud;
+  if (c->ctx->cfg.is_server && c->ctx->alpn_len) {
+    gnutls_datum_t sel = {NULL, 0};
+    if (gnutls_alpn_get_selected_protocol(c->tls, &sel) != 0 || !sel.size) {
+      c->alpn_missing = 1; /* RFC 9001 8.1: closed with no_application_protocol */
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+  }
   c->state = AQ_ST_OPEN;
-  if (c->ep->cfg.is_server) {
+  c->last_ack_ts = 0;
+  if (c->ctx->cfg.is_server) {
     char addr[NI_MAXHOST + NI_MAXSERV + 2];
     peer_addr_text(c, addr, sizeof(addr));
     c->accepted_emitted = 1;
-    aq_emit_simple(c->ep, AQ_EV_ACCEPTED, c->handle, -1, 0, 0, 0, addr, strlen(addr));
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_ACCEPTED, c->handle, -1, 0, 0, 0, addr, strlen(addr));
   }
   gnutls_datum_t alpn = {NULL, 0};
   gnutls_alpn_get_selected_protocol(c->tls, &alpn);
   const ngtcp2_transport_params *tp = ngtcp2_conn_get_remote_transport_params(conn);
-  aq_emit_simple(c->ep, AQ_EV_HANDSHAKE_DONE, c->handle, -1,
-                 tp ? tp->max_datagram_frame_size : 0, 0, 0, alpn.data, alpn.size);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_HANDSHAKE_DONE, c->handle, -1,
+                      tp ? tp->max_datagram_frame_size : 0,
+                      ngtcp2_conn_get_negotiated_version(conn), 0, alpn.data, alpn.size);
+  emit_conn_info(c);
+  if (c->ctx->cfg.is_server && c->ctx->cfg.retry != AQ_RETRY_NEVER) {
+    /* a token for the client's next connection: it proves its address then, without a
+     * Retry round trip (admit.c checks it) */
+    uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+    const ngtcp2_path *path = ngtcp2_conn_get_path(conn);
+    ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
+        token, c->ctx->token_secret, sizeof(c->ctx->token_secret), path->remote.addr,
+        path->remote.addrlen, aq_now());
+    if (n > 0) ngtcp2_conn_submit_new_token(conn, token, (size_t)n); /* best effort */
+  }
+  return 0;
+}
+
+static int recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tokenlen,
+                             void *ud) {
+  aq_conn *c = ud;
+  (void)conn;
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_NEW_TOKEN, c->handle, -1, 0, 0, 0, token, tokenlen);
   return 0;
 }
 
@@ -380,7 +598,7 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint6
   if (!s) return 0;
   flush_rx(c, s);
   release_writer(c, s);
-  aq_emit_simple(c->ep, AQ_EV_STREAM_CLOSED, c->handle, sid, 0, 0, 0, NULL, 0);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_STREAM_CLOSED, c->handle, sid, 0, 0, 0, NULL, 0);
   ngtcp2_conn_set_stream_user_data(conn, sid, NULL);
   stream_free(c, s);
   return 0;
@@ -396,7 +614,7 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, 
     if (s->reset_reported) return 0;
     s->reset_reported = 1;
   }
-  aq_emit_simple(c->ep, AQ_EV_STREAM_RESET, c->handle, sid, code, final_size, 0, NULL, 0);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_STREAM_RESET, c->handle, sid, code, final_size, 0, NULL, 0);
   return 0;
 }
 
@@ -425,7 +643,7 @@ static int recv_datagram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *da
   aq_conn *c = ud;
   (void)conn;
   (void)flags;
-  aq_emit_simple(c->ep, AQ_EV_DATAGRAM, c->handle, -1, 0, 0, 0, data, len);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_DATAGRAM, c->handle, -1, 0, 0, 0, data, len);
   return 0;
 }
 
@@ -436,9 +654,10 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
   } else {
     cb->client_initial = ngtcp2_crypto_client_initial_cb;
     cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
+    cb->recv_new_token = recv_new_token_cb;
   }
   cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
-  cb->encrypt = ngtcp2_crypto_encrypt_cb;
+  cb->encrypt = encrypt_cb;
   cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
   cb->update_key = ngtcp2_crypto_update_key_cb;
@@ -463,27 +682,25 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
 
 /* ---------------------------------------------------------------- creation */
 
-static void init_settings(struct aq_endpoint *ep, ngtcp2_settings *s,
-                          ngtcp2_transport_params *p, ngtcp2_tstamp now) {
-  const aq_config *cfg = &ep->cfg;
+static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transport_params *p,
+                          ngtcp2_tstamp now) {
+  const aq_config *cfg = &ctx->cfg;
   ngtcp2_settings_default(s);
   s->initial_ts = now;
   s->cc_algo = (ngtcp2_cc_algo)cfg->cc_algo;
   if (cfg->handshake_timeout_ns) s->handshake_timeout = cfg->handshake_timeout_ns;
-  /* PMTUD climbs from 1200 bytes through this ladder up to the configured maximum: 1454
-   * (Ethernet), 8972 (jumbo frames), then loopback-sized packets.  A failed probe costs a
-   * few padded packets and changes nothing else. */
-  static const uint16_t ladder[] = {1454, 8972, 16384, 32768, 65000};
+  /* PMTUD climbs from 1200 bytes through the ladder up to the configured maximum.  DF is
+   * set on the socket, so a probe larger than the path is lost and ngtcp2 stops there. */
   size_t nprobes = 0;
   if (cfg->max_udp_payload) {
     s->max_tx_udp_payload_size = cfg->max_udp_payload;
-    while (nprobes < sizeof(ladder) / sizeof(ladder[0]) && ladder[nprobes] <= cfg->max_udp_payload)
-      nprobes++;
-    s->pmtud_probes = ladder;
+    while (nprobes < AQ_LADDER_LEN && aq_ladder[nprobes] <= cfg->max_udp_payload) nprobes++;
+    s->pmtud_probes = aq_ladder;
     s->pmtud_probeslen = nprobes;
     if (!nprobes) s->no_pmtud = 1;
   }
   if (cfg->ack_thresh) s->ack_thresh = cfg->ack_thresh;
+  if (cfg->initial_rtt_ns) s->initial_rtt = cfg->initial_rtt_ns;
   ngtcp2_transport_params_default(p);
   p->initial_max_stream_data_bidi_local = cfg->max_stream_data;
   p->initial_max_stream_data_bidi_remote = cfg->max_stream_data;
@@ -494,33 +711,52 @@ static void init_settings(struct aq_endpoint *ep, ngtcp2_settings *s,
   p->max_idle_timeout = cfg->idle_timeout_ns;
   p->active_connection_id_limit = 7;
   p->max_datagram_frame_size = cfg->max_datagram_frame_size;
+  if (cfg->nversions) { /* ctx->cfg outlives every connection of the context */
+    s->preferred_versions = cfg->versions;
+    s->preferred_versionslen = cfg->nversions;
+    s->available_versions = cfg->versions;
+    s->available_versionslen = cfg->nversions;
+  }
 }
 
-static aq_conn *conn_alloc(struct aq_endpoint *ep) {
+static aq_conn *conn_alloc(aq_ctx *ctx, uint64_t handle) {
   aq_conn *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
-  c->ep = ep;
+  c->ctx = ctx;
+  c->handle = handle;
   c->cref.get_conn = get_conn;
   c->cref.user_data = c;
-  c->handle = ep->next_handle++;
-  c->next_local_bidi = ep->cfg.is_server ? 1 : 0;
-  c->next_local_uni = ep->cfg.is_server ? 3 : 2;
-  if (aq_map_init(&c->streams, 16) != 0 ||
-      aq_map_put(&ep->by_handle, &c->handle, sizeof(c->handle), c) != 0) {
-    aq_map_destroy(&c->streams);
+  c->next_local_bidi = ctx->cfg.is_server ? 1 : 0;
+  c->next_local_uni = ctx->cfg.is_server ? 3 : 2;
+  c->last_tx_pkn = -1;
+  c->max_acked_pkn = -1;
+  c->expiry = UINT64_MAX;
+  c->cap_backoff = NGTCP2_SECONDS;
+  c->cap_failed = SIZE_MAX;
+  c->default_prio = 8; /* round robin among equals, as before priorities existed */
+  if (aq_map_init(&c->streams, 16) != 0) {
     free(c);
     return NULL;
   }
-  c->next = ep->conns;
-  if (ep->conns) ep->conns->prev = c;
-  ep->conns = c;
   return c;
 }
 
-aq_conn *aq_conn_new_client(struct aq_endpoint *ep, const struct sockaddr *remote,
-                            socklen_t remotelen, const char *server_name, char *err,
-                            size_t errlen) {
-  aq_conn *c = conn_alloc(ep);
+/* A connection ID of the context's length: `given` (when not NULL) or random. */
+static void make_cid(const aq_ctx *ctx, ngtcp2_cid *cid, const ngtcp2_cid *given, size_t minlen) {
+  if (given) {
+    *cid = *given;
+    return;
+  }
+  cid->datalen = ctx->cid_len < minlen ? minlen : ctx->cid_len;
+  aq_rand_bytes(cid->data, cid->datalen);
+}
+
+aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,
+                            socklen_t locallen, const struct sockaddr *remote,
+                            socklen_t remotelen, const char *server_name,
+                            const ngtcp2_cid *dcid_in, const ngtcp2_cid *scid_in,
+                            ngtcp2_tstamp now, char *err, size_t errlen) {
+  aq_conn *c = conn_alloc(ctx, handle);
   if (!c) {
     AQ_ERR(err, errlen, "out of memory");
     return NULL;
@@ -529,28 +765,35 @@ aq_conn *aq_conn_new_client(struct aq_endpoint *ep, const struct sockaddr *remot
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
   init_callbacks(&cb, 0);
-  init_settings(ep, &settings, &params, aq_now());
+  init_settings(ctx, &settings, &params, now);
+  if (ctx->cfg.token_len) {
+    settings.token = ctx->cfg.token;
+    settings.tokenlen = ctx->cfg.token_len;
+  }
   ngtcp2_cid dcid, scid;
-  dcid.datalen = scid.datalen = AQ_SCID_LEN;
-  aq_rand_bytes(dcid.data, AQ_SCID_LEN);
-  aq_rand_bytes(scid.data, AQ_SCID_LEN);
-  ngtcp2_path path = {{(ngtcp2_sockaddr *)&ep->local, ep->locallen},
+  make_cid(ctx, &dcid, dcid_in, NGTCP2_MIN_INITIAL_DCIDLEN); /* RFC 9000 7.2: >= 8 bytes */
+  make_cid(ctx, &scid, scid_in, 0);
+  ngtcp2_path path = {{(ngtcp2_sockaddr *)local, locallen},
                       {(ngtcp2_sockaddr *)remote, remotelen},
                       NULL};
-  int rv = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb,
-                                  &settings, &params, NULL, c);
+  uint32_t version = ctx->cfg.client_version ? ctx->cfg.client_version
+                     : ctx->cfg.nversions   ? ctx->cfg.versions[0]
+                                            : NGTCP2_PROTO_VER_V1;
+  int rv = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, version, &cb, &settings,
+                                  &params, NULL, c);
   if (rv != 0) {
     AQ_ERR(err, errlen, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
     goto fail;
   }
   if (aq_tls_session_new(c, server_name, err, errlen) != 0) goto fail;
   ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
-  if (aq_register_cid(c, &scid) != 0) {
+  if (ctx->cfg.keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn, ctx->cfg.keep_alive_ns);
+  if (register_cid(c, &scid) != 0) {
     AQ_ERR(err, errlen, "out of memory");
     goto fail;
   }
   c->state = AQ_ST_HANDSHAKE;
-  aq_sched_dirty(c); /* the first write sends the Initial */
+  c->want_write = 1; /* the first write sends the Initial */
   return c;
 fail:
   c->accepted_emitted = -1;
@@ -558,22 +801,32 @@ fail:
   return NULL;
 }
 
-aq_conn *aq_conn_accept(struct aq_endpoint *ep, const ngtcp2_path *path,
-                        const ngtcp2_pkt_hd *hd, ngtcp2_tstamp now) {
-  aq_conn *c = conn_alloc(ep);
+aq_conn *aq_conn_accept(aq_ctx *ctx, uint64_t handle, const ngtcp2_path *path,
+                        const ngtcp2_pkt_hd *hd, const aq_validation *v,
+                        const ngtcp2_cid *scid_in, ngtcp2_tstamp now) {
+  aq_conn *c = conn_alloc(ctx, handle);
   if (!c) return NULL;
   ngtcp2_callbacks cb;
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
   init_callbacks(&cb, 1);
-  init_settings(ep, &settings, &params, now);
+  init_settings(ctx, &settings, &params, now);
   ngtcp2_cid scid;
-  scid.datalen = AQ_SCID_LEN;
-  aq_rand_bytes(scid.data, AQ_SCID_LEN);
+  make_cid(ctx, &scid, scid_in, 0);
   params.original_dcid = hd->dcid;
   params.original_dcid_present = 1;
+  if (v && v->retried) { /* RFC 9000 7.3: both IDs let the client authenticate the Retry */
+    params.original_dcid = v->odcid;
+    params.retry_scid = hd->dcid;
+    params.retry_scid_present = 1;
+  }
+  if (v && v->token_type != NGTCP2_TOKEN_TYPE_UNKNOWN) { /* the address is proven */
+    settings.token = hd->token;
+    settings.tokenlen = hd->tokenlen;
+    settings.token_type = (ngtcp2_token_type)v->token_type;
+  }
   if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token,
-                                                   ep->reset_secret, sizeof(ep->reset_secret),
+                                                   ctx->reset_secret, sizeof(ctx->reset_secret),
                                                    &scid) == 0)
     params.stateless_reset_token_present = 1;
   char err[256];
@@ -581,7 +834,8 @@ aq_conn *aq_conn_accept(struct aq_endpoint *ep, const ngtcp2_path *path,
                                   &settings, &params, NULL, c);
   if (rv != 0 || aq_tls_session_new(c, NULL, err, sizeof(err)) != 0) goto fail;
   ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
-  if (aq_register_cid(c, &scid) != 0 || aq_register_cid(c, &hd->dcid) != 0) goto fail;
+  if (ctx->cfg.keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn, ctx->cfg.keep_alive_ns);
+  if (register_cid(c, &scid) != 0 || register_cid(c, &hd->dcid) != 0) goto fail;
   c->state = AQ_ST_HANDSHAKE;
   return c;
 fail:
@@ -590,8 +844,21 @@ fail:
   return NULL;
 }
 
-/* The endpoint is stopping: tell the peer now instead of waiting for acknowledgements. */
-void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now) {
+/* The accept path both drivers share: a datagram that matches no connection starts one if
+ * it is a valid client Initial (ngtcp2_accept checks the version, the packet type, the
+ * Initial DCID length and the datagram size).  Anything else returns NULL and is dropped.
+ * scid is the server's connection ID (NULL: random, the context's length). */
+aq_conn *aq_conn_accept_packet(aq_ctx *ctx, uint64_t handle, const ngtcp2_path *path,
+                               const uint8_t *data, size_t len, const ngtcp2_cid *scid,
+                               ngtcp2_tstamp now) {
+  ngtcp2_pkt_hd hd;
+  if (!ctx->cfg.is_server || !len || !(data[0] & 0x80)) return NULL;
+  if (ngtcp2_accept(&hd, data, len) != 0) return NULL;
+  return aq_conn_accept(ctx, handle, path, &hd, NULL, scid, now);
+}
+
+/* The driver is stopping: tell the peer now instead of waiting for acknowledgements. */
+void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   if (c->state >= AQ_ST_CLOSING) return;
   if (!c->close_pending) {
     static const char why[] = "endpoint closed";
@@ -604,28 +871,13 @@ void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now) {
       c->close_reason_len = sizeof(why) - 1;
     }
   }
-  do_graceful_close(c, now);
+  do_graceful_close(c, now, q);
 }
 
 void aq_conn_free(aq_conn *c) {
-  struct aq_endpoint *ep = c->ep;
-  aq_sched_remove(c);
-  if (ep->touched == c) ep->touched = c->next_touched;
-  else if (c->touched)
-    for (aq_conn *t = ep->touched; t; t = t->next_touched)
-      if (t->next_touched == c) {
-        t->next_touched = c->next_touched;
-        break;
-      }
-  if (!ep->stopping) emit_closed(c, 0, 0, 0, "connection released", 19);
-  while (c->ncids) aq_unregister_cid(c, &c->cids[c->ncids - 1]);
+  emit_closed(c, 0, 0, 0, "connection released", 19);
+  while (c->ncids) unregister_cid(c, &c->cids[c->ncids - 1]);
   free(c->cids);
-  aq_map_del(&ep->by_handle, &c->handle, sizeof(c->handle));
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    ep->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
   for (size_t i = 0; i < c->streams.cap; i++) {
     aq_map_slot *sl = &c->streams.slots[i];
     if (sl->state == 1) {
@@ -646,6 +898,12 @@ void aq_conn_free(aq_conn *c) {
     c->pings = p->next;
     free(p);
   }
+  while (c->buckets) {
+    aq_bucket *b = c->buckets;
+    c->buckets = b->next;
+    free(b);
+  }
+  free(c->stops);
   free(c->close_reason);
   free(c->close_pkt);
   if (c->conn) ngtcp2_conn_del(c->conn);
@@ -656,7 +914,8 @@ void aq_conn_free(aq_conn *c) {
 
 /* ---------------------------------------------------------------- closing */
 
-static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp2_tstamp now) {
+static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp2_tstamp now,
+                          aq_txq *q) {
   uint8_t buf[1500];
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
@@ -664,7 +923,9 @@ static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp
   ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, buf, sizeof(buf),
                                                       ccerr, now);
   if (n > 0) {
-    aq_send_packets(c->ep, &ps.path, buf, (size_t)n, 0);
+    /* a full queue loses this copy; the saved one answers the peer's next packet */
+    aq_txq_push(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+                c->handle, buf, (size_t)n);
     c->close_pkt = malloc((size_t)n);
     if (c->close_pkt) {
       memcpy(c->close_pkt, buf, (size_t)n);
@@ -674,12 +935,11 @@ static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp
   emit_closed(c, flags | AQ_CLOSE_LOCAL, ccerr->error_code, ccerr->frame_type, ccerr->reason,
               ccerr->reasonlen);
   c->state = n > 0 ? AQ_ST_CLOSING : AQ_ST_DEAD;
-  if (c->state == AQ_ST_DEAD) c->ep->reap_pending = 1;
   c->close_deadline = now + 3 * ngtcp2_conn_get_pto(c->conn);
-  aq_sched_expiry(c, c->close_deadline);
+  c->expiry = c->close_deadline;
 }
 
-static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now) {
+static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   ngtcp2_ccerr ccerr;
   ngtcp2_ccerr_default(&ccerr);
   if (c->close_app)
@@ -690,7 +950,7 @@ static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now) {
                                      c->close_reason_len);
   ccerr.frame_type = c->close_ft;
   c->close_pending = 0;
-  enter_closing(c, &ccerr, c->close_app ? AQ_CLOSE_APP : 0, now);
+  enter_closing(c, &ccerr, c->close_app ? AQ_CLOSE_APP : 0, now, q);
 }
 
 static int all_acked(aq_conn *c) {
@@ -709,7 +969,6 @@ void aq_conn_fail(aq_conn *c, uint32_t flags, uint64_t code, const char *reason)
   if (c->state >= AQ_ST_CLOSING) return;
   emit_closed(c, flags, code, 0, reason, strlen(reason));
   c->state = AQ_ST_DEAD;
-  c->ep->reap_pending = 1;
 }
 
 static void enter_draining(aq_conn *c, ngtcp2_tstamp now) {
@@ -719,15 +978,20 @@ static void enter_draining(aq_conn *c, ngtcp2_tstamp now) {
   emit_closed(c, flags, e->error_code, e->frame_type, e->reason, e->reasonlen);
   c->state = AQ_ST_DRAINING;
   c->close_deadline = now + 3 * ngtcp2_conn_get_pto(c->conn);
-  aq_sched_expiry(c, c->close_deadline);
+  c->expiry = c->close_deadline;
 }
 
-static void fail_with_liberr(aq_conn *c, int rv, ngtcp2_tstamp now) {
+static void fail_with_liberr(aq_conn *c, int rv, ngtcp2_tstamp now, aq_txq *q) {
   ngtcp2_ccerr ccerr;
   ngtcp2_ccerr_default(&ccerr);
   char reason[512];
   uint32_t flags = 0;
-  if (rv == NGTCP2_ERR_CRYPTO) {
+  if (c->alpn_missing) {
+    ngtcp2_ccerr_set_tls_alert(&ccerr, GNUTLS_A_NO_APPLICATION_PROTOCOL, NULL, 0);
+    snprintf(reason, sizeof(reason),
+             "no_application_protocol: the client offered none of the server's ALPN protocols");
+    flags = AQ_CLOSE_TLS;
+  } else if (rv == NGTCP2_ERR_CRYPTO) {
     uint8_t alert = ngtcp2_conn_get_tls_alert(c->conn);
     aq_tls_describe_failure(c, reason, sizeof(reason));
     if (!reason[0])
@@ -744,30 +1008,31 @@ static void fail_with_liberr(aq_conn *c, int rv, ngtcp2_tstamp now) {
   /* report our own reason text, but keep the wire reason empty */
   emit_closed(c, flags | AQ_CLOSE_LOCAL, ccerr.error_code, ccerr.frame_type, reason,
               strlen(reason));
-  enter_closing(c, &ccerr, flags, now);
+  enter_closing(c, &ccerr, flags, now, q);
 }
 
 /* ---------------------------------------------------------------- reading */
 
 void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size_t len,
-                  ngtcp2_tstamp now) {
+                  uint32_t ecn, ngtcp2_tstamp now, aq_txq *q) {
   if (c->state == AQ_ST_CLOSING) {
-    if (c->close_pkt) aq_send_packets(c->ep, path, c->close_pkt, c->close_pktlen, 0);
+    /* RFC 9000 10.2.1: answer a closing connection's packets with the saved close, but only
+     * at the 1st, 2nd, 4th, 8th... packet and never with more bytes than arrived */
+    c->close_rx++;
+    if (c->close_pkt && c->close_pktlen <= len && (c->close_rx & (c->close_rx - 1)) == 0)
+      aq_txq_push(q, (const struct sockaddr *)path->remote.addr, path->remote.addrlen,
+                  c->handle, c->close_pkt, c->close_pktlen);
     return;
   }
   if (c->state >= AQ_ST_DRAINING) return;
-  ngtcp2_pkt_info pi = {0};
-  if (!c->touched) {
-    c->touched = 1;
-    c->next_touched = c->ep->touched;
-    c->ep->touched = c;
-  }
-  aq_scan_conn = c;
+  c->read_ts = now; /* the time callbacks of this read see (handshake_completed_cb) */
+  ngtcp2_pkt_info pi = {.ecn = (uint8_t)(ecn & 3)};
+  aq_cur_conn = c;
   c->pkts_recv++;
   c->bytes_recv += len;
   int rv = ngtcp2_conn_read_pkt(c->conn, path, &pi, data, len, now);
-  aq_scan_conn = NULL;
-  aq_sched_dirty(c);
+  aq_cur_conn = NULL;
+  c->want_write = 1;
   if (rv == 0) return;
   switch (rv) {
     case NGTCP2_ERR_DRAINING:
@@ -781,7 +1046,7 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
     case NGTCP2_ERR_DISCARD_PKT:
       return;
     default:
-      fail_with_liberr(c, rv, now);
+      fail_with_liberr(c, rv, now, q);
       return;
   }
 }
@@ -823,8 +1088,11 @@ static void open_local_streams(aq_conn *c) {
 }
 
 void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
-  (void)now;
   while (c->dirty_head) flush_rx(c, c->dirty_head);
+  if (c->ack_progress) {
+    c->ack_progress = 0;
+    c->last_ack_ts = now;
+  }
   for (int i = 0; i < c->nstops; i++) {
     int64_t sid = c->stops[i].sid;
     aq_stream *s = stream_get(c, sid);
@@ -843,14 +1111,20 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
       if (seen) continue;
     }
     c->stop_seen[c->stop_seen_next++ % (sizeof(c->stop_seen) / sizeof(c->stop_seen[0]))] = sid + 1;
-    aq_emit_simple(c->ep, AQ_EV_STOP_SENDING, c->handle, sid, c->stops[i].code, 0, 0, NULL, 0);
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_STOP_SENDING, c->handle, sid, c->stops[i].code, 0, 0,
+                        NULL, 0);
   }
   c->nstops = 0;
+  if (c->capstops > 64) { /* a burst of STOP_SENDING: give the memory back */
+    free(c->stops);
+    c->stops = NULL;
+    c->capstops = 0;
+  }
   aq_pingreq **pp = &c->pings;
   while (*pp) {
     aq_pingreq *p = *pp;
-    if (p->after_pkn == 2) {
-      aq_emit_simple(c->ep, AQ_EV_PING_ACK, c->handle, -1, p->uid, 0, 0, NULL, 0);
+    if (p->acked) {
+      aq_sink_emit_simple(c->ctx->sink, AQ_EV_PING_ACK, c->handle, -1, p->uid, 0, 0, NULL, 0);
       *pp = p->next;
       free(p);
     } else {
@@ -863,44 +1137,175 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
   }
 }
 
+/* ---------------------------------------------------------------- packet size */
+
+/* ngtcp2's path size (what its PMTUD found), limited by our cap. */
+static size_t path_size(aq_conn *c) {
+  size_t m = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+  return c->cap && c->cap < m ? c->cap : m;
+}
+
+static size_t rung_below(size_t n) {
+  size_t r = AQ_BASE_PLPMTU;
+  for (size_t i = 0; i < AQ_LADDER_LEN && aq_ladder[i] < n; i++) r = aq_ladder[i];
+  return r;
+}
+
+static size_t rung_above(size_t n) {
+  for (size_t i = 0; i < AQ_LADDER_LEN; i++)
+    if (aq_ladder[i] > n) return aq_ladder[i];
+  return 0;
+}
+
+static size_t varint_len(uint64_t v) { return v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8; }
+
+/* Largest DATAGRAM payload that fits one packet of `pkt` bytes and the peer's limit. */
+static size_t max_dgram_payload(aq_conn *c, size_t pkt) {
+  const ngtcp2_transport_params *tp = ngtcp2_conn_get_remote_transport_params(c->conn);
+  if (!tp || !tp->max_datagram_frame_size || pkt <= AQ_DGRAM_OVERHEAD) return 0;
+  uint64_t best = 0, fmax = tp->max_datagram_frame_size;
+  for (size_t vl = 1; vl <= 8; vl *= 2) {
+    if (fmax < 1 + vl) break;
+    uint64_t p = fmax - 1 - vl;
+    if (varint_len(p) <= vl && p > best) best = p;
+  }
+  size_t bypkt = pkt - AQ_DGRAM_OVERHEAD;
+  return best < bypkt ? (size_t)best : bypkt;
+}
+
+/* Packets of `failed` bytes do not get through: send packets of `to` bytes from now on,
+ * climb back rung by rung, and try `failed` again only after a back-off (doubling each time,
+ * up to 10 minutes). */
+static void lower_cap(aq_conn *c, size_t to, size_t failed, ngtcp2_tstamp now) {
+  if (c->cap && c->cap <= to) return;
+  ngtcp2_duration pto = ngtcp2_conn_get_pto(c->conn);
+  c->cap = to;
+  c->cap_step_ts = now;
+  if (failed < c->cap_failed) c->cap_failed = failed;
+  c->cap_retry_at = now + c->cap_backoff;
+  if (c->cap_backoff < 600 * NGTCP2_SECONDS) c->cap_backoff *= 2;
+  c->cap_raise_at = now + 3 * pto;
+  c->want_write = 1;
+}
+
+/* RFC 8899-style black-hole detection and search: when nothing new has been acknowledged for
+ * 4 PTOs while packets larger than the base size are in flight, fall back to 1200 bytes; then
+ * climb the ladder one rung at a time (a rung must see an acknowledgement before the next)
+ * up to the engine's size, retrying the size that failed only after the back-off. */
+static void check_path(aq_conn *c, ngtcp2_tstamp now) {
+  if (c->state != AQ_ST_OPEN) return;
+  size_t cur = path_size(c);
+  ngtcp2_duration pto = ngtcp2_conn_get_pto(c->conn);
+  if (cur > AQ_BASE_PLPMTU && c->last_ack_ts && now >= c->last_ack_ts + 4 * pto) {
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(c->conn, &ci);
+    if (ci.bytes_in_flight) {
+      c->blackholes++;
+      lower_cap(c, AQ_BASE_PLPMTU, cur, now);
+      c->last_ack_ts = now; /* give the smaller packets their own 4 PTOs */
+      return;
+    }
+  }
+  if (!c->cap || now < c->cap_raise_at) return;
+  if (c->last_ack_ts <= c->cap_step_ts) { /* nothing acknowledged since the last step */
+    c->cap_raise_at = now + pto;
+    return;
+  }
+  size_t engine = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+  size_t next = rung_above(c->cap);
+  if (next && next < engine && next >= c->cap_failed) {
+    if (now < c->cap_retry_at) {
+      c->cap_raise_at = c->cap_retry_at;
+      return;
+    }
+    c->cap_failed = SIZE_MAX;
+  } else if ((!next || next >= engine) && engine >= c->cap_failed) {
+    if (now < c->cap_retry_at) {
+      c->cap_raise_at = c->cap_retry_at;
+      return;
+    }
+    c->cap_failed = SIZE_MAX;
+  }
+  c->cap = (!next || next >= engine) ? 0 : next;
+  c->cap_step_ts = now;
+  c->cap_raise_at = now + 3 * pto;
+  c->want_write = 1;
+}
+
+/* A packet of this connection was refused by the network.  EMSGSIZE: the path is smaller
+ * than the packet (unless it was a PMTUD probe, which is allowed to fail): lower the size.
+ * ECONNREFUSED / unreachable: an ICMP error says nobody is there: close. */
+void aq_conn_send_failed(aq_conn *c, const aq_txfail *f, ngtcp2_tstamp now) {
+  if (c->state >= AQ_ST_CLOSING) return;
+  if (f->err == EMSGSIZE) {
+    c->emsgsize++;
+    if ((f->flags & AQ_TX_PROBE) || f->size <= AQ_BASE_PLPMTU) return;
+    lower_cap(c, rung_below(f->size), f->size, now);
+    return;
+  }
+  if (c->state == AQ_ST_HANDSHAKE && f->err == ECONNREFUSED)
+    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "connection refused (nothing listens on that port)");
+  else
+    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0,
+                 f->err == ECONNREFUSED ? "peer unreachable (ICMP port unreachable)"
+                                        : "peer unreachable (ICMP host/network unreachable)");
+}
+
 /* ---------------------------------------------------------------- timers */
 
-void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now) {
+void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   if (c->state == AQ_ST_CLOSING || c->state == AQ_ST_DRAINING) {
-    if (now >= c->close_deadline) {
+    if (now >= c->close_deadline)
       c->state = AQ_ST_DEAD;
-      c->ep->reap_pending = 1;
-    }
+    else
+      c->expiry = c->close_deadline;
     return;
   }
   if (c->state == AQ_ST_DEAD) return;
   if (c->close_pending && now >= c->close_deadline) {
-    do_graceful_close(c, now);
+    do_graceful_close(c, now, q);
     return;
   }
   int rv = ngtcp2_conn_handle_expiry(c->conn, now);
-  aq_sched_dirty(c);
-  if (rv == 0) return;
+  c->want_write = 1;
+  if (rv == 0) {
+    check_path(c, now);
+    return;
+  }
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     aq_conn_fail(c, AQ_CLOSE_IDLE, 0, "idle timeout");
   } else if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
     aq_conn_fail(c, AQ_CLOSE_HANDSHAKE_TIMEOUT, 0, "handshake timeout (no answer from the peer)");
   } else {
-    fail_with_liberr(c, rv, now);
+    fail_with_liberr(c, rv, now, q);
   }
 }
 
 /* ---------------------------------------------------------------- commands */
 
-void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
+void aq_conn_discard_cmd(const aq_cmd *cmd) {
+  switch (cmd->type) {
+    case AQ_CMD_STREAM_DATA:
+      if (cmd->ptr) aq_txbuf_decref(cmd->ptr);
+      break;
+    case AQ_CMD_DATAGRAM:
+    case AQ_CMD_CLOSE:
+      free(cmd->ptr);
+      break;
+    default:
+      break;
+  }
+}
+
+void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q) {
   aq_stream *s;
   if (c->state >= AQ_ST_CLOSING || (c->close_pending && cmd->type != AQ_CMD_STREAM_DATA &&
-                                    cmd->type != AQ_CMD_STREAM_CONSUMED)) {
-    if (cmd->type == AQ_CMD_STREAM_DATA && cmd->ptr) aq_txbuf_decref(cmd->ptr);
-    if (cmd->type == AQ_CMD_DATAGRAM || cmd->type == AQ_CMD_CLOSE) free(cmd->ptr);
+                                    cmd->type != AQ_CMD_STREAM_CONSUMED &&
+                                    cmd->type != AQ_CMD_STATS)) {
+    aq_conn_discard_cmd(cmd);
     return;
   }
-  aq_sched_dirty(c);
+  c->want_write = 1;
   switch (cmd->type) {
     case AQ_CMD_STREAM_DATA:
       s = stream_get_or_create(c, cmd->stream_id);
@@ -914,6 +1319,9 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       }
       if (!s->tx) return;
       atomic_store(&s->tx->notify, 0);
+      /* pairs with aq_stream_write: it stores `head` then tests `notify`; we clear `notify`
+       * then load `head` (stream_pending), so bytes written meanwhile are never stranded */
+      atomic_thread_fence(memory_order_seq_cst);
       if (!s->in_engine) {
         int64_t next = (s->id & 2) ? c->next_local_uni : c->next_local_bidi;
         if (is_local(c, s->id) && s->id >= next) {
@@ -922,7 +1330,8 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
           /* the engine already closed and forgot this stream: the data cannot be sent.
            * Tell Python (it drops the stream's send state) and forget it again. */
           release_writer(c, s);
-          aq_emit_simple(c->ep, AQ_EV_STREAM_CLOSED, c->handle, s->id, 0, 0, 0, NULL, 0);
+          aq_sink_emit_simple(c->ctx->sink, AQ_EV_STREAM_CLOSED, c->handle, s->id, 0, 0, 0,
+                              NULL, 0);
           stream_free(c, s);
           return;
         }
@@ -955,7 +1364,9 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       c->dg_queued += d->len;
       /* Datagrams are unreliable: when the sender outruns the path, the oldest queued ones
        * are dropped (as a full router queue would) instead of growing memory. */
-      while (c->dg_queued > AQ_DGRAM_QUEUE_MAX && c->dg_head != d) {
+      size_t qmax = c->ctx->cfg.datagram_queue ? (size_t)c->ctx->cfg.datagram_queue
+                                               : AQ_DGRAM_QUEUE_MAX;
+      while (c->dg_queued > qmax && c->dg_head != d) {
         aq_dgram *old = c->dg_head;
         c->dg_head = old->next;
         c->dg_queued -= old->len;
@@ -973,6 +1384,20 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       c->ping_pending |= 1;
       break;
     }
+    case AQ_CMD_PRIORITY:
+      if (cmd->stream_id < 0) {
+        c->default_prio = (uint8_t)cmd->code;
+        break;
+      }
+      s = stream_get(c, cmd->stream_id);
+      if (!s && is_local(c, cmd->stream_id)) s = stream_get_or_create(c, cmd->stream_id);
+      if (s && s->prio != (uint8_t)cmd->code) {
+        int was = s->active;
+        deactivate(c, s);
+        s->prio = (uint8_t)cmd->code;
+        if (was) activate(c, s);
+      }
+      break;
     case AQ_CMD_KEY_UPDATE:
       /* NGTCP2_ERR_INVALID_STATE while the previous update is unconfirmed: then the
        * request is dropped, as the peer is about to see fresh keys anyway */
@@ -981,6 +1406,7 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
     case AQ_CMD_STATS: {
       aq_stats st;
       ngtcp2_conn_info ci;
+      memset(&st, 0, sizeof(st));
       ngtcp2_conn_get_conn_info(c->conn, &ci);
       st.smoothed_rtt_ns = ci.smoothed_rtt;
       st.min_rtt_ns = ci.min_rtt;
@@ -989,13 +1415,18 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       st.cwnd = ci.cwnd;
       st.ssthresh = ci.ssthresh;
       st.bytes_in_flight = ci.bytes_in_flight;
-      st.max_udp_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+      st.max_udp_payload = path_size(c);
       st.pkts_sent = c->pkts_sent;
       st.pkts_recv = c->pkts_recv;
       st.bytes_sent = c->bytes_sent;
       st.bytes_recv = c->bytes_recv;
       st.datagrams_dropped = c->dg_dropped;
-      aq_emit_simple(c->ep, AQ_EV_STATS, c->handle, -1, cmd->code, 0, 0, &st, sizeof(st));
+      st.emsgsize = c->emsgsize;
+      st.blackholes = c->blackholes;
+      st.max_datagram_payload = max_dgram_payload(c, path_size(c));
+      st.path_max_udp_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+      aq_sink_emit_simple(c->ctx->sink, AQ_EV_STATS, c->handle, -1, cmd->code, 0, 0, &st,
+                          sizeof(st));
       break;
     }
     case AQ_CMD_CLOSE:
@@ -1006,10 +1437,10 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
       c->close_reason = cmd->ptr;
       c->close_reason_len = cmd->len;
       {
-        uint64_t wait = c->ep->cfg.idle_timeout_ns ? c->ep->cfg.idle_timeout_ns : 30 * NGTCP2_SECONDS;
+        uint64_t wait = c->ctx->cfg.idle_timeout_ns ? c->ctx->cfg.idle_timeout_ns : 30 * NGTCP2_SECONDS;
         c->close_deadline = now + wait;
       }
-      if (c->state == AQ_ST_HANDSHAKE) do_graceful_close(c, now);
+      if (c->state == AQ_ST_HANDSHAKE) do_graceful_close(c, now, q);
       break;
     default:
       break;
@@ -1018,79 +1449,101 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now) {
 
 /* ---------------------------------------------------------------- writing */
 
-static int test_drop(struct aq_endpoint *ep) {
-  ep->test_rng ^= ep->test_rng << 13; /* xorshift64 */
-  ep->test_rng ^= ep->test_rng >> 7;
-  ep->test_rng ^= ep->test_rng << 17;
-  return ep->test_rng % 1000000 < ep->test_loss_ppm;
+static int test_drop(aq_ctx *ctx) {
+  ctx->test_rng ^= ctx->test_rng << 13; /* xorshift64 */
+  ctx->test_rng ^= ctx->test_rng >> 7;
+  ctx->test_rng ^= ctx->test_rng << 17;
+  return ctx->test_rng % 1000000 < ctx->test_loss_ppm;
 }
 
 /* ngtcp2 1.11 has no "send a PING" call.  Its keep-alive writes a PING into a packet that
  * would otherwise be empty once the keep-alive timeout has elapsed since the last packet; so
- * after everything else is flushed, a 1 ns keep-alive and a strictly later timestamp force
- * exactly one PING-only packet.  If pacing or congestion control hold it back, it is retried
- * on the next write. */
-static void write_ping(aq_conn *c, ngtcp2_path *path) {
-  uint8_t buf[1500];
+ * after everything else is written, a 1 ns keep-alive and a timestamp 1 ns later (drivers
+ * never pass a `now` below the previous call's now + 1) force exactly one PING-only packet.  If pacing or congestion control hold it back, it is retried
+ * on the next write.  The packet's number (noted by encrypt_cb) is what its ACK must cover. */
+static void write_ping(aq_conn *c, aq_txq *q, size_t room, ngtcp2_tstamp now) {
+  uint8_t *buf = aq_txq_reserve(q, room);
+  if (!buf) return;
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;
-  ngtcp2_tstamp ts = aq_now();
-  size_t max = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
+  ngtcp2_tstamp ts = now + 1;
   ngtcp2_conn_set_keep_alive_timeout(c->conn, 1);
-  ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->conn, path, &pi, buf,
-                                             max < sizeof(buf) ? max : sizeof(buf), NULL,
+  aq_cur_conn = c;
+  ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf, room, NULL,
                                              NGTCP2_WRITE_STREAM_FLAG_NONE, -1, NULL, 0, ts);
-  ngtcp2_conn_set_keep_alive_timeout(c->conn, UINT64_MAX);
+  aq_cur_conn = NULL;
+  ngtcp2_conn_set_keep_alive_timeout(
+      c->conn, c->ctx->cfg.keep_alive_ns ? c->ctx->cfg.keep_alive_ns : UINT64_MAX);
   if (n <= 0) return;
-  aq_send_packets(c->ep, path, buf, (size_t)n, 0);
+  aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+                c->handle, (size_t)n, 0, 1);
   ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
   c->ping_pending &= ~1;
   for (aq_pingreq *p = c->pings; p; p = p->next)
-    if (p->after_pkn == 0) p->after_pkn = 1;
+    if (!p->sent && !p->acked) {
+      p->sent = 1;
+      p->pkn = c->last_tx_pkn;
+    }
 }
 
-/* Returns 1 if the socket is blocked (stop writing everything). */
-int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
-  struct aq_endpoint *ep = c->ep;
+/* Fill q with this connection's packets: stream data (round robin between streams) and
+ * datagrams, alternating which one leads each packet so neither starves the other.  A PMTUD
+ * probe (a packet larger than the path size) is queued alone.  Returns 1 if q filled up
+ * (the driver flushes it and calls again). */
+int aq_conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
+  c->want_write = 0;
   if (c->state >= AQ_ST_CLOSING) return 0;
-  if (c->close_pending && all_acked(c)) {
-    do_graceful_close(c, now);
-    return 0;
+  /* A close whose data is all acknowledged goes out after one more pass, never before it:
+   * that pass writes what the engine itself still holds (a client's Finished, ACKs, queued
+   * datagrams).  Closing first lost the Finished of a client that closed at once after its
+   * handshake, so the server never saw the connection, nor its close. */
+  int close_now = c->close_pending && all_acked(c);
+  size_t pktmax = path_size(c);
+  /* room for one packet: uncapped, the configured maximum, so that ngtcp2 can write a PMTUD
+   * probe (it writes one only into a buffer that large and sizes every other packet to the
+   * path); capped, exactly the cap */
+  size_t room = pktmax;
+  if (!c->cap) {
+    size_t m = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+    if (m > room) room = m;
   }
-  size_t pktmax = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
-  /* room for one packet: the configured maximum, so that PMTUD probes (larger than the
-   * path's current size) can be written; a probe then travels in a batch of its own */
-  size_t room = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
-  if (room < pktmax) room = pktmax;
-  if (room > ep->txcap / 2) room = ep->txcap / 2;
+  if (room > 65527) room = 65527;
   size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
   size_t maxsegs = quantum / pktmax;
   if (maxsegs < 1) maxsegs = 1;
   if (maxsegs > AQ_MAX_GSO_SEGS) maxsegs = AQ_MAX_GSO_SEGS;
-  if (maxsegs * pktmax > 65000) maxsegs = 65000 / pktmax;
-  uint8_t *buf = ep->txmem;
-  size_t off = 0, seg = 0, nseg = 0;
+  if (maxsegs * pktmax > q->max_batch) maxsegs = q->max_batch / pktmax;
+  if (maxsegs < 1) maxsegs = 1;
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;
-  int blocked = 0;
+  int full = 0, tried_dg = 0, tried_st = 0;
+  aq_cur_conn = c;
   for (;;) {
     ngtcp2_ssize nwrite, ndatalen = -1;
     aq_stream *s = NULL;
-    if (off + room > ep->txcap) {
-      int b = aq_send_packets(ep, &ps.path, buf, off, seg);
-      off = 0;
-      nseg = 0;
-      if (b) {
-        blocked = 1;
-        break;
-      }
+    uint8_t *buf = aq_txq_reserve(q, room);
+    if (!buf) {
+      full = 1;
+      break;
     }
-    if (c->dg_head) {
+    while ((s = first_active(c)) && !stream_pending(s)) deactivate(c, s);
+    if (c->dg_head && !tried_dg && (c->dg_first || tried_st || !s)) {
       aq_dgram *d = c->dg_head;
+      if (d->len + AQ_DGRAM_OVERHEAD > pktmax) { /* the path shrank after it was accepted */
+        c->dg_head = d->next;
+        if (!c->dg_head) c->dg_tail = NULL;
+        c->dg_queued -= d->len;
+        c->dg_dropped++;
+        free(d);
+        continue;
+      }
       ngtcp2_vec v = {d->data, d->len};
       int accepted = 0;
-      nwrite = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, buf + off, room, &accepted,
-                                           NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, now);
+      nwrite = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, buf, room, &accepted,
+                                           NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v,
+                                           d->len ? 1 : 0, now);
       if (accepted || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
           nwrite == NGTCP2_ERR_INVALID_STATE) {
         c->dg_head = d->next;
@@ -1102,12 +1555,15 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
       if (nwrite == NGTCP2_ERR_WRITE_MORE || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
           nwrite == NGTCP2_ERR_INVALID_STATE)
         continue;
+      if (nwrite == 0) { /* congestion or pacing: let the stream path say the same */
+        tried_dg = 1;
+        continue;
+      }
     } else {
       int64_t sid = -1;
       uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
       ngtcp2_vec v[2];
       size_t vcnt = 0, total = 0;
-      while ((s = c->active_head) && !stream_pending(s)) deactivate(c, s);
       if (s) {
         aq_txbuf *tx = s->tx;
         uint64_t fin_at = atomic_load_explicit(&tx->fin_at, memory_order_acquire);
@@ -1127,19 +1583,22 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
         if (fin_at && fin_at - 1 == head) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
         sid = s->id;
       }
-      nwrite = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf + off, room, &ndatalen,
-                                         flags, sid, v, vcnt, now);
+      nwrite = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf, room, &ndatalen, flags,
+                                         sid, v, vcnt, now);
       if (s && ndatalen >= 0) {
         s->tx->sent += (uint64_t)ndatalen;
         if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && (size_t)ndatalen == total) s->fin_sent = 1;
         /* round robin: the next packet starts with the next stream */
-        if (c->active_head == s && s->next_active) {
+        if (!(s->prio & 1) && s->active && s->next_active) {
           deactivate(c, s);
           activate(c, s);
         }
       }
       if (nwrite < 0) {
-        if (nwrite == NGTCP2_ERR_WRITE_MORE) continue;
+        if (nwrite == NGTCP2_ERR_WRITE_MORE) {
+          tried_st = 1;
+          continue;
+        }
         if (s && nwrite == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
           s->blocked = 1;
           deactivate(c, s);
@@ -1154,51 +1613,53 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now) {
       }
     }
     if (nwrite < 0) {
-      if (off) aq_send_packets(ep, &ps.path, buf, off, seg);
-      fail_with_liberr(c, (int)nwrite, now);
+      aq_cur_conn = NULL;
+      fail_with_liberr(c, (int)nwrite, now, q);
       return 0;
     }
     if (nwrite == 0) break;
     size_t n = (size_t)nwrite;
     c->pkts_sent++;
     c->bytes_sent += n;
-    if (ep->test_loss_ppm && test_drop(ep)) continue; /* the packet is "lost" */
-    if (nseg && (n > seg || off + n > 65000)) { /* cannot join: send the batch, move it */
-      if (aq_send_packets(ep, &ps.path, buf, off, seg)) {
-        blocked = 1;
-        off = 0;
-        break;
-      }
-      memmove(buf, buf + off, n);
-      off = 0;
-      nseg = 0;
-    }
-    if (nseg == 0) seg = n;
-    off += n;
-    nseg++;
-    if (n < seg || nseg >= maxsegs) {
-      int b = aq_send_packets(ep, &ps.path, buf, off, seg);
-      off = 0;
-      nseg = 0;
-      if (b) {
-        blocked = 1;
-        break;
-      }
-    }
+    tried_dg = tried_st = 0;
+    c->dg_first = !c->dg_first;
+    if (c->ctx->test_loss_ppm && test_drop(c->ctx)) continue; /* the packet is "lost" */
+    aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+                  c->handle, n, n > pktmax ? AQ_TX_PROBE : 0, maxsegs);
   }
-  if (off && aq_send_packets(ep, &ps.path, buf, off, seg)) blocked = 1;
+  aq_cur_conn = NULL;
+  aq_txq_seal(q);
   ngtcp2_conn_update_pkt_tx_time(c->conn, now);
-  if (!blocked && (c->ping_pending & 1) && c->state == AQ_ST_OPEN) write_ping(c, &ps.path);
+  if (close_now && !full && c->state < AQ_ST_CLOSING) {
+    do_graceful_close(c, now, q);
+    return 0;
+  }
+  if (!full && (c->ping_pending & 1) && c->state == AQ_ST_OPEN) write_ping(c, q, pktmax, now);
+  if (c->state == AQ_ST_OPEN && pktmax != c->last_maxpkt) {
+    /* tell Python the packet size and the largest datagram that fits now */
+    c->last_maxpkt = pktmax;
+    aq_sink_emit_simple(c->ctx->sink, AQ_EV_PATH, c->handle, -1, pktmax,
+                        max_dgram_payload(c, pktmax), 0, NULL, 0);
+  }
   ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
   if (c->close_pending && c->close_deadline < expiry) expiry = c->close_deadline;
-  if (!c->active_head && !c->dg_head && !c->close_pending && c->ep->ack_floor_ns) {
+  if (c->cap && c->cap_raise_at < expiry) expiry = c->cap_raise_at;
+  if (pktmax > AQ_BASE_PLPMTU && c->last_ack_ts && c->state == AQ_ST_OPEN) {
+    ngtcp2_tstamp bh = c->last_ack_ts + 4 * ngtcp2_conn_get_pto(c->conn);
+    if (bh > now && bh < expiry) {
+      ngtcp2_conn_info ci;
+      ngtcp2_conn_get_conn_info(c->conn, &ci);
+      if (ci.bytes_in_flight) expiry = bh; /* black-hole check */
+    }
+  }
+  if (!first_active(c) && !c->dg_head && !c->close_pending && c->ctx->ack_floor_ns) {
     /* Nothing of ours to send: the timer is an ACK delay (srtt/8 in ngtcp2, a few us on
      * loopback), a PTO or idle.  Waiting a little longer lets the application's answer
      * carry the ACK instead of a packet of its own; every timer here tolerates it. */
-    ngtcp2_tstamp floor = now + c->ep->ack_floor_ns;
+    ngtcp2_tstamp floor = now + c->ctx->ack_floor_ns;
     if (expiry < floor) expiry = floor;
   }
-  aq_sched_expiry(c, expiry);
-  if (blocked) aq_sched_dirty(c); /* finish once the socket drains */
-  return blocked;
+  c->expiry = expiry;
+  if (full) c->want_write = 1; /* finish once the queue drains */
+  return full;
 }

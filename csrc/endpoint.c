@@ -1,33 +1,29 @@
 /*
- * endpoint.c - one UDP socket, one network thread, the rings between it and Python.
+ * endpoint.c - the threaded driver: one UDP socket (io.c), one network thread, the command
+ * ring from Python and the event sink to it (events.c), the CID table and the timer heap.
  *
  * The thread owns every ngtcp2 object.  It sleeps in epoll_wait on: the socket, a timerfd
  * armed at the earliest connection expiry, and an eventfd Python writes after pushing
- * commands.  It wakes Python through a second eventfd once per batch of events.
+ * commands.  Connections (conn.c) are sans-IO: this file feeds them datagrams, commands and
+ * timer expiries, flushes the packets they queue through io.c, and hands them back what the
+ * network refused.
  */
 #include "internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
-#include <netinet/udp.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
-#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
-
-#define AQ_SCID_LEN 18
-#define AQ_SOCKBUF (8 * 1024 * 1024)
+#define AQ_TXQ_BYTES (256 * 1024)
+#define AQ_TXQ_ENTS 512
+#define AQ_MAX_FAILS 64
+#define AQ_CODE_MAX ((uint64_t)1 << 62) /* QUIC varints: error codes are below 2^62 */
 
 /* Strictly increasing per thread (each network thread has its own), so a timestamp taken
  * later is always greater than one taken earlier, as ngtcp2 requires. */
@@ -51,296 +47,259 @@ void aq_rand_bytes(uint8_t *dst, size_t n) {
 const char *aq_ngtcp2_version(void) { return ngtcp2_version(0)->version_str; }
 const char *aq_gnutls_version(void) { return gnutls_check_version(NULL); }
 
-/* ---------------------------------------------------------------- events */
+/* ---------------------------------------------------------------- epoll interest */
 
-static void set_sock_in(struct aq_endpoint *ep, int on) {
-  struct epoll_event ev = {.events = (on ? EPOLLIN : 0) | (ep->want_out ? EPOLLOUT : 0),
-                           .data.fd = ep->fd};
-  epoll_ctl(ep->epfd, EPOLL_CTL_MOD, ep->fd, &ev);
+/* Read packets only while the event sink has room (a full sink means Python is behind);
+ * wait for EPOLLOUT only while the transmit queue holds packets the socket refused. */
+static void update_interest(struct aq_endpoint *ep) {
+  int reading = !atomic_load(&ep->sink.blocked);
+  int want_out = !aq_txq_empty(&ep->txq);
+  if (reading == ep->reading && want_out == ep->want_out) return;
+  ep->reading = reading;
+  ep->want_out = want_out;
+  struct epoll_event ev = {.events = (reading ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0),
+                           .data.fd = ep->io.fd};
+  epoll_ctl(ep->epfd, EPOLL_CTL_MOD, ep->io.fd, &ev);
 }
 
-void aq_emit(struct aq_endpoint *ep, const aq_event *ev) {
-  ep->ev_pushed++;
-  if (!ep->ovf_head && aq_ring_push(&ep->events, ev) == 0) return;
-  aq_evnode *n = malloc(sizeof(*n));
-  if (!n) { /* out of memory: the event is lost, free its payload */
-    free(ev->data);
-    return;
+/* ---------------------------------------------------------------- CID table (ctx hooks) */
+
+static int cid_added(void *driver, aq_conn *c, const ngtcp2_cid *cid) {
+  struct aq_endpoint *ep = driver;
+  return aq_map_put(&ep->by_cid, cid->data, cid->datalen, c);
+}
+
+static void cid_removed(void *driver, aq_conn *c, const ngtcp2_cid *cid) {
+  struct aq_endpoint *ep = driver;
+  if (aq_map_get(&ep->by_cid, cid->data, cid->datalen) == c)
+    aq_map_del(&ep->by_cid, cid->data, cid->datalen);
+}
+
+/* ---------------------------------------------------------------- connections */
+
+/* After any call into a connection: follow its wishes (write, timer, death). */
+static void follow(struct aq_endpoint *ep, aq_conn *c) {
+  if (c->half_counted && c->state != AQ_ST_HANDSHAKE) { /* left the handshake, any way */
+    c->half_counted = 0;
+    ep->half_open--;
   }
-  n->next = NULL;
-  n->ev = *ev;
-  if (ep->ovf_tail)
-    ep->ovf_tail->next = n;
+  if (c->want_write) aq_sched_dirty(c);
+  if (c->expiry != c->sched_at) aq_sched_expiry(c, c->expiry);
+  if (c->state == AQ_ST_DEAD) ep->reap_pending = 1;
+}
+
+void aq_ep_follow(struct aq_endpoint *ep, aq_conn *c) { follow(ep, c); }
+
+static void link_conn(struct aq_endpoint *ep, aq_conn *c) {
+  c->ep = ep;
+  c->sched_at = UINT64_MAX;
+  c->next = ep->conns;
+  if (ep->conns) ep->conns->prev = c;
+  ep->conns = c;
+}
+
+void aq_ep_link(struct aq_endpoint *ep, aq_conn *c) { link_conn(ep, c); }
+
+static void conn_release(struct aq_endpoint *ep, aq_conn *c) {
+  aq_sched_remove(c);
+  if (ep->touched == c) {
+    ep->touched = c->next_touched;
+  } else if (c->touched) {
+    for (aq_conn *t = ep->touched; t; t = t->next_touched)
+      if (t->next_touched == c) {
+        t->next_touched = c->next_touched;
+        break;
+      }
+  }
+  if (c->half_counted) {
+    c->half_counted = 0;
+    ep->half_open--;
+  }
+  aq_map_del(&ep->by_handle, &c->handle, sizeof(c->handle));
+  if (c->prev)
+    c->prev->next = c->next;
   else
-    ep->ovf_head = n;
-  ep->ovf_tail = n;
-  if (!atomic_load(&ep->ev_blocked)) {
-    atomic_store(&ep->ev_blocked, 1);
-    set_sock_in(ep, 0); /* stop reading packets until Python catches up */
-  }
-}
-
-void aq_emit_simple(struct aq_endpoint *ep, uint32_t type, uint64_t conn, int64_t sid,
-                    uint64_t code, uint64_t code2, uint32_t flags, const void *data,
-                    size_t len) {
-  aq_event ev = {type, flags, conn, sid, code, code2, NULL, len};
-  if (data && len) {
-    ev.data = malloc(len);
-    if (!ev.data) return;
-    memcpy(ev.data, data, len);
-  } else {
-    ev.len = 0;
-  }
-  aq_emit(ep, &ev);
-}
-
-static void flush_overflow(struct aq_endpoint *ep) {
-  while (ep->ovf_head && aq_ring_push(&ep->events, &ep->ovf_head->ev) == 0) {
-    aq_evnode *n = ep->ovf_head;
-    ep->ovf_head = n->next;
-    free(n);
-    ep->ev_pushed++;
-  }
-  if (!ep->ovf_head) {
-    ep->ovf_tail = NULL;
-    if (atomic_load(&ep->ev_blocked)) {
-      atomic_store(&ep->ev_blocked, 0);
-      set_sock_in(ep, 1);
-    }
-  }
-}
-
-static void wake_python(struct aq_endpoint *ep) {
-  if (!ep->ev_pushed) return;
-  ep->ev_pushed = 0;
-  uint64_t one = 1;
-  ssize_t r = write(ep->ev_efd, &one, sizeof(one));
-  (void)r;
-}
-
-/* ---------------------------------------------------------------- CID table */
-
-int aq_register_cid(aq_conn *c, const ngtcp2_cid *cid) {
-  if (c->ncids == c->capcids) {
-    int cap = c->capcids ? c->capcids * 2 : 8;
-    ngtcp2_cid *n = realloc(c->cids, (size_t)cap * sizeof(*n));
-    if (!n) return -1;
-    c->cids = n;
-    c->capcids = cap;
-  }
-  c->cids[c->ncids++] = *cid;
-  return aq_map_put(&c->ep->by_cid, cid->data, cid->datalen, c);
-}
-
-void aq_unregister_cid(aq_conn *c, const ngtcp2_cid *cid) {
-  for (int i = 0; i < c->ncids; i++) {
-    if (ngtcp2_cid_eq(&c->cids[i], cid)) {
-      c->cids[i] = c->cids[--c->ncids];
-      break;
-    }
-  }
-  if (aq_map_get(&c->ep->by_cid, cid->data, cid->datalen) == c)
-    aq_map_del(&c->ep->by_cid, cid->data, cid->datalen);
+    ep->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  aq_conn_free(c);
 }
 
 /* ---------------------------------------------------------------- sending */
 
-static int send_raw(struct aq_endpoint *ep, const struct sockaddr *to, socklen_t tolen,
-                    const uint8_t *data, size_t len, size_t seg) {
-  struct iovec iov = {(void *)data, len};
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!ep->connected) {
-    msg.msg_name = (void *)to;
-    msg.msg_namelen = tolen;
-  }
-  if (seg && seg < len) {
-    memset(&u, 0, sizeof(u));
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof(u.buf);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_UDP;
-    cm->cmsg_type = UDP_SEGMENT;
-    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    uint16_t s = (uint16_t)seg;
-    memcpy(CMSG_DATA(cm), &s, sizeof(s));
-  }
-  for (;;) {
-    ssize_t n = sendmsg(ep->fd, &msg, 0);
-    if (n >= 0) return 0;
-    if (errno == EINTR) continue;
-    return -errno;
-  }
+static aq_conn *conn_by_handle(struct aq_endpoint *ep, uint64_t h) {
+  return h ? aq_map_get(&ep->by_handle, &h, sizeof(h)) : NULL;
 }
 
-/* Returns 0 when sent (or dropped for good), 1 when the socket is full and the batch was
- * kept for EPOLLOUT. */
-int aq_send_packets(struct aq_endpoint *ep, const ngtcp2_path *path, const uint8_t *data,
-                    size_t len, size_t seg) {
-  const struct sockaddr *to = path->remote.addr;
-  socklen_t tolen = path->remote.addrlen;
-  if (seg >= len) seg = 0;
-  if (seg && !ep->gso_ok) {
-    for (size_t off = 0; off < len; off += seg) {
-      size_t n = len - off < seg ? len - off : seg;
-      int rv = send_raw(ep, to, tolen, data + off, n, 0);
-      if (rv == -EAGAIN || rv == -EWOULDBLOCK) {
-        /* keep the rest for later */
-        memmove(ep->txmem, data + off, len - off);
-        ep->pend_len = len - off;
-        ep->pend_seg = seg;
-        goto pending;
-      }
+/* Send what is queued; hand refused packets back to their connections. */
+static int flush_tx(struct aq_endpoint *ep) {
+  aq_txfail fails[AQ_MAX_FAILS];
+  int nfails = 0;
+  int rv = aq_io_flush(&ep->io, &ep->txq, fails, &nfails, AQ_MAX_FAILS);
+  if (nfails) {
+    ngtcp2_tstamp now = aq_now();
+    for (int i = 0; i < nfails; i++) {
+      aq_conn *c = conn_by_handle(ep, fails[i].owner);
+      if (!c) continue;
+      aq_conn_send_failed(c, &fails[i], now);
+      follow(ep, c);
     }
-    return 0;
   }
-  int rv = send_raw(ep, to, tolen, data, len, seg);
-  if (rv == 0) return 0;
-  if (rv == -EIO && seg) { /* no GSO on this path: never try again */
-    ep->gso_ok = 0;
-    return aq_send_packets(ep, path, data, len, seg);
+  if (ep->io.send_errors && !ep->error_reported) {
+    ep->error_reported = 1;
+    static const char msg[] = "UDP send failed (packet dropped; counted, reported once)";
+    aq_sink_emit_simple(&ep->sink, AQ_EV_ERROR, 0, -1, ep->io.send_errors, 0, 0, msg,
+                        sizeof(msg) - 1);
   }
-  if (rv == -EAGAIN || rv == -EWOULDBLOCK) {
-    if (data != ep->txmem) memmove(ep->txmem, data, len);
-    ep->pend_len = len;
-    ep->pend_seg = seg;
-    goto pending;
-  }
-  return 0; /* ECONNREFUSED, EMSGSIZE, ...: the packet is lost, QUIC recovers */
-pending:
-  memcpy(&ep->pend_addr, to, tolen);
-  ep->pend_addrlen = tolen;
-  ep->pending_tx = 1;
-  ep->want_out = 1;
-  set_sock_in(ep, !atomic_load(&ep->ev_blocked));
-  return 1;
-}
-
-static void flush_pending(struct aq_endpoint *ep) {
-  if (!ep->pending_tx) return;
-  ngtcp2_path path = {{NULL, 0}, {(ngtcp2_sockaddr *)&ep->pend_addr, ep->pend_addrlen}, NULL};
-  ep->pending_tx = 0;
-  ep->want_out = 0;
-  if (aq_send_packets(ep, &path, ep->txmem, ep->pend_len, ep->pend_seg) == 0)
-    set_sock_in(ep, !atomic_load(&ep->ev_blocked));
+  return rv;
 }
 
 /* ---------------------------------------------------------------- receiving */
 
+/* Packets answered without connection state (stateless reset, version negotiation) cost an
+ * attacker one spoofed datagram each and can be aimed at a victim: at most
+ * AQ_STATELESS_RATE per second per endpoint, in bursts of up to AQ_STATELESS_BURST. */
+#define AQ_STATELESS_RATE 100.0
+#define AQ_STATELESS_BURST 10.0
+
+static int stateless_allowed(struct aq_endpoint *ep) {
+  ngtcp2_tstamp now = aq_now();
+  if (!ep->stateless_ts) {
+    ep->stateless_tokens = AQ_STATELESS_BURST;
+  } else {
+    double add = (double)(now - ep->stateless_ts) * AQ_STATELESS_RATE / (double)NGTCP2_SECONDS;
+    ep->stateless_tokens += add;
+    if (ep->stateless_tokens > AQ_STATELESS_BURST) ep->stateless_tokens = AQ_STATELESS_BURST;
+  }
+  ep->stateless_ts = now;
+  if (ep->stateless_tokens < 1.0) {
+    ep->stateless_dropped++;
+    return 0;
+  }
+  ep->stateless_tokens -= 1.0;
+  return 1;
+}
+
 static void send_version_negotiation(struct aq_endpoint *ep, const ngtcp2_version_cid *vc,
-                                     const struct sockaddr *to, socklen_t tolen) {
+                                     const struct sockaddr *to, socklen_t tolen, size_t pktlen) {
   uint8_t buf[256];
   uint32_t sv[] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
   uint8_t unused;
+  if (pktlen < 1200) return; /* RFC 9000 6.1: only for a datagram of at least 1200 bytes */
+  if (!stateless_allowed(ep)) return;
   aq_rand_bytes(&unused, 1);
   ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(buf, sizeof(buf), unused, vc->scid,
                                                         vc->scidlen, vc->dcid, vc->dcidlen,
                                                         sv, 2);
-  if (n > 0) send_raw(ep, to, tolen, buf, (size_t)n, 0);
+  if (n > 0) aq_txq_push(&ep->txq, to, tolen, 0, buf, (size_t)n);
 }
 
 static void send_stateless_reset(struct aq_endpoint *ep, const ngtcp2_version_cid *vc,
                                  size_t pktlen, const struct sockaddr *to, socklen_t tolen) {
   /* Smaller than what triggered it, so two endpoints cannot loop; too short: stay silent. */
   if (pktlen < 43) return;
+  if (!stateless_allowed(ep)) return;
   uint8_t buf[1200], token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[1200];
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->reset_secret,
-                                                   sizeof(ep->reset_secret), &cid) != 0)
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->ctx.reset_secret,
+                                                   sizeof(ep->ctx.reset_secret), &cid) != 0)
     return;
   size_t len = pktlen - 1 < sizeof(buf) ? pktlen - 1 : sizeof(buf);
   size_t randlen = len - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
   aq_rand_bytes(rnd, randlen);
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, len, token, rnd, randlen);
-  if (n > 0) send_raw(ep, to, tolen, buf, (size_t)n, 0);
+  if (n > 0) aq_txq_push(&ep->txq, to, tolen, 0, buf, (size_t)n);
+}
+
+static void touch(struct aq_endpoint *ep, aq_conn *c) {
+  if (c->touched) return;
+  c->touched = 1;
+  c->next_touched = ep->touched;
+  ep->touched = c;
 }
 
 static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, socklen_t fromlen,
                      const uint8_t *data, size_t len, ngtcp2_tstamp now) {
   ngtcp2_version_cid vc;
-  int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, AQ_SCID_LEN);
+  int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, ep->ctx.cid_len);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
-    if (ep->cfg.is_server) send_version_negotiation(ep, &vc, (struct sockaddr *)from, fromlen);
+    if (ep->ctx.cfg.is_server)
+      send_version_negotiation(ep, &vc, (struct sockaddr *)from, fromlen, len);
     return;
   }
   if (rv != 0) return;
-  ngtcp2_path path = {{(ngtcp2_sockaddr *)&ep->local, ep->locallen},
+  ngtcp2_path path = {{(ngtcp2_sockaddr *)&ep->io.local, ep->io.locallen},
                       {(ngtcp2_sockaddr *)from, fromlen},
                       NULL};
   aq_conn *c = aq_map_get(&ep->by_cid, vc.dcid, vc.dcidlen);
   if (!c) {
-    if (!ep->cfg.is_server) return;
+    if (!ep->ctx.cfg.is_server) return;
     if (data[0] & 0x80) {
       ngtcp2_pkt_hd hd;
       if (ngtcp2_accept(&hd, data, len) != 0) return;
-      c = aq_conn_accept(ep, &path, &hd, now);
+      aq_validation v;
+      uint8_t reply[256];
+      size_t replylen;
+      switch (aq_admit_initial(&ep->admit, &hd, (struct sockaddr *)from, fromlen, ep->half_open,
+                               ep->ctx.cid_len, now, &v, reply, sizeof(reply), &replylen)) {
+      case AQ_ADMIT_ACCEPT:
+        break;
+      case AQ_ADMIT_RETRY: /* smaller than the Initial (>= 1200 bytes): no amplification */
+        aq_txq_push(&ep->txq, (struct sockaddr *)from, fromlen, 0, reply, replylen);
+        return;
+      case AQ_ADMIT_CLOSE:
+        if (stateless_allowed(ep))
+          aq_txq_push(&ep->txq, (struct sockaddr *)from, fromlen, 0, reply, replylen);
+        return;
+      default:
+        return;
+      }
+      c = aq_conn_accept(&ep->ctx, ep->next_handle, &path, &hd, &v, NULL, now);
       if (!c) return;
+      if (aq_map_put(&ep->by_handle, &c->handle, sizeof(c->handle), c) != 0) {
+        c->accepted_emitted = -1;
+        aq_conn_free(c);
+        return;
+      }
+      ep->next_handle++;
+      link_conn(ep, c);
+      c->half_counted = 1; /* follow() and conn_release() subtract it, whatever the path */
+      ep->half_open++;
     } else {
       send_stateless_reset(ep, &vc, len, (struct sockaddr *)from, fromlen);
       return;
     }
   }
-  aq_conn_read(c, &path, data, len, now);
+  aq_conn_read(c, &path, data, len, 0, now, &ep->txq);
+  touch(ep, c);
+  follow(ep, c);
 }
 
 static void fail_refused(struct aq_endpoint *ep) {
-  for (aq_conn *c = ep->conns; c; c = c->next)
+  for (aq_conn *c = ep->conns; c; c = c->next) {
     if (c->state == AQ_ST_HANDSHAKE)
       aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "connection refused (nothing listens on that port)");
+    else
+      aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "peer unreachable (ICMP port unreachable)");
+    follow(ep, c);
+  }
 }
 
 static void read_packets(struct aq_endpoint *ep) {
-  struct mmsghdr msgs[AQ_RX_BATCH];
-  struct iovec iov[AQ_RX_BATCH];
-  struct sockaddr_storage addrs[AQ_RX_BATCH];
-  union {
-    char buf[CMSG_SPACE(sizeof(int)) + 64];
-    struct cmsghdr align;
-  } ctl[AQ_RX_BATCH];
+  aq_rxmsg msgs[AQ_RX_BATCH];
   for (int round = 0; round < 16; round++) {
-    if (atomic_load(&ep->ev_blocked)) return;
-    for (int i = 0; i < AQ_RX_BATCH; i++) {
-      iov[i].iov_base = ep->rxmem + (size_t)i * AQ_RX_BUFSZ;
-      iov[i].iov_len = AQ_RX_BUFSZ;
-      memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
-      msgs[i].msg_hdr.msg_name = &addrs[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = ctl[i].buf;
-      msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
+    if (atomic_load(&ep->sink.blocked)) return;
+    int n = aq_io_recv(&ep->io, ep->rxmem, msgs);
+    if (n == -ECONNREFUSED) {
+      if (ep->io.connected) fail_refused(ep);
+      continue;
     }
-    int n = recvmmsg(ep->fd, msgs, AQ_RX_BATCH, MSG_DONTWAIT, NULL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ECONNREFUSED) {
-        fail_refused(ep);
-        continue;
-      }
-      return; /* EAGAIN or a transient error */
-    }
+    if (n <= 0) return; /* nothing waiting, or a transient error */
     ngtcp2_tstamp now = aq_now();
     for (int i = 0; i < n; i++) {
-      size_t len = msgs[i].msg_len;
-      size_t seg = len;
-      for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm;
-           cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
-        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-          int s;
-          memcpy(&s, CMSG_DATA(cm), sizeof(s));
-          if (s > 0) seg = (size_t)s;
-        }
-      }
-      const uint8_t *base = iov[i].iov_base;
-      for (size_t off = 0; off < len; off += seg) {
-        size_t l = len - off < seg ? len - off : seg;
-        dispatch(ep, &addrs[i], msgs[i].msg_hdr.msg_namelen, base + off, l, now);
+      for (size_t off = 0; off < msgs[i].len; off += msgs[i].seg) {
+        size_t l = msgs[i].len - off < msgs[i].seg ? msgs[i].len - off : msgs[i].seg;
+        dispatch(ep, &msgs[i].from, msgs[i].fromlen, msgs[i].data + off, l, now);
       }
     }
     now = aq_now();
@@ -350,26 +309,13 @@ static void read_packets(struct aq_endpoint *ep) {
       c->touched = 0;
       c->next_touched = NULL;
       aq_conn_after_read(c, now);
+      follow(ep, c);
     }
     if (n < AQ_RX_BATCH) return;
   }
 }
 
 /* ---------------------------------------------------------------- commands */
-
-static void discard_cmd(aq_cmd *cmd) {
-  switch (cmd->type) {
-    case AQ_CMD_STREAM_DATA:
-      if (cmd->ptr) aq_txbuf_decref(cmd->ptr);
-      break;
-    case AQ_CMD_DATAGRAM:
-    case AQ_CMD_CLOSE:
-      free(cmd->ptr);
-      break;
-    default:
-      break;
-  }
-}
 
 static void process_commands(struct aq_endpoint *ep) {
   aq_cmd cmd;
@@ -381,22 +327,23 @@ static void process_commands(struct aq_endpoint *ep) {
       ep->stopping = 1;
       continue;
     }
-    aq_conn *c = aq_map_get(&ep->by_handle, &cmd.conn, sizeof(cmd.conn));
+    aq_conn *c = conn_by_handle(ep, cmd.conn);
     if (!c) {
-      discard_cmd(&cmd);
+      aq_conn_discard_cmd(&cmd);
       continue;
     }
-    aq_conn_command(c, &cmd, now);
+    aq_conn_command(c, &cmd, now, &ep->txq);
+    follow(ep, c);
   }
   if (any && atomic_exchange(&ep->cmd_waiter, 0))
-    aq_emit_simple(ep, AQ_EV_CMD_SPACE, 0, -1, 0, 0, 0, NULL, 0);
+    aq_sink_emit_simple(&ep->sink, AQ_EV_CMD_SPACE, 0, -1, 0, 0, 0, NULL, 0);
 }
 
 /* ---------------------------------------------------------------- timers, loop */
 
 static void arm_timer(struct aq_endpoint *ep) {
   aq_conn *top = aq_sched_top(ep);
-  ngtcp2_tstamp next = top ? top->expiry : UINT64_MAX;
+  ngtcp2_tstamp next = top ? top->sched_at : UINT64_MAX;
   if (next == ep->armed) return;
   ep->armed = next;
   struct itimerspec its = {{0, 0}, {0, 0}};
@@ -416,9 +363,11 @@ static void handle_timers(struct aq_endpoint *ep) {
   ep->armed = 0;
   ngtcp2_tstamp now = aq_now();
   aq_conn *c;
-  while ((c = aq_sched_top(ep)) && c->expiry <= now) {
-    aq_sched_expiry(c, UINT64_MAX); /* the next write sets the new expiry */
-    aq_conn_on_expiry(c, now);
+  while ((c = aq_sched_top(ep)) && c->sched_at <= now) {
+    c->expiry = UINT64_MAX; /* the next write sets the new expiry */
+    aq_sched_expiry(c, UINT64_MAX);
+    aq_conn_on_expiry(c, now, &ep->txq);
+    follow(ep, c);
   }
 }
 
@@ -428,9 +377,42 @@ static void reap(struct aq_endpoint *ep) {
   aq_conn *c = ep->conns;
   while (c) {
     aq_conn *next = c->next;
-    if (c->state == AQ_ST_DEAD) aq_conn_free(c);
+    if (c->state == AQ_ST_DEAD) conn_release(ep, c);
     c = next;
   }
+}
+
+/* Write every connection that has something to say, flushing the queue whenever it fills;
+ * stop while the socket is full (EPOLLOUT resumes). */
+static void write_all(struct aq_endpoint *ep) {
+  if (!aq_txq_empty(&ep->txq) && flush_tx(ep) == AQ_IO_BLOCKED) return;
+  ngtcp2_tstamp now = aq_now();
+  /* only the connections dirty now: one that asks again is served on the next pass */
+  aq_conn *list = ep->dirty_head;
+  ep->dirty_head = ep->dirty_tail = NULL;
+  for (aq_conn *c = list; c; c = list) {
+    list = c->next_dirty;
+    c->dirty = 0;
+    c->next_dirty = NULL;
+    int blocked = 0;
+    while (aq_conn_write(c, now, &ep->txq)) {
+      if (flush_tx(ep) == AQ_IO_BLOCKED) {
+        blocked = 1;
+        break;
+      }
+    }
+    follow(ep, c);
+    if (blocked) {
+      for (aq_conn *r = list; r; r = list) { /* the rest waits for EPOLLOUT */
+        list = r->next_dirty;
+        r->dirty = 0;
+        r->next_dirty = NULL;
+        aq_sched_dirty(r);
+      }
+      return;
+    }
+  }
+  if (!aq_txq_empty(&ep->txq)) flush_tx(ep);
 }
 
 /* Before sleeping, poll for up to spin_ns: the answer to what was just sent usually comes
@@ -453,14 +435,12 @@ static void *net_main(void *arg) {
   while (!ep->stopping) {
     process_commands(ep);
     if (ep->stopping) break;
-    if (ep->ovf_head) flush_overflow(ep);
-    flush_pending(ep);
-    ngtcp2_tstamp now = aq_now();
-    aq_conn *c;
-    while (!ep->pending_tx && (c = aq_sched_pop_dirty(ep))) aq_conn_write(c, now);
+    if (ep->sink.ovf_head) aq_sink_flush(&ep->sink);
+    write_all(ep);
     reap(ep);
     arm_timer(ep);
-    wake_python(ep);
+    update_interest(ep);
+    aq_sink_wake(&ep->sink);
 
     if (ep->spin_ns && spin_for_work(ep, evs)) continue;
     atomic_store(&ep->net_sleeping, 1);
@@ -473,8 +453,8 @@ static void *net_main(void *arg) {
     atomic_store(&ep->net_sleeping, 0);
     for (int i = 0; i < n; i++) {
       int fd = evs[i].data.fd;
-      if (fd == ep->fd) {
-        if (evs[i].events & EPOLLOUT) flush_pending(ep);
+      if (fd == ep->io.fd) {
+        if (evs[i].events & EPOLLOUT) flush_tx(ep);
         if (evs[i].events & (EPOLLIN | EPOLLERR)) read_packets(ep);
       } else if (fd == ep->timerfd) {
         handle_timers(ep);
@@ -487,66 +467,16 @@ static void *net_main(void *arg) {
   }
   /* say goodbye to every peer before the thread goes away */
   ngtcp2_tstamp now = aq_now();
-  for (aq_conn *c = ep->conns; c; c = c->next) aq_conn_shutdown(c, now);
+  ep->ctx.quiet = 1;
+  for (aq_conn *c = ep->conns; c; c = c->next) {
+    aq_conn_shutdown(c, now, &ep->txq);
+    if (aq_txq_empty(&ep->txq) == 0 && ep->txq.used > AQ_TXQ_BYTES / 2) flush_tx(ep);
+  }
+  flush_tx(ep);
   return NULL;
 }
 
 /* ---------------------------------------------------------------- public API */
-
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
-  memset(ss, 0, sizeof(*ss));
-  struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    *len = sizeof(*a4);
-    return 0;
-  }
-  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    *len = sizeof(*a6);
-    return 0;
-  }
-  return -1;
-}
-
-static int make_socket(struct aq_endpoint *ep, const char *host, int port, char *err,
-                       size_t errlen) {
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  if (parse_addr(host, port, &ss, &sl) != 0) {
-    AQ_ERR(err, errlen, "not a numeric IPv4/IPv6 address: %s", host);
-    return -1;
-  }
-  ep->family = ss.ss_family;
-  ep->fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (ep->fd < 0) {
-    AQ_ERR(err, errlen, "socket: %s", strerror(errno));
-    return -1;
-  }
-  int one = 1, sz = AQ_SOCKBUF;
-  if (setsockopt(ep->fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) != 0)
-    setsockopt(ep->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-  if (setsockopt(ep->fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) != 0)
-    setsockopt(ep->fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-  ep->gro_ok = setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
-  int seg = 0;
-  socklen_t segl = sizeof(seg);
-  ep->gso_ok = getsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &seg, &segl) == 0;
-  if (ss.ss_family == AF_INET6) {
-    int off = 0; /* "::" also takes IPv4-mapped peers */
-    setsockopt(ep->fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-  }
-  if (bind(ep->fd, (struct sockaddr *)&ss, sl) != 0) {
-    AQ_ERR(err, errlen, "cannot bind UDP %s port %d: %s", host, port, strerror(errno));
-    return -1;
-  }
-  ep->locallen = sizeof(ep->local);
-  getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->locallen);
-  return 0;
-}
 
 aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, char *err,
                              size_t errlen) {
@@ -555,54 +485,66 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
     AQ_ERR(err, errlen, "out of memory");
     return NULL;
   }
-  ep->cfg = *cfg;
-  ep->fd = ep->epfd = ep->timerfd = ep->cmd_efd = ep->ev_efd = -1;
+  ep->ctx.cfg = *cfg;
+  ep->io.fd = ep->epfd = ep->timerfd = ep->cmd_efd = ep->sink.efd = -1;
   ep->next_handle = 1;
+  ep->ctx.sink = &ep->sink;
+  ep->ctx.driver = ep;
+  ep->ctx.cid_added = cid_added;
+  ep->ctx.cid_removed = cid_removed;
+  ep->ctx.cid_len = cfg->cid_len ? cfg->cid_len : 18;
   if (cfg->alpn_len) {
-    ep->alpn = malloc(cfg->alpn_len);
-    if (!ep->alpn) goto oom;
-    memcpy(ep->alpn, cfg->alpn, cfg->alpn_len);
-    ep->alpn_len = cfg->alpn_len;
+    ep->ctx.alpn = malloc(cfg->alpn_len);
+    if (!ep->ctx.alpn) goto oom;
+    memcpy(ep->ctx.alpn, cfg->alpn, cfg->alpn_len);
+    ep->ctx.alpn_len = cfg->alpn_len;
   }
-  ep->cfg.alpn = ep->alpn;
+  ep->ctx.cfg.alpn = ep->ctx.alpn;
+  if (cfg->token_len && !cfg->is_server) {
+    ep->ctx.token = malloc(cfg->token_len);
+    if (!ep->ctx.token) goto oom;
+    memcpy(ep->ctx.token, cfg->token, cfg->token_len);
+  }
+  ep->ctx.cfg.token = ep->ctx.token;
+  if (!ep->ctx.token) ep->ctx.cfg.token_len = 0;
   /* the PEM buffers and paths are only needed until the credentials are loaded */
-  if (aq_tls_load(ep, err, errlen) != 0) goto fail;
-  ep->cfg.cert_pem = ep->cfg.key_pem = ep->cfg.key_password = NULL;
-  ep->cfg.ca_file = ep->cfg.ca_path = ep->cfg.ca_pem = NULL;
-  if (make_socket(ep, host, port, err, errlen) != 0) goto fail;
+  if (aq_tls_load(&ep->ctx, err, errlen) != 0) goto fail;
+  ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
+  ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
+  if (aq_io_open(&ep->io, host, port, (size_t)cfg->socket_buffer, err, errlen) != 0) goto fail;
   if (aq_ring_init(&ep->cmds, cfg->cmd_ring_size ? cfg->cmd_ring_size : 4096, sizeof(aq_cmd)) ||
-      aq_ring_init(&ep->events, cfg->event_ring_size ? cfg->event_ring_size : 4096,
-                   sizeof(aq_event)) ||
+      aq_sink_init(&ep->sink, cfg->event_ring_size, 1) ||
+      aq_txq_init(&ep->txq, AQ_TXQ_BYTES, AQ_TXQ_ENTS) ||
       aq_map_init(&ep->by_cid, 64) || aq_map_init(&ep->by_handle, 64))
     goto oom;
   ep->rxmem = malloc((size_t)AQ_RX_BATCH * AQ_RX_BUFSZ);
-  ep->txcap = 65536 + 2048;
-  ep->txmem = malloc(ep->txcap);
-  if (!ep->rxmem || !ep->txmem) goto oom;
-  aq_rand_bytes(ep->reset_secret, sizeof(ep->reset_secret));
+  if (!ep->rxmem) goto oom;
+  aq_rand_bytes(ep->ctx.reset_secret, sizeof(ep->ctx.reset_secret));
+  aq_rand_bytes(ep->ctx.token_secret, sizeof(ep->ctx.token_secret));
+  if (aq_admit_init(&ep->admit, cfg, ep->ctx.token_secret) != 0) goto oom;
   {
-    /* fault injection for tests (this machine has no netem): drop sent packets at random */
-    /* tuning: how long a connection with nothing to send may hold a pure ACK (default
-     * 1 ms, well inside the 25 ms max_ack_delay we advertise) */
     /* tuning: how long the network thread polls before it sleeps (default 100 us; 0 = never) */
     const char *spin = getenv("AIOPQUIC_SPIN_US");
     ep->spin_ns = (spin ? strtoull(spin, NULL, 10) : 100) * 1000;
+    /* tuning: how long a connection with nothing to send may hold a pure ACK (default
+     * 1 ms, well inside the 25 ms max_ack_delay we advertise) */
     const char *floor = getenv("AIOPQUIC_ACK_FLOOR_US");
-    ep->ack_floor_ns = (floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
+    ep->ctx.ack_floor_ns = (floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
+    /* fault injection for tests: drop sent packets at random */
     const char *loss = getenv("AIOPQUIC_TEST_LOSS_PPM");
-    if (loss) ep->test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);
-    aq_rand_bytes((uint8_t *)&ep->test_rng, sizeof(ep->test_rng));
+    if (loss) ep->ctx.test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);
+    aq_rand_bytes((uint8_t *)&ep->ctx.test_rng, sizeof(ep->ctx.test_rng));
   }
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
   ep->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   ep->cmd_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  ep->ev_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (ep->epfd < 0 || ep->timerfd < 0 || ep->cmd_efd < 0 || ep->ev_efd < 0) {
+  if (ep->epfd < 0 || ep->timerfd < 0 || ep->cmd_efd < 0) {
     AQ_ERR(err, errlen, "epoll/timerfd/eventfd: %s", strerror(errno));
     goto fail;
   }
-  struct epoll_event ev = {.events = EPOLLIN, .data.fd = ep->fd};
-  epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->fd, &ev);
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = ep->io.fd};
+  epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->io.fd, &ev);
+  ep->reading = 1;
   ev.data.fd = ep->timerfd;
   epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->timerfd, &ev);
   ev.data.fd = ep->cmd_efd;
@@ -619,21 +561,37 @@ uint64_t aq_connect(aq_endpoint *ep, const char *host, int port, const char *ser
                     char *err, size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t sl;
-  if (ep->started || ep->cfg.is_server) {
+  if (ep->started || ep->ctx.cfg.is_server) {
     AQ_ERR(err, errlen, "aq_connect: only on a client endpoint before it starts");
     return 0;
   }
-  if (parse_addr(host, port, &ss, &sl) != 0) {
+  if (port < 0 || port > 65535) {
+    AQ_ERR(err, errlen, "port must be in 0..65535: %d", port);
+    return 0;
+  }
+  if (aq_io_parse_addr(host, port, &ss, &sl) != 0) {
     AQ_ERR(err, errlen, "not a numeric IPv4/IPv6 address: %s", host);
     return 0;
   }
-  if (ss.ss_family != ep->family) {
+  if (ss.ss_family != ep->io.family) {
     AQ_ERR(err, errlen, "address family of %s does not match the local socket", host);
     return 0;
   }
-  if (connect(ep->fd, (struct sockaddr *)&ss, sl) == 0) ep->connected = 1;
-  aq_conn *c = aq_conn_new_client(ep, (struct sockaddr *)&ss, sl, server_name, err, errlen);
-  return c ? c->handle : 0;
+  aq_io_connect(&ep->io, (struct sockaddr *)&ss, sl);
+  aq_conn *c = aq_conn_new_client(&ep->ctx, ep->next_handle, (struct sockaddr *)&ep->io.local,
+                                  ep->io.locallen, (struct sockaddr *)&ss, sl, server_name, NULL,
+                                  NULL, aq_now(), err, errlen);
+  if (!c) return 0;
+  if (aq_map_put(&ep->by_handle, &c->handle, sizeof(c->handle), c) != 0) {
+    c->accepted_emitted = -1;
+    aq_conn_free(c);
+    AQ_ERR(err, errlen, "out of memory");
+    return 0;
+  }
+  ep->next_handle++;
+  link_conn(ep, c);
+  follow(ep, c);
+  return c->handle;
 }
 
 int aq_endpoint_start(aq_endpoint *ep, char *err, size_t errlen) {
@@ -644,7 +602,7 @@ int aq_endpoint_start(aq_endpoint *ep, char *err, size_t errlen) {
     return -1;
   }
   ep->started = 1;
-  pthread_setname_np(ep->thread, ep->cfg.is_server ? "aiopquic-srv" : "aiopquic-cli");
+  pthread_setname_np(ep->thread, ep->ctx.cfg.is_server ? "aiopquic-srv" : "aiopquic-cli");
   return 0;
 }
 
@@ -658,6 +616,10 @@ static void kick(struct aq_endpoint *ep) {
 }
 
 static int push_cmd(struct aq_endpoint *ep, const aq_cmd *cmd) {
+  if (ep->sansio) { /* the synchronous driver: applied now, on the caller's thread */
+    aq_sansio_command(ep, cmd);
+    return 0;
+  }
   if (aq_ring_push(&ep->cmds, cmd) != 0) {
     atomic_store(&ep->cmd_waiter, 1);
     kick(ep);
@@ -683,52 +645,65 @@ void aq_endpoint_free(aq_endpoint *ep) {
     pthread_join(ep->thread, NULL);
     ep->started = 0;
   }
-  while (ep->conns) aq_conn_free(ep->conns);
+  ep->ctx.quiet = 1;
+  while (ep->conns) conn_release(ep, ep->conns);
   if (ep->cmds.slots) {
     aq_cmd cmd;
-    while (aq_ring_pop(&ep->cmds, &cmd) == 0) discard_cmd(&cmd);
+    while (aq_ring_pop(&ep->cmds, &cmd) == 0) aq_conn_discard_cmd(&cmd);
   }
-  if (ep->events.slots) {
-    aq_event ev;
-    while (aq_ring_pop(&ep->events, &ev) == 0) free(ev.data);
-  }
-  while (ep->ovf_head) {
-    aq_evnode *n = ep->ovf_head;
-    ep->ovf_head = n->next;
-    free(n->ev.data);
-    free(n);
-  }
+  aq_sink_destroy(&ep->sink);
   aq_ring_destroy(&ep->cmds);
-  aq_ring_destroy(&ep->events);
+  aq_txq_destroy(&ep->txq);
   aq_map_destroy(&ep->by_cid);
   aq_map_destroy(&ep->by_handle);
   free(ep->heap);
-  if (ep->cred) gnutls_certificate_free_credentials(ep->cred);
-  if (ep->fd >= 0) close(ep->fd);
+  if (ep->ctx.cred) gnutls_certificate_free_credentials(ep->ctx.cred);
+  aq_io_close(&ep->io);
   if (ep->epfd >= 0) close(ep->epfd);
   if (ep->timerfd >= 0) close(ep->timerfd);
   if (ep->cmd_efd >= 0) close(ep->cmd_efd);
-  if (ep->ev_efd >= 0) close(ep->ev_efd);
   free(ep->rxmem);
-  free(ep->txmem);
-  free(ep->alpn);
+  free(ep->ctx.alpn);
+  free(ep->ctx.token);
+  aq_admit_free(&ep->admit);
   free(ep);
 }
 
-int aq_endpoint_event_fd(aq_endpoint *ep) { return ep->ev_efd; }
-
-int aq_endpoint_local_port(aq_endpoint *ep) {
-  if (ep->local.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ep->local)->sin_port);
-  return ntohs(((struct sockaddr_in6 *)&ep->local)->sin6_port);
+void aq_endpoint_admit_stats(aq_endpoint *ep, aq_admit_stats *out) {
+  aq_admit *a = &ep->admit;
+  out->retries = atomic_load_explicit(&a->retries, memory_order_relaxed);
+  out->tokens_ok = atomic_load_explicit(&a->tokens_ok, memory_order_relaxed);
+  out->tokens_bad = atomic_load_explicit(&a->tokens_bad, memory_order_relaxed);
+  out->dropped_full = atomic_load_explicit(&a->dropped_full, memory_order_relaxed);
+  out->rate_limited = atomic_load_explicit(&a->rate_limited, memory_order_relaxed);
+  out->half_open = atomic_load_explicit(&ep->half_open, memory_order_relaxed);
+  out->stateless_dropped = atomic_load_explicit(&ep->stateless_dropped, memory_order_relaxed);
 }
+
+int aq_endpoint_event_fd(aq_endpoint *ep) { return ep->sink.efd; }
+
+int aq_endpoint_local_port(aq_endpoint *ep) { return aq_io_local_port(&ep->io); }
 
 int aq_poll_events(aq_endpoint *ep, aq_event *out, int max) {
   uint64_t x;
-  ssize_t r = read(ep->ev_efd, &x, sizeof(x));
-  (void)r;
+  ssize_t r;
   int n = 0;
-  while (n < max && aq_ring_pop(&ep->events, &out[n]) == 0) n++;
-  if (atomic_load(&ep->ev_blocked)) {
+  if (ep->sansio) { /* one thread: the overflow list drains straight into the ring */
+    while (n < max) {
+      if (aq_ring_pop(&ep->sink.ring, &out[n]) == 0) {
+        n++;
+      } else if (ep->sink.ovf_head) {
+        aq_sink_flush(&ep->sink);
+      } else {
+        break;
+      }
+    }
+    return n;
+  }
+  r = read(ep->sink.efd, &x, sizeof(x));
+  (void)r;
+  while (n < max && aq_ring_pop(&ep->sink.ring, &out[n]) == 0) n++;
+  if (atomic_load(&ep->sink.blocked)) {
     uint64_t one = 1;
     r = write(ep->cmd_efd, &one, sizeof(one));
   }
@@ -778,6 +753,9 @@ uint64_t aq_txbuf_unacked(aq_txbuf *tx) {
 
 int aq_txbuf_want_writable(aq_txbuf *tx) {
   atomic_store(&tx->want_writable, 1);
+  /* pairs with the fence in conn.c check_writable (store `acked`, then load this flag):
+   * without it both sides could miss each other's store and the writer would wait forever */
+  atomic_thread_fence(memory_order_seq_cst);
   if (aq_txbuf_space(tx) > (tx->mask + 1) / 2 && atomic_exchange(&tx->want_writable, 0)) return 1;
   return 0;
 }
@@ -790,12 +768,14 @@ long aq_stream_write(aq_endpoint *ep, uint64_t conn, int64_t stream_id, aq_txbuf
   uint64_t h = atomic_load_explicit(&tx->head, memory_order_relaxed);
   size_t cap = tx->mask + 1, pos = (size_t)(h & tx->mask);
   size_t first = cap - pos < n ? cap - pos : n;
-  memcpy(tx->data + pos, data, first);
+  if (first) memcpy(tx->data + pos, data, first); /* data may be NULL for a FIN-only write */
   if (n > first) memcpy(tx->data, data + first, n - first);
   atomic_store_explicit(&tx->head, h + n, memory_order_release);
   if (fin && n == len) atomic_store_explicit(&tx->fin_at, h + n + 1, memory_order_release);
   /* len == 0 without FIN is an explicit kick (used after AQ_EV_CMD_SPACE) */
   if (n == 0 && len != 0) return 0;
+  /* pairs with the fence in conn.c after clearing `notify` (AQ_CMD_STREAM_DATA) */
+  atomic_thread_fence(memory_order_seq_cst);
   if (!tx->attached || !atomic_exchange(&tx->notify, 1)) {
     aq_cmd cmd = {.type = AQ_CMD_STREAM_DATA, .conn = conn, .stream_id = stream_id};
     if (!tx->attached) {
@@ -824,10 +804,12 @@ static int simple_cmd(aq_endpoint *ep, uint32_t type, uint64_t conn, int64_t sid
 }
 
 int aq_stream_reset(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code) {
+  if (code >= AQ_CODE_MAX || stream_id < 0) return -3;
   return simple_cmd(ep, AQ_CMD_STREAM_RESET, conn, stream_id, code, 0, NULL, 0);
 }
 
 int aq_stream_stop(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code) {
+  if (code >= AQ_CODE_MAX || stream_id < 0) return -3;
   return simple_cmd(ep, AQ_CMD_STREAM_STOP, conn, stream_id, code, 0, NULL, 0);
 }
 
@@ -840,7 +822,7 @@ int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t le
   if (!d) return -2;
   d->next = NULL;
   d->len = len;
-  memcpy(d->data, data, len);
+  if (len) memcpy(d->data, data, len); /* an empty datagram is legal */
   if (simple_cmd(ep, AQ_CMD_DATAGRAM, conn, -1, 0, 0, d, len) != 0) {
     free(d);
     return -1;
@@ -856,6 +838,11 @@ int aq_key_update(aq_endpoint *ep, uint64_t conn) {
   return simple_cmd(ep, AQ_CMD_KEY_UPDATE, conn, -1, 0, 0, NULL, 0);
 }
 
+int aq_stream_priority(aq_endpoint *ep, uint64_t conn, int64_t stream_id, unsigned priority) {
+  if (priority > 255 || stream_id < -1) return -3;
+  return simple_cmd(ep, AQ_CMD_PRIORITY, conn, stream_id, priority, 0, NULL, 0);
+}
+
 int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id) {
   return simple_cmd(ep, AQ_CMD_STATS, conn, -1, request_id, 0, NULL, 0);
 }
@@ -863,6 +850,7 @@ int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id) {
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len) {
   uint8_t *r = NULL;
+  if (code >= AQ_CODE_MAX || frame_type >= AQ_CODE_MAX) return -3;
   if (reason_len) {
     r = malloc(reason_len);
     if (!r) return -2;

@@ -1,14 +1,14 @@
 /*
  * sched.c - which connections need the network thread's attention.
  *
- * A min-heap of connections by expiry (ngtcp2_conn_get_expiry, closing deadlines) arms the
+ * A min-heap of connections by their expiry (c->sched_at, copied from c->expiry) arms the
  * endpoint's timerfd, and a FIFO of "dirty" connections (a packet arrived, Python sent a
  * command, a timer fired) is all the write pass looks at: an idle connection costs nothing
  * per loop iteration, however many there are.
  */
 #include "internal.h"
 
-static int before(const aq_conn *a, const aq_conn *b) { return a->expiry < b->expiry; }
+static int before(const aq_conn *a, const aq_conn *b) { return a->sched_at < b->sched_at; }
 
 static void heap_set(struct aq_endpoint *ep, size_t i, aq_conn *c) {
   ep->heap[i] = c;
@@ -76,7 +76,7 @@ void aq_sched_remove(aq_conn *c) {
 
 void aq_sched_expiry(aq_conn *c, ngtcp2_tstamp t) {
   struct aq_endpoint *ep = c->ep;
-  c->expiry = t;
+  c->sched_at = t;
   if (t == UINT64_MAX) { /* no timer: leave the heap (the dirty list is not touched) */
     heap_remove(c);
     return;
@@ -106,16 +106,6 @@ void aq_sched_dirty(aq_conn *c) {
   else
     ep->dirty_head = c;
   ep->dirty_tail = c;
-}
-
-aq_conn *aq_sched_pop_dirty(struct aq_endpoint *ep) {
-  aq_conn *c = ep->dirty_head;
-  if (!c) return NULL;
-  ep->dirty_head = c->next_dirty;
-  if (!ep->dirty_head) ep->dirty_tail = NULL;
-  c->dirty = 0;
-  c->next_dirty = NULL;
-  return c;
 }
 
 aq_conn *aq_sched_top(struct aq_endpoint *ep) { return ep->heap_len ? ep->heap[0] : NULL; }

@@ -12,9 +12,9 @@ static const char AQ_PRIORITY[] =
     "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
     "+CHACHA20-POLY1305:+AES-128-CCM:%DISABLE_TLS13_COMPAT_MODE";
 
-int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
-  const aq_config *cfg = &ep->cfg;
-  int rv = gnutls_certificate_allocate_credentials(&ep->cred);
+int aq_tls_load(aq_ctx *ctx, char *err, size_t errlen) {
+  const aq_config *cfg = &ctx->cfg;
+  int rv = gnutls_certificate_allocate_credentials(&ctx->cred);
   if (rv != 0) {
     AQ_ERR(err, errlen, "gnutls: %s", gnutls_strerror(rv));
     return -1;
@@ -22,7 +22,7 @@ int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
   if (cfg->cert_pem && cfg->cert_pem_len) {
     gnutls_datum_t cert = {(unsigned char *)cfg->cert_pem, (unsigned)cfg->cert_pem_len};
     gnutls_datum_t key = {(unsigned char *)cfg->key_pem, (unsigned)cfg->key_pem_len};
-    rv = gnutls_certificate_set_x509_key_mem2(ep->cred, &cert, &key, GNUTLS_X509_FMT_PEM,
+    rv = gnutls_certificate_set_x509_key_mem2(ctx->cred, &cert, &key, GNUTLS_X509_FMT_PEM,
                                               cfg->key_password, 0);
     if (rv < 0) {
       AQ_ERR(err, errlen, "cannot load certificate/private key: %s", gnutls_strerror(rv));
@@ -35,7 +35,7 @@ int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
   if (!cfg->is_server && cfg->verify_peer) {
     int any = 0;
     if (cfg->ca_file) {
-      rv = gnutls_certificate_set_x509_trust_file(ep->cred, cfg->ca_file, GNUTLS_X509_FMT_PEM);
+      rv = gnutls_certificate_set_x509_trust_file(ctx->cred, cfg->ca_file, GNUTLS_X509_FMT_PEM);
       if (rv <= 0) {
         AQ_ERR(err, errlen, "cafile %s: %s", cfg->ca_file,
                rv < 0 ? gnutls_strerror(rv) : "no certificate found");
@@ -44,7 +44,7 @@ int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
       any = 1;
     }
     if (cfg->ca_path) {
-      rv = gnutls_certificate_set_x509_trust_dir(ep->cred, cfg->ca_path, GNUTLS_X509_FMT_PEM);
+      rv = gnutls_certificate_set_x509_trust_dir(ctx->cred, cfg->ca_path, GNUTLS_X509_FMT_PEM);
       if (rv < 0) {
         AQ_ERR(err, errlen, "capath %s: %s", cfg->ca_path, gnutls_strerror(rv));
         return -1;
@@ -53,7 +53,7 @@ int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
     }
     if (cfg->ca_pem && cfg->ca_pem_len) {
       gnutls_datum_t d = {(unsigned char *)cfg->ca_pem, (unsigned)cfg->ca_pem_len};
-      rv = gnutls_certificate_set_x509_trust_mem(ep->cred, &d, GNUTLS_X509_FMT_PEM);
+      rv = gnutls_certificate_set_x509_trust_mem(ctx->cred, &d, GNUTLS_X509_FMT_PEM);
       if (rv <= 0) {
         AQ_ERR(err, errlen, "cadata: %s", rv < 0 ? gnutls_strerror(rv) : "no certificate found");
         return -1;
@@ -61,7 +61,7 @@ int aq_tls_load(struct aq_endpoint *ep, char *err, size_t errlen) {
       any = 1;
     }
     if (!any) {
-      rv = gnutls_certificate_set_x509_system_trust(ep->cred);
+      rv = gnutls_certificate_set_x509_system_trust(ctx->cred);
       if (rv < 0) {
         AQ_ERR(err, errlen, "cannot load the system trust store: %s", gnutls_strerror(rv));
         return -1;
@@ -94,9 +94,25 @@ static int keylog_cb(gnutls_session_t s, const char *label, const gnutls_datum_t
   hex(line + llen + 1, crand.data, crand.size);
   line[llen + 1 + 2 * crand.size] = ' ';
   hex(line + llen + 2 + 2 * crand.size, secret->data, secret->size);
-  aq_emit_simple(c->ep, AQ_EV_KEYLOG, c->handle, -1, 0, 0, 0, line, n - 1);
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_KEYLOG, c->handle, -1, 0, 0, 0, line, n - 1);
   free(line);
   return 0;
+}
+
+/* Server: a ClientHello without any protocol we accept ends the handshake with
+ * no_application_protocol (RFC 9001 8.1); GnuTLS alone accepts a ClientHello that carries no
+ * ALPN extension at all. */
+static int client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when,
+                             unsigned incoming, const gnutls_datum_t *msg) {
+  (void)htype;
+  (void)when;
+  (void)incoming;
+  (void)msg;
+  gnutls_datum_t sel = {NULL, 0};
+  if (gnutls_alpn_get_selected_protocol(s, &sel) == 0 && sel.size) return 0;
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  if (ref) ((aq_conn *)ref->user_data)->alpn_missing = 1;
+  return GNUTLS_E_NO_APPLICATION_PROTOCOL;
 }
 
 static int is_ip_literal(const char *name) {
@@ -105,8 +121,8 @@ static int is_ip_literal(const char *name) {
 }
 
 int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t errlen) {
-  struct aq_endpoint *ep = c->ep;
-  int server = ep->cfg.is_server;
+  const aq_ctx *ctx = c->ctx;
+  int server = ctx->cfg.is_server;
   int rv = gnutls_init(&c->tls, server ? GNUTLS_SERVER : (GNUTLS_CLIENT | GNUTLS_NO_END_OF_EARLY_DATA));
   if (rv != 0) {
     AQ_ERR(err, errlen, "gnutls_init: %s", gnutls_strerror(rv));
@@ -124,18 +140,18 @@ int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t er
     return -1;
   }
   gnutls_session_set_ptr(c->tls, &c->cref);
-  rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, ep->cred);
+  rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, ctx->cred);
   if (rv != 0) {
     AQ_ERR(err, errlen, "gnutls credentials: %s", gnutls_strerror(rv));
     return -1;
   }
-  if (ep->alpn_len) {
+  if (ctx->alpn_len) {
     gnutls_datum_t protos[64];
     unsigned n = 0;
     size_t i = 0;
-    while (i < ep->alpn_len && n < 64) {
-      unsigned l = ep->alpn[i];
-      protos[n].data = ep->alpn + i + 1;
+    while (i < ctx->alpn_len && n < 64) {
+      unsigned l = ctx->alpn[i];
+      protos[n].data = ctx->alpn + i + 1;
       protos[n].size = l;
       n++;
       i += 1 + l;
@@ -147,6 +163,9 @@ int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t er
       AQ_ERR(err, errlen, "gnutls ALPN: %s", gnutls_strerror(rv));
       return -1;
     }
+    if (server)
+      gnutls_handshake_set_hook_function(c->tls, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
+                                         client_hello_hook);
   }
   if (!server && server_name && *server_name) {
     c->server_name = strdup(server_name);
@@ -159,11 +178,11 @@ int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t er
   if (!server) {
     if (server_name && *server_name && !is_ip_literal(server_name))
       gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, server_name, strlen(server_name));
-    if (ep->cfg.verify_peer)
+    if (ctx->cfg.verify_peer)
       gnutls_session_set_verify_cert(c->tls, (server_name && *server_name) ? server_name : NULL,
                                      0);
   }
-  if (ep->cfg.keylog) gnutls_session_set_keylog_function(c->tls, keylog_cb);
+  if (ctx->cfg.keylog) gnutls_session_set_keylog_function(c->tls, keylog_cb);
   return 0;
 }
 

@@ -175,6 +175,7 @@ class FakeQuic:
         self.resets: dict[int, int] = {}
         self.stops: dict[int, int] = {}
         self.closed_with: Optional[tuple[int, str]] = None
+        self.closed = False
         self._used: set[int] = set()
         self.handshake_complete = True
         self._peer_max_datagram = 65535 if datagrams else 0
@@ -205,6 +206,7 @@ class FakeQuic:
               reason_phrase: str = "") -> None:
         if self.closed_with is None:
             self.closed_with = (error_code, reason_phrase)
+            self.closed = True
 
     def take(self, stream_id: int) -> bytes:
         """Bytes sent on ``stream_id`` since the last take."""

@@ -146,9 +146,12 @@ class ProtocolCollector:
 
 
 @asynccontextmanager
-async def running_server(configuration, *, stream_handler=None, create_protocol=None):
-    """serve() on 127.0.0.1 port 0; closes the server on exit."""
-    kwargs: dict = {"configuration": configuration, "stream_handler": stream_handler}
+async def running_server(configuration, *, stream_handler=None, create_protocol=None,
+                         **serve_kwargs: Any):
+    """serve() on 127.0.0.1 port 0 (``serve_kwargs`` go to serve(), e.g. ``retry``); closes
+    the server on exit."""
+    kwargs: dict = {"configuration": configuration, "stream_handler": stream_handler,
+                    **serve_kwargs}
     if create_protocol is not None:
         kwargs["create_protocol"] = create_protocol
     with anyio.fail_after(10):
@@ -238,3 +241,26 @@ async def send_pattern(
         await writer.drain()
         offset += n
     writer.write_eof()
+
+
+# PMTUD's ladder of UDP payload sizes (csrc/conn.c aq_ladder), above the 1200-byte base.
+PMTUD_LADDER = (1232, 1252, 1452, 1472, 8952, 8972, 16384, 32768, 65000)
+
+
+def loopback_mtu() -> int:
+    """MTU of ``lo`` in this network namespace (SIOCGIFMTU: /sys/class/net shows the initial
+    namespace's device, not a namespace's own)."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16si", b"lo", 0)
+        return int(struct.unpack("16si", fcntl.ioctl(s.fileno(), 0x8921, req))[1])
+
+
+def largest_ipv4_packet(configured: int = 16384) -> int:
+    """The UDP payload PMTUD settles on over IPv4 loopback here, with ``max_datagram_size``
+    = ``configured``: the largest ladder rung that fits both (1200 if none does)."""
+    fits = [r for r in PMTUD_LADDER if r <= configured and r <= loopback_mtu() - 28]
+    return max(fits) if fits else 1200

@@ -330,9 +330,9 @@ async def test_datagrams_both_ways(server_config, client_config):
         with anyio.fail_after(20):
             async with connect(server.local_port,
                                client_config(max_datagram_frame_size=1200)) as conn:
-                assert 0 < conn.max_datagram_size <= 1200
-                with pytest.raises(ValueError):
-                    await conn.send_datagram(b"x" * (conn.max_datagram_size + 1))
+                assert 0 < conn.max_datagram_size <= 1197  # the peer's 1200-byte frames
+                with pytest.raises(ValueError):  # (the limit grows with PMTUD up to 1197)
+                    await conn.send_datagram(b"x" * 1198)
                 got = set()
                 for i in range(3):
                     # unreliable in principle; loopback does not lose them, but resend once
@@ -594,27 +594,8 @@ async def connect_after_serve(server_cfg: Any, handler: Any, client_cfg: Any) ->
         outer.cancel_scope.cancel()
 
 
-async def test_handler_exception_propagates_out_of_serve(server_config, client_config):
-    class HandlerFailed(Exception):
-        pass
-
-    async def handler(connection: aq.Connection) -> None:
-        stream = await connection.accept_stream()
-        if await stream.receive() == b"fail":
-            raise HandlerFailed("boom")
-
-    with anyio.fail_after(30):
-        with pytest.raises(BaseException) as info:
-            async with anyio.create_task_group() as tg:
-                server = await tg.start(functools.partial(
-                    aq.serve, HOST, 0, configuration=server_config(), handler=handler))
-                async with connect(server.local_port, client_config()) as conn:
-                    stream = await conn.open_stream()
-                    await stream.send(b"fail")
-                    with pytest.raises((anyio.EndOfStream, aq.ConnectionClosedError)):
-                        await conn.accept_stream()  # the server went away
-    found = find_in_group(info.value, HandlerFailed)
-    assert str(found) == "boom"
+# A failing handler: tests/test_anyio_semantics.py (contained by default, crash-through
+# with the caller's task group).
 
 
 async def test_serve_shut_down_by_cancellation_releases_the_port(server_config, client_config):

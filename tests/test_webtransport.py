@@ -420,3 +420,73 @@ async def test_garbage_from_a_peer_closes_only_its_connection(wt_server_config, 
                 assert await reader.read() == b"still serving"
     finally:
         srv.server.close()
+
+
+async def test_draft15_token_and_protocol_negotiation(wt_server_config, certs):
+    """Our client sends ``:protocol webtransport-h3`` to our (draft-15) server; the server
+    picks the client's first offered WT-Protocol on its list; an offer with none on it is
+    refused with 400 and the server's session ends with WT_ALPN_ERROR."""
+    seen: list[tuple[bytes, object]] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        seen.append((dict(session.headers)[b":protocol"], session.protocol))
+        await echo_handler(session)
+
+    srv = await start(wt_server_config, handler,
+                      supported_protocols=["moqt-16", "moqt-15"])
+    try:
+        with anyio.fail_after(30):
+            async with connect_webtransport(srv.url(), configuration=client_cfg(certs),
+                                            protocols=["moqt-17", "moqt-15", "moqt-16"]) as s:
+                assert s.protocol == "moqt-15"
+                reader, writer = await s.create_stream()
+                writer.write(b"negotiated")
+                writer.write_eof()
+                assert await reader.read() == b"negotiated"
+            assert seen == [(b"webtransport-h3", "moqt-15")]
+            with pytest.raises(WebTransportRejected) as info:
+                async with connect_webtransport(srv.url(), configuration=client_cfg(certs),
+                                                protocols=["moqt-14"]):
+                    pass
+            assert info.value.status == 400
+            assert len(seen) == 1  # the handler never saw the refused session
+    finally:
+        srv.server.close()
+
+
+async def test_streams_nobody_accepts_are_refused_not_piled_up(wt_server_config, certs,
+                                                               monkeypatch):
+    """A peer opening streams faster than the handler accepts them: past the backlog they
+    are refused (WT_BUFFERED_STREAM_REJECTED) instead of queued without bound."""
+    from aiopquic.asyncio import webtransport as wtmod
+
+    monkeypatch.setattr(wtmod, "_MAX_PENDING_STREAMS", 4)
+    sessions: list[WebTransportSession] = []
+    settled = asyncio.Event()
+
+    class Watching(WebTransportProtocol):
+        def _dispatch(self, event) -> None:
+            super()._dispatch(event)
+            for s in sessions:
+                if len(s._incoming) + s.streams_refused >= 10:
+                    settled.set()
+
+    async def handler(session: WebTransportSession) -> None:
+        sessions.append(session)
+        session.accept()
+        await session.wait_closed()
+
+    srv = await start(wt_server_config, handler, create_protocol=Watching)
+    try:
+        with anyio.fail_after(30):
+            async with connect_webtransport(srv.url(), configuration=client_cfg(certs)) as s:
+                for i in range(10):
+                    _, writer = await s.create_stream(bidirectional=False)
+                    writer.write(b"x%d" % i)
+                    writer.write_eof()
+                await settled.wait()
+                session = sessions[0]
+                assert len(session._incoming) == 4
+                assert session.streams_refused == 6
+    finally:
+        srv.server.close()

@@ -177,3 +177,55 @@ async def test_chromium_webtransport_echo_and_close(tmp_path):
     assert result["closeInfo"] == {"closeCode": CLOSE_CODE, "reason": CLOSE_REASON}, context
     print(f"chromium: 1 MiB bidi echo ok, uni ok, {result['datagramsEchoed']}/100 datagrams "
           f"echoed, close {result['closeInfo']}")
+
+
+async def test_chromium_protocols_option_negotiates_wt_protocol(tmp_path):
+    """Chromium's ``protocols`` option (WT-Available-Protocols) against our server's
+    allowlist: the browser sees our choice as ``wt.protocol``; an offer with nothing on the
+    list fails to connect (400) and the server records WT_ALPN_ERROR."""
+    async_playwright = pytest.importorskip(
+        "playwright.async_api", reason="playwright (test extra) is not installed"
+    ).async_playwright
+    from aiopquic.http3_tools import echo_handler
+
+    cert = self_signed(str(tmp_path))
+    config = QuicConfiguration(is_client=False)
+    config.load_cert_chain(cert.cert, cert.key)
+    chosen: list[object] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        chosen.append(session.protocol)
+        await echo_handler(session)
+
+    server = await serve_webtransport(HOST, 0, configuration=config, handler=handler,
+                                      path="/echo", supported_protocols=["moqt-15", "moqt-16"])
+    page_server = PageServer()
+    try:
+        with anyio.fail_after(120):
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_ARGS)
+                try:
+                    page = await browser.new_page()
+                    await page.goto(f"http://{HOST}:{page_server.port}/webtransport_echo.html")
+                    url = f"https://{HOST}:{server.local_port}/echo"
+                    good = await page.evaluate(
+                        "([url, hash, p]) => window.aiopquicNegotiate(url, hash, p)",
+                        [url, cert.sha256.hex(), ["moqt-17", "moqt-16"]])
+                    if not good.get("supported"):
+                        pytest.skip("this Chromium has no WebTransport.protocol (no "
+                                    "'protocols' option)")
+                    bad = await page.evaluate(
+                        "([url, hash, p]) => window.aiopquicNegotiate(url, hash, p)",
+                        [url, cert.sha256.hex(), ["moqt-14"]])
+                finally:
+                    await browser.close()
+    finally:
+        page_server.close()
+        server.close()
+    assert good.get("error") is None, good
+    assert good["protocol"] == "moqt-16" and good["echo"] == "negotiated", good
+    assert chosen == ["moqt-16"]
+    assert "error" in bad, bad  # refused with 400: the browser's handshake fails
+    print(f"chromium protocols: offered ['moqt-17', 'moqt-16'] -> {good['protocol']!r}; "
+          f"['moqt-14'] -> {bad['error']!r}")

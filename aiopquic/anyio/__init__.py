@@ -9,33 +9,46 @@
         reply = await stream.receive()
 
 Streams are :class:`anyio.abc.ByteStream` objects; :func:`serve` runs a handler per
-connection in a task group.
+connection in a task group (a failing handler closes only its own connection), and
+:func:`create_listener` gives the same server as an :class:`anyio.abc.Listener`.
 """
 
 from aiopquic.anyio._connection import (
     ACCEPT_BACKLOG,
     DATAGRAM_BACKLOG,
+    H3_NO_ERROR,
     Connection,
     ConnectionClosedError,
+    QuicAttribute,
     QuicStream,
     StreamResetError,
     StreamStateError,
     StreamStoppedError,
 )
 from aiopquic.anyio.client import connect
-from aiopquic.anyio.server import ConnectionHandler, Server, serve
+from aiopquic.anyio.server import (
+    HANDLER_ERROR_CODE,
+    ConnectionHandler,
+    Server,
+    create_listener,
+    serve,
+)
 
 __all__ = [
     "ACCEPT_BACKLOG",
     "DATAGRAM_BACKLOG",
+    "H3_NO_ERROR",
+    "HANDLER_ERROR_CODE",
     "Connection",
     "ConnectionClosedError",
     "ConnectionHandler",
+    "QuicAttribute",
     "QuicStream",
     "Server",
     "StreamResetError",
     "StreamStateError",
     "StreamStoppedError",
     "connect",
+    "create_listener",
     "serve",
 ]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import socket
 from collections import deque
-from typing import TYPE_CHECKING, Optional, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import anyio
-from anyio.abc import ByteStream
+from anyio import TypedAttributeProvider, TypedAttributeSet, typed_attribute
+from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from aiopquic.quic import events
+from aiopquic.quic._checks import check_buffer, check_error_code, check_int, check_reason
 from aiopquic.quic.connection import (
     QuicConnection,
     QuicConnectionError,
@@ -22,8 +27,10 @@ if TYPE_CHECKING:
     from aiopquic.quic.connection import QuicEndpoint
 
 __all__ = [
+    "H3_NO_ERROR",
     "Connection",
     "ConnectionClosedError",
+    "QuicAttribute",
     "QuicStream",
     "StreamResetError",
     "StreamStateError",
@@ -38,6 +45,30 @@ ACCEPT_BACKLOG = 1024
 DATAGRAM_BACKLOG = 1024
 
 _Bytes = Union[bytes, bytearray, memoryview]
+
+#: HTTP/3's "no error" application code (RFC 9114): on a connection whose ALPN is HTTP/3
+#: (``h3`` ...), a close with this code ends :meth:`Connection.accept_stream` and
+#: :meth:`Connection.receive_datagram` cleanly, as code 0 does everywhere.
+H3_NO_ERROR = 0x100
+
+
+class QuicAttribute(TypedAttributeSet):
+    """Typed attributes of aiopquic's anyio objects (besides anyio's
+    :class:`~anyio.abc.SocketAttribute` ``local_address``, ``local_port``,
+    ``remote_address``, ``remote_port`` and ``family``)::
+
+        alpn = connection.extra(QuicAttribute.alpn_protocol)
+        sid = stream.extra(QuicAttribute.stream_id)
+    """
+
+    #: the negotiated ALPN protocol (None if none was negotiated)
+    alpn_protocol: Optional[str] = typed_attribute()
+    #: the server name (SNI) a client asked for; the configured one on a server
+    server_name: Optional[str] = typed_attribute()
+    #: the QUIC stream id (streams only)
+    stream_id: int = typed_attribute()
+    #: the aioquic-shaped :class:`~aiopquic.quic.connection.QuicConnection`
+    quic_connection: QuicConnection = typed_attribute()
 
 
 class ConnectionClosedError(anyio.BrokenResourceError, QuicConnectionError):
@@ -184,19 +215,27 @@ class QuicStream(ByteStream):
         """Bytes given to :meth:`send` that the peer has not acknowledged yet."""
         return self._quic.get_stream_buffered_bytes(self._stream_id)
 
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The connection's typed attributes plus :attr:`QuicAttribute.stream_id`."""
+        attributes = dict(self._conn.extra_attributes)
+        attributes[QuicAttribute.stream_id] = lambda: self._stream_id
+        return attributes
+
     # ------------------------------------------------------------------ receiving
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Return up to ``max_bytes`` (>= 1) received bytes, waiting for some if needed.
 
-        Raises :class:`anyio.EndOfStream` after the peer's FIN, :class:`StreamResetError`
-        after its RESET_STREAM, :class:`ConnectionClosedError` when the connection ended
-        first, :class:`anyio.ClosedResourceError` after our own :meth:`aclose` /
-        :meth:`stop_sending` (or our :meth:`Connection.aclose`).  Cancellation never loses
-        data: bytes not returned stay buffered.
+        Raises :class:`anyio.EndOfStream` only after the peer's FIN,
+        :class:`StreamResetError` after its RESET_STREAM, :class:`ConnectionClosedError`
+        when the connection ended first (bytes received before are returned first, so a
+        truncated transfer never looks complete), :class:`anyio.ClosedResourceError` after
+        our own :meth:`aclose` / :meth:`stop_sending` (or our :meth:`Connection.aclose`).
+        :class:`ValueError` / :class:`TypeError` unless ``max_bytes`` is a positive
+        integer.  Cancellation never loses data: bytes not returned stay buffered.
         """
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
+        max_bytes = check_int("max_bytes", max_bytes, 1, 1 << 63, high_text="2**63")
         if not self._readable:
             raise StreamStateError(
                 f"cannot receive on stream {self._stream_id}: it is our unidirectional "
@@ -255,8 +294,10 @@ class QuicStream(ByteStream):
         waiting after the copy, the bytes are still sent.  Raises
         :class:`anyio.ClosedResourceError` after our :meth:`send_eof` / :meth:`aclose` /
         :meth:`reset`, :class:`StreamStoppedError` after the peer's STOP_SENDING,
-        :class:`ConnectionClosedError` when the connection is gone.
+        :class:`ConnectionClosedError` when the connection is gone, :class:`TypeError` when
+        ``item`` is not bytes-like (e.g. a :class:`str`).
         """
+        item = check_buffer("item", item)
         if not self._writable:
             raise StreamStateError(
                 f"cannot send on stream {self._stream_id}: it is the peer's "
@@ -316,7 +357,10 @@ class QuicStream(ByteStream):
     def reset(self, error_code: int = 0) -> None:
         """Abort sending (RESET_STREAM with ``error_code``): queued bytes are dropped and the
         peer's :meth:`receive` raises :class:`StreamResetError`.  No-op if the sending side
-        is finished or the connection is gone."""
+        is finished or the connection is gone.  Raises :class:`ValueError` /
+        :class:`TypeError` (whatever the state) unless ``error_code`` is an integer in
+        [0, 2**62)."""
+        error_code = check_error_code(error_code)
         if not self._writable or self._tx_closed or self._quic.closed:
             self._tx_closed = True
             return
@@ -329,7 +373,10 @@ class QuicStream(ByteStream):
         """Ask the peer to stop sending (STOP_SENDING with ``error_code``); buffered bytes
         are dropped and later :meth:`receive` calls raise
         :class:`anyio.ClosedResourceError`.  The peer's :meth:`send` raises
-        :class:`StreamStoppedError`.  No-op if the receiving side is already finished."""
+        :class:`StreamStoppedError`.  No-op if the receiving side is already finished.
+        Raises :class:`ValueError` / :class:`TypeError` (whatever the state) unless
+        ``error_code`` is an integer in [0, 2**62)."""
+        error_code = check_error_code(error_code)
         if self._rx_closed:
             return
         self._rx_closed = True
@@ -383,7 +430,7 @@ class QuicStream(ByteStream):
         return f"<QuicStream {self._stream_id} of {self._conn!r}>"
 
 
-class Connection:
+class Connection(TypedAttributeProvider):
     """One QUIC connection for anyio code (asyncio or trio backend).
 
     Yielded by :func:`aiopquic.anyio.connect` and passed to :func:`aiopquic.anyio.serve`'s
@@ -393,13 +440,21 @@ class Connection:
     :attr:`quic`.
 
     When the connection ends, waiting and later calls raise: :class:`anyio.EndOfStream`
-    from :meth:`accept_stream` / :meth:`receive_datagram` after a close with error code 0
-    (either side's graceful close, idle timeout), :class:`ConnectionClosedError` after a
-    close with an error, and :class:`anyio.ClosedResourceError` after our own
-    :meth:`aclose`.
+    from :meth:`accept_stream` / :meth:`receive_datagram` after a clean close (error code 0
+    from either side or an idle timeout; on an HTTP/3 connection also
+    :data:`H3_NO_ERROR`), and ``async for stream in connection`` simply ends;
+    :class:`ConnectionClosedError` after a close with any other code; and
+    :class:`anyio.ClosedResourceError` after our own :meth:`aclose`.
+
+    Typed attributes (``connection.extra(...)``): anyio's
+    :class:`~anyio.abc.SocketAttribute` ``remote_address``, ``remote_port``,
+    ``local_address``, ``local_port``, ``family``, and :class:`QuicAttribute`
+    ``alpn_protocol``, ``server_name``, ``quic_connection``.
     """
 
-    def __init__(self, quic: QuicConnection, endpoint: QuicEndpoint) -> None:
+    def __init__(self, quic: QuicConnection, endpoint: QuicEndpoint,
+                 local_host: str = "0.0.0.0") -> None:
+        self._local_host = local_host
         self._quic = quic
         quic._track_finished = True  # _on_events drains _take_finished_streams()
         self._endpoint = endpoint
@@ -414,12 +469,17 @@ class Connection:
         self._ping_ids = itertools.count()
         self._acked_pings: set[int] = set()
         self._stats_waiters: set[anyio.Event] = set()
-        self.datagrams_dropped = 0
-        """Received datagrams dropped because :data:`DATAGRAM_BACKLOG` were unread."""
+        self._datagrams_dropped = 0
         self.streams_refused = 0
         """Peer streams refused because :data:`ACCEPT_BACKLOG` were not accepted."""
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def datagrams_dropped(self) -> int:
+        """Received datagrams dropped: because :data:`DATAGRAM_BACKLOG` were unread, or by
+        the connection's event queue bound (:data:`~aiopquic.quic.connection.MAX_QUEUED_EVENTS`)."""
+        return self._datagrams_dropped + self._quic.received_datagrams_dropped
 
     @property
     def quic(self) -> QuicConnection:
@@ -458,7 +518,42 @@ class Connection:
             return 0
         return self._quic.max_datagram_size
 
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """anyio typed attributes: see the class docstring."""
+        quic = self._quic
+
+        def remote() -> tuple[str, int]:
+            if quic.peer_address is None:  # pragma: no cover - set before the handshake
+                raise anyio.TypedAttributeLookupError("the peer address is not known")
+            return quic.peer_address
+
+        family = socket.AF_INET6 if ipaddress.ip_address(
+            self._local_host.split("%", 1)[0]).version == 6 else socket.AF_INET
+        return {
+            SocketAttribute.family: lambda: family,
+            SocketAttribute.local_address: lambda: (self._local_host,
+                                                    self._endpoint.local_port),
+            SocketAttribute.local_port: lambda: self._endpoint.local_port,
+            SocketAttribute.remote_address: remote,
+            SocketAttribute.remote_port: lambda: remote()[1],
+            QuicAttribute.alpn_protocol: lambda: quic.alpn_protocol,
+            QuicAttribute.server_name: lambda: quic.configuration.server_name,
+            QuicAttribute.quic_connection: lambda: quic,
+        }
+
     # ------------------------------------------------------------------ errors
+
+    def _clean_close(self) -> bool:
+        """True when the connection ended with "no error": code 0 (either side, idle
+        timeout), or :data:`H3_NO_ERROR` on an HTTP/3 connection."""
+        ev = self._quic.close_event
+        if ev is None:
+            return False
+        if ev.error_code == 0:
+            return True
+        alpn = self._quic.alpn_protocol or ""
+        return ev.error_code == H3_NO_ERROR and ev.frame_type is None and alpn.startswith("h3")
 
     def _closed_error(self) -> BaseException:
         if self._local_close:
@@ -472,8 +567,7 @@ class Connection:
         """What accept_stream / receive_datagram raise once the connection is gone."""
         if self._local_close:
             return anyio.ClosedResourceError()
-        ev = self._quic.close_event
-        if ev is not None and ev.error_code == 0:
+        if self._clean_close():
             return anyio.EndOfStream()
         return self._closed_error()
 
@@ -501,8 +595,9 @@ class Connection:
         """Wait for the next stream the peer opened (in the order the peer's first bytes
         arrived) and return it.
 
-        Raises :class:`anyio.EndOfStream` once the connection closed with error code 0,
-        :class:`ConnectionClosedError` when it closed with an error,
+        Raises :class:`anyio.EndOfStream` once the connection closed cleanly (code 0; on
+        HTTP/3 also :data:`H3_NO_ERROR`), :class:`ConnectionClosedError` when it closed
+        with another code (``error_code``, ``reason_phrase``),
         :class:`anyio.ClosedResourceError` after our own :meth:`aclose`.
         """
         await checkpoint_if_cancelled()
@@ -523,7 +618,8 @@ class Connection:
 
     async def __anext__(self) -> QuicStream:
         """``async for stream in connection``: :meth:`accept_stream` until the connection
-        closes (a close with an error code still raises)."""
+        closes cleanly or we close it; a close with an error code raises
+        :class:`ConnectionClosedError`."""
         try:
             return await self.accept_stream()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -536,9 +632,11 @@ class Connection:
 
         Raises :class:`ValueError` when datagrams are off on either side
         (``max_datagram_frame_size``) or ``data`` is larger than :attr:`max_datagram_size`;
+        :class:`TypeError` when ``data`` is not bytes-like (an empty datagram is allowed);
         :class:`ConnectionClosedError` / :class:`anyio.ClosedResourceError` when the
         connection is gone.
         """
+        data = check_buffer("data", data)
         await checkpoint()
         if self.closed:
             raise self._closed_error()
@@ -627,8 +725,12 @@ class Connection:
         Data already sent on streams is delivered first (the CONNECTION_CLOSE follows once
         the peer acknowledged it; bounded by the idle timeout).  Pending and later calls on
         the connection and its streams raise :class:`anyio.ClosedResourceError`.
-        Idempotent; if cancelled, the close still proceeds in the background.
+        Idempotent; if cancelled, the close still proceeds in the background.  Raises
+        :class:`ValueError` / :class:`TypeError` when ``error_code`` is not an integer in
+        [0, 2**62) or ``reason_phrase`` is not a str (the connection stays open).
         """
+        error_code = check_error_code(error_code)
+        check_reason(reason_phrase)
         if not self._local_close:
             self._local_close = True
             if not self._quic.closed:
@@ -643,6 +745,14 @@ class Connection:
         the connection counts as closed by us."""
         self._local_close = True
         self._wake_all()
+
+    def _fail(self, error_code: int, reason_phrase: str) -> None:
+        """Close at once with an error code (a handler failed); no waiting."""
+        if not self._local_close:
+            self._local_close = True
+            if not self._quic.closed:
+                self._quic.close(error_code=error_code, reason_phrase=reason_phrase)
+            self._wake_all()
 
     async def __aenter__(self) -> Connection:
         return self
@@ -724,7 +834,7 @@ class Connection:
                 assert isinstance(event, events.DatagramFrameReceived)
                 if len(self._datagrams) >= DATAGRAM_BACKLOG:
                     self._datagrams.popleft()
-                    self.datagrams_dropped += 1
+                    self._datagrams_dropped += 1
                 self._datagrams.append(event.data)
                 self._signal.fire()
             elif etype is events.HandshakeCompleted:

@@ -13,6 +13,7 @@ import socket
 from typing import Any, Callable
 
 import anyio
+import anyio.lowlevel
 
 from aiopquic.quic.connection import QuicEndpoint
 
@@ -53,10 +54,12 @@ async def drive(endpoint: QuicEndpoint) -> None:
     Cancel the enclosing scope to stop; close the endpoint only after this task has ended
     (closing the fd under a waiting task is an error on trio)."""
     fd = endpoint.fileno
-    endpoint.process()
     while True:
+        # One bounded batch per call: while batches come back full, yield to other tasks
+        # between them instead of waiting on the wake fd (it was cleared).
+        while endpoint.process():
+            await anyio.lowlevel.checkpoint()
         await wait_readable(fd)
-        endpoint.process()
 
 
 async def resolve(host: str, port: int) -> tuple[str, int]:

@@ -11,6 +11,7 @@ import anyio
 
 from aiopquic.anyio._connection import Connection
 from aiopquic.anyio._io import drive, resolve
+from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
 
@@ -32,8 +33,11 @@ async def connect(
     the configuration's ``server_name`` defaults to it.  ``configuration=None`` means
     ``QuicConfiguration(is_client=True)``.  ``local_port`` is the UDP port to bind (0: any).
 
-    Raises :class:`ValueError` for a server configuration, :class:`OSError` when the name
-    does not resolve or the socket cannot be bound, and :class:`ConnectionError`
+    Raises :class:`TypeError` when ``host`` is not a str or ``configuration`` is not a
+    :class:`QuicConfiguration` (or None), :class:`ValueError` for a server configuration
+    or a ``port`` outside 1..65535 (``local_port``: 0..65535; :class:`TypeError` if not an
+    integer), :class:`OSError` when the name does not resolve or the socket cannot be
+    bound, and :class:`ConnectionError`
     (:class:`~aiopquic.quic.connection.QuicConnectionError`) when the handshake fails:
     nobody answers within ``handshake_timeout``, the server refuses, no common ALPN, or the
     certificate does not verify (the message says which).
@@ -43,6 +47,13 @@ async def connect(
     cancellation closes it at once.  The exception propagates unchanged (not wrapped in an
     exception group), on asyncio and on trio.
     """
+    if not isinstance(host, str):
+        raise TypeError(f"connect() host must be a str, got {type(host).__name__}")
+    if configuration is not None and not isinstance(configuration, QuicConfiguration):
+        raise TypeError(f"connect() configuration must be a QuicConfiguration, "
+                        f"got {type(configuration).__name__}")
+    port = check_port(port, allow_zero=False)
+    local_port = check_port(local_port, "local_port")
     if configuration is None:
         configuration = QuicConfiguration(is_client=True)
     configuration.validate()
@@ -56,7 +67,7 @@ async def connect(
     connection: Optional[Connection] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
-        connection = Connection(quic, endpoint)
+        connection = Connection(quic, endpoint, local_host=bind)
         endpoint.on_events = lambda q: connection._on_events()
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive, endpoint)
@@ -68,6 +79,9 @@ async def connect(
                     raise QuicConnectionError(
                         f"handshake with {host}:{port} timed out after "
                         f"{configuration.handshake_timeout:g} s") from None
+                except QuicConnectionError as exc:
+                    raise QuicConnectionError(f"cannot connect to {host}:{port}: {exc}",
+                                              exc.error_code, exc.reason_phrase) from None
                 try:
                     yield connection
                 except BaseException as exc:

@@ -2,7 +2,9 @@
 (aioquic's names and semantics)."""
 
 from aiopquic.asyncio.client import connect
+from aiopquic.asyncio.dispatch import DualStackServer, serve_dispatch
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.asyncio.server import QuicServer, serve
 
-__all__ = ["connect", "serve", "QuicConnectionProtocol", "QuicServer", "QuicStreamHandler"]
+__all__ = ["connect", "serve", "serve_dispatch", "DualStackServer", "QuicConnectionProtocol",
+           "QuicServer", "QuicStreamHandler"]

@@ -27,7 +27,18 @@ def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
 
     endpoint.on_events = on_events
     endpoint.on_error = on_error
-    loop.add_reader(endpoint.fileno, endpoint.process)
+    scheduled = False
+
+    def pump() -> None:
+        # One bounded batch per wake: if the batch was full, more events wait (the wake fd
+        # was cleared), so run again on the next loop iteration, after other callbacks.
+        nonlocal scheduled
+        scheduled = False
+        if endpoint.process() and not scheduled:
+            scheduled = True
+            loop.call_soon(pump)
+
+    loop.add_reader(endpoint.fileno, pump)
 
 
 def detach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop) -> None:

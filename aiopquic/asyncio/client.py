@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
+from aiopquic.asyncio._transport import remember_host
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
-from aiopquic.quic.connection import QuicEndpoint
+from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
 
 __all__ = ["connect"]
 
@@ -25,6 +27,7 @@ async def connect(
     create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
     session_ticket_handler: Optional[Callable[..., None]] = None,
     stream_handler: Optional[QuicStreamHandler] = None,
+    token_handler: Optional[Callable[[bytes], None]] = None,
     wait_connected: bool = True,
     local_port: int = 0,
 ) -> AsyncIterator[QuicConnectionProtocol]:
@@ -36,9 +39,26 @@ async def connect(
     :class:`ConnectionError` with the reason.  On exit the connection is closed gracefully:
     data already written reaches the peer before CONNECTION_CLOSE.
 
+    Raises :class:`ValueError` / :class:`TypeError` when ``port`` is not in 1..65535 or
+    ``local_port`` not in 0..65535 (nothing is wrapped around), or for a server
+    configuration.
+
+    Raises :class:`TypeError` when ``host`` is not a str or ``configuration`` is not a
+    :class:`QuicConfiguration` (or None).
+
     ``session_ticket_handler`` is accepted for aioquic compatibility and not called yet.
+    ``token_handler(token)`` is called with each address validation token the server sends
+    (NEW_TOKEN): pass it as ``configuration.token`` on a later connection to the same server
+    to skip its Retry round trip.  An exception it raises is logged, not propagated.
     """
+    if not isinstance(host, str):
+        raise TypeError(f"connect() host must be a str, got {type(host).__name__}")
+    if configuration is not None and not isinstance(configuration, QuicConfiguration):
+        raise TypeError(f"connect() configuration must be a QuicConfiguration, "
+                        f"got {type(configuration).__name__}")
     loop = asyncio.get_running_loop()
+    port = check_port(port, allow_zero=False)
+    local_port = check_port(local_port, "local_port")
     if configuration is None:
         configuration = QuicConfiguration(is_client=True)
     configuration.validate()
@@ -48,9 +68,11 @@ async def connect(
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
     endpoint = QuicEndpoint(configuration, bind, local_port)
+    remember_host(endpoint, bind)
     protocol: Optional[QuicConnectionProtocol] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
+        quic._token_handler = token_handler
         protocol = create_protocol(quic, stream_handler=stream_handler)
         _loop.attach(endpoint, loop, lambda q: protocol)
         if wait_connected:
@@ -61,6 +83,9 @@ async def connect(
                 raise ConnectionError(
                     f"handshake with {host}:{port} timed out after "
                     f"{configuration.handshake_timeout:g} s") from None
+            except QuicConnectionError as exc:
+                raise QuicConnectionError(f"cannot connect to {host}:{port}: {exc}",
+                                          exc.error_code, exc.reason_phrase) from None
         yield protocol
         protocol.close()
         try:

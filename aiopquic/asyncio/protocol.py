@@ -7,12 +7,23 @@ import itertools
 from collections import deque
 from typing import Any, Callable, Optional
 
+from aiopquic.asyncio._transport import transport_for
 from aiopquic.quic import events
-from aiopquic.quic.connection import QuicConnection, QuicConnectionError, QuicConnectionStats
+from aiopquic.quic.connection import (
+    QuicConnection,
+    QuicConnectionError,
+    QuicConnectionStats,
+    StreamFinishedError,
+)
 
-__all__ = ["QuicConnectionProtocol", "QuicStreamHandler"]
+__all__ = ["QuicConnectionProtocol", "QuicStreamAdapter", "QuicStreamHandler"]
 
 QuicStreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
+
+_NO_DATAGRAM_PROTOCOL = (
+    "QuicConnectionProtocol.{}(): aiopquic's protocol is not an asyncio.DatagramProtocol: "
+    "the UDP socket and its timers belong to the native network thread (use connect() / "
+    "serve(), wait_closed(), writer.drain())")
 
 
 class _StreamReader(asyncio.StreamReader):
@@ -21,6 +32,14 @@ class _StreamReader(asyncio.StreamReader):
 
     Chunks wait in a deque; only ``readline``/``readuntil``/``readexactly`` need asyncio's
     contiguous buffer, and they get it (the chunks are moved there first).
+
+    End of stream: the reads return EOF (``b""``, :class:`asyncio.IncompleteReadError`) only
+    after the peer's FIN.  If the connection ends first (the peer closed it or vanished, an
+    idle timeout, a stateless reset, our endpoint was closed), the bytes already received
+    are still returned, then the reads raise
+    :class:`~aiopquic.quic.connection.QuicConnectionError` (a :class:`ConnectionError`), so a
+    truncated transfer never looks complete.  A peer's RESET_STREAM raises
+    :class:`ConnectionResetError` at once.
     """
 
     def __init__(self, quic: QuicConnection, stream_id: int, loop: asyncio.AbstractEventLoop):
@@ -33,6 +52,18 @@ class _StreamReader(asyncio.StreamReader):
         self._aq_off = 0  # bytes of _aq_chunks[0] already read
         self._aq_pending = 0  # bytes in _aq_chunks not yet read
         self._aq_direct = 0  # >0 while a buffer-based read runs: feed asyncio's buffer
+        self._aq_error: Optional[Exception] = None  # raised at EOF: no FIN came
+
+    def _aq_abort(self, exc: Exception) -> None:
+        """The connection ended before the peer's FIN: once the buffered bytes are read,
+        reads raise ``exc`` instead of returning EOF."""
+        if self._eof or self._exception is not None:  # type: ignore[attr-defined]
+            return
+        self._aq_error = exc
+        self.feed_eof()
+
+    def exception(self) -> Optional[Exception]:
+        return self._exception or self._aq_error  # type: ignore[attr-defined]
 
     def feed_data(self, data: bytes) -> None:  # type: ignore[override]
         assert not self._eof, "feed_data after feed_eof"  # type: ignore[attr-defined]
@@ -81,6 +112,8 @@ class _StreamReader(asyncio.StreamReader):
             if self._buffer:  # type: ignore[attr-defined]
                 return await super().read(n)
         if not self._aq_pending:
+            if self._aq_error is not None and not self._buffer:  # type: ignore[attr-defined]
+                raise self._aq_error
             return b""
         chunk = self._aq_chunks[0]
         off = self._aq_off
@@ -100,15 +133,22 @@ class _StreamReader(asyncio.StreamReader):
         self._aq_materialize()
         self._aq_direct += 1
         try:
-            return await super().readline()
+            line = await super().readline()
         finally:
             self._aq_direct -= 1
+        if self._aq_error is not None and not line.endswith(b"\n") and self.at_eof():
+            raise self._aq_error  # the line was cut short by the connection's end
+        return line
 
     async def readuntil(self, separator: Any = b"\n") -> bytes:
         self._aq_materialize()
         self._aq_direct += 1
         try:
             return await super().readuntil(separator)
+        except asyncio.IncompleteReadError as exc:
+            if self._aq_error is not None:
+                raise self._aq_error from exc
+            raise
         finally:
             self._aq_direct -= 1
 
@@ -117,6 +157,10 @@ class _StreamReader(asyncio.StreamReader):
         self._aq_direct += 1
         try:
             return await super().readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            if self._aq_error is not None:
+                raise self._aq_error from exc
+            raise
         finally:
             self._aq_direct -= 1
 
@@ -147,13 +191,23 @@ class _StreamWriter(asyncio.StreamWriter):
 
 
 class _StreamTransport(asyncio.Transport):
-    """The per-stream transport behind a StreamWriter."""
+    """The per-stream transport behind a StreamWriter (aioquic's ``QuicStreamAdapter``)."""
 
     def __init__(self, protocol: QuicConnectionProtocol, stream_id: int) -> None:
         super().__init__()
         self._protocol = protocol
         self._stream_id = stream_id
         self._closing = False
+
+    @property
+    def protocol(self) -> QuicConnectionProtocol:
+        """The connection's protocol (aioquic's attribute)."""
+        return self._protocol
+
+    @property
+    def stream_id(self) -> int:
+        """The QUIC stream id (aioquic's attribute)."""
+        return self._stream_id
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "stream_id":
@@ -166,7 +220,8 @@ class _StreamTransport(asyncio.Transport):
 
     def write(self, data: Any) -> None:
         if self._closing:
-            raise ConnectionResetError(f"stream {self._stream_id} is closed for writing")
+            raise StreamFinishedError(
+                f"cannot write on stream {self._stream_id} after write_eof()/close()")
         self._protocol._quic.send_stream_data(self._stream_id, data)
 
     def writelines(self, list_of_data: Any) -> None:
@@ -198,6 +253,11 @@ class _StreamTransport(asyncio.Transport):
             self._closing = True
             if not self._protocol._quic.closed:
                 self._protocol._quic.reset_stream(self._stream_id, 0)
+
+
+QuicStreamAdapter = _StreamTransport
+"""aioquic's name for the transport behind a stream's ``StreamWriter``
+(``writer.transport``)."""
 
 
 class _StreamFlow:
@@ -257,13 +317,58 @@ class QuicConnectionProtocol:
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._ping_ids = itertools.count()
         quic._track_finished = True
+        # aioquic programs read protocol._transport.get_extra_info("sockname")
+        self._transport: asyncio.DatagramTransport = transport_for(quic._endpoint,
+                                                                   quic.peer_address)
         self._stats_waiters: list[asyncio.Future[QuicConnectionStats]] = []
 
     # ------------------------------------------------------------------ public API
 
     def close(self, error_code: int = 0, reason_phrase: str = "") -> None:
-        """Close the connection (application close) after queued data is delivered."""
+        """Close the connection (application close) after queued data is delivered.
+
+        Raises :class:`TypeError` / :class:`ValueError` when ``error_code`` is not an
+        integer in [0, 2**62) or ``reason_phrase`` is not a str; the connection then stays
+        open (and can be closed with valid arguments)."""
         self._quic.close(error_code=error_code, reason_phrase=reason_phrase)
+
+    def change_connection_id(self) -> None:
+        """aioquic's call to switch to a new connection ID: not available here, always raises
+        :class:`NotImplementedError` (see :meth:`QuicConnection.change_connection_id`)."""
+        self._quic.change_connection_id()
+
+    # aioquic's protocol is an asyncio.DatagramProtocol; here the UDP socket belongs to the
+    # network thread, so these entry points exist only to say so.
+
+    def connection_made(self, transport: Any) -> None:
+        """Not available: always raises :class:`NotImplementedError` (see
+        :meth:`datagram_received`)."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("connection_made"))
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        """Not available: always raises :class:`NotImplementedError`; use
+        :meth:`wait_closed` or the ``ConnectionTerminated`` event."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("connection_lost"))
+
+    def datagram_received(self, data: Any, addr: Any) -> None:
+        """Not available: always raises :class:`NotImplementedError`.  aiopquic's network
+        thread owns the UDP socket and feeds the engine itself, so a protocol cannot be
+        driven with datagrams from a socket of your own."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("datagram_received"))
+
+    def error_received(self, exc: Exception) -> None:
+        """Not available: always raises :class:`NotImplementedError`."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("error_received"))
+
+    def pause_writing(self) -> None:
+        """Not available: always raises :class:`NotImplementedError`; per-stream flow is
+        ``await writer.drain()``."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("pause_writing"))
+
+    def resume_writing(self) -> None:
+        """Not available: always raises :class:`NotImplementedError`; per-stream flow is
+        ``await writer.drain()``."""
+        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("resume_writing"))
 
     def connect(self, addr: Any) -> None:
         """Compatibility no-op: :func:`aiopquic.asyncio.connect` starts the handshake."""
@@ -344,8 +449,18 @@ class QuicConnectionProtocol:
                 reader.set_exception(ConnectionResetError(
                     f"stream {event.stream_id} reset by the peer (code {event.error_code})"))
         elif isinstance(event, events.ConnectionTerminated):
-            for reader in self._stream_readers.values():
-                reader.feed_eof()
+            # EOF only after the peer's FIN: a stream the connection's end cut short raises
+            # the connection error (after its buffered bytes), so truncation never looks
+            # like a complete transfer.
+            exc = self._connection_error()
+            for stream_id, reader in self._stream_readers.items():
+                if bool(stream_id & 2) and \
+                        bool(stream_id & 1) == (not self._quic.configuration.is_client):
+                    reader.feed_eof()  # our unidirectional stream: nothing to receive
+                elif isinstance(reader, _StreamReader):
+                    reader._aq_abort(exc)
+                elif not reader.at_eof() and reader.exception() is None:
+                    reader.set_exception(exc)
 
     def _create_stream(self, stream_id: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader = _StreamReader(self._quic, stream_id, self._loop)
@@ -379,12 +494,13 @@ class QuicConnectionProtocol:
         for stream_id in quic._take_finished_streams():
             self._stream_readers.pop(stream_id, None)
 
+    def _connection_error(self) -> QuicConnectionError:
+        ev = self._quic.close_event
+        return QuicConnectionError(self._quic._close_message(),
+                                   ev.error_code if ev else 0, ev.reason_phrase if ev else "")
+
     def _on_terminated(self) -> None:
-        exc = QuicConnectionError(self._quic._close_message(),
-                                  self._quic.close_event.error_code if self._quic.close_event
-                                  else 0,
-                                  self._quic.close_event.reason_phrase if self._quic.close_event
-                                  else "")
+        exc = self._connection_error()
         if self._connected_waiter is not None and not self._connected_waiter.done():
             self._connected_waiter.set_exception(exc)
             self._connected_waiter.exception()  # retrieved: no "never retrieved" warning
@@ -399,3 +515,40 @@ class QuicConnectionProtocol:
                 stats_fut.set_exception(exc)
                 stats_fut.exception()
         self._closed.set()
+
+    # ------------------------------------------------------------------ aiopquic 0.6.1 extras
+
+    async def aclose(self, error_code: int = 0, *, timeout: float = 2.0) -> None:
+        """Close the connection with ``error_code`` and wait, at most ``timeout`` seconds,
+        until it is closed (aiopquic 0.6.1).  Returns at once when it already is, or when
+        no handshake ever completed.  Raises :class:`TypeError` / :class:`ValueError` for
+        an ``error_code`` outside [0, 2**62)."""
+        if self._closed.is_set():
+            return
+        self._quic.close(error_code=error_code)
+        if not self._connected:
+            return
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def wait_created(self, timeout: float = 5.0) -> None:
+        """Wait until the connection exists in the engine, so writes reach it before the
+        handshake (aiopquic 0.6.1).  Here a connection exists as soon as its protocol does,
+        so this returns at once; it raises :class:`ConnectionError` when the connection is
+        already closed.  ``timeout`` is accepted for 0.6.1 compatibility."""
+        if self._quic.closed and not self._connected:
+            raise self._connection_error()
+
+    async def __aenter__(self) -> QuicConnectionProtocol:
+        """``async with protocol:`` closes the connection on exit (aiopquic 0.6.1)."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the connection and wait for it, at most 2 seconds."""
+        self.close()
+        try:
+            await asyncio.wait_for(self.wait_closed(), 2.0)
+        except asyncio.TimeoutError:
+            pass

@@ -6,7 +6,9 @@ import asyncio
 from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
+from aiopquic.asyncio._transport import EndpointTransport, remember_host
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection, QuicEndpoint
 
@@ -34,9 +36,25 @@ class QuicServer:
         return self._endpoint.local_port
 
     @property
+    def _transport(self) -> _TransportView:
+        """The server's transport, for both kinds of programs that read this private hook:
+        aioquic's (an asyncio datagram transport: ``get_extra_info("sockname")``) and
+        0.6.1's (its ``TransportContext``: ``counters``, ``eventfd`` and ``started``)."""
+        return _TransportView(self._endpoint, self)
+
+    @property
     def protocols(self) -> list[QuicConnectionProtocol]:
         """Protocols of the connections currently open."""
         return list(self._protocols.values())
+
+    def admission_stats(self) -> dict[str, int]:
+        """How client Initials were admitted: ``retries`` (Retry packets sent),
+        ``tokens_ok``, ``tokens_bad``, ``dropped_full`` (over ``max_half_open``),
+        ``rate_limited`` (over ``handshake_rate_per_source``), ``half_open`` (handshakes in
+        progress now), ``stateless_dropped``.  Raises :class:`RuntimeError` once closed."""
+        if self._closed:
+            raise RuntimeError("the server is closed")
+        return self._endpoint.admission_stats()
 
     def _on_accept(self, quic: QuicConnection) -> None:
         self._protocols[quic._handle] = self._create_protocol(
@@ -62,6 +80,34 @@ class QuicServer:
         self._protocols.clear()
 
 
+class _TransportView(EndpointTransport):
+    """A :class:`QuicServer`'s transport: aioquic's read-only datagram transport view
+    (:class:`~aiopquic.asyncio._transport.EndpointTransport`) plus the diagnostic part of
+    aiopquic 0.6.1's ``TransportContext``: ``counters`` (:attr:`QuicEndpoint.counters`),
+    ``eventfd`` (writing 8 bytes to it wakes the event loop's reader: a spurious wake costs
+    one empty pass) and ``started``."""
+
+    def __init__(self, endpoint: QuicEndpoint, server: QuicServer) -> None:
+        super().__init__(endpoint)
+        self._endpoint = endpoint
+        self._server = server
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """See :attr:`QuicEndpoint.counters` (empty once the server is closed)."""
+        return {} if self._server._closed else self._endpoint.counters
+
+    @property
+    def eventfd(self) -> int:
+        """The endpoint's wake file descriptor (-1 once the server is closed)."""
+        return -1 if self._server._closed else self._endpoint.fileno
+
+    @property
+    def started(self) -> bool:
+        """True until the server is closed."""
+        return not self._server._closed
+
+
 async def serve(
     host: str,
     port: int,
@@ -70,7 +116,7 @@ async def serve(
     create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
     session_ticket_fetcher: Optional[Callable[..., None]] = None,
     session_ticket_handler: Optional[Callable[..., None]] = None,
-    retry: bool = False,
+    retry: Optional[bool] = None,
     stream_handler: Optional[QuicStreamHandler] = None,
 ) -> QuicServer:
     """Listen for QUIC connections on ``host``:``port`` (``host`` is bound as given: use
@@ -79,18 +125,33 @@ async def serve(
 
     ``create_protocol(quic, stream_handler=...)`` builds one protocol per connection once its
     handshake completes.  Raises :class:`ValueError` for a configuration without a
-    certificate, :class:`OSError` when the address cannot be bound.  ``retry`` and the
-    session-ticket hooks are accepted for aioquic compatibility and ignored for now.
+    certificate or a ``port`` outside 0..65535 (:class:`TypeError` if not an integer),
+    :class:`OSError` when the address cannot be bound, and
+    :class:`~aiopquic._native.NativeError` (an :class:`OSError`) naming the certificate and
+    key files when GnuTLS rejects them.  The session-ticket hooks are accepted for aioquic
+    compatibility and ignored for now.
+
+    ``retry`` chooses address validation (RFC 9000 8.1): ``True`` answers every client
+    Initial without a valid token with a Retry packet (one extra round trip per handshake,
+    and no connection state for forged source addresses); ``False`` never does; ``None``
+    (the default) does so automatically while ``configuration.retry_threshold`` handshakes
+    are in progress -- under a handshake flood.  A client that comes back with an invalid
+    Retry token is closed with INVALID_TOKEN.  See :meth:`QuicServer.admission_stats`.
     """
     loop = asyncio.get_running_loop()
+    if not isinstance(configuration, QuicConfiguration):  # dropin helper: name the culprit
+        raise TypeError(f"serve() configuration must be a QuicConfiguration, "
+                        f"got {type(configuration).__name__}")
+    port = check_port(port)
     configuration.validate()
     if configuration.is_client:
         raise ValueError("serve() needs a server configuration (is_client=False)")
     if not configuration.certificate_chain or not configuration.private_key:
         raise ValueError("serve() needs a certificate: call configuration.load_cert_chain()")
     ip, rport = await _loop.resolve(host, port)
-    endpoint = QuicEndpoint(configuration, ip, rport)
+    endpoint = QuicEndpoint(configuration, ip, rport, retry=retry)
     try:
+        remember_host(endpoint, ip)  # dropin helper: server._transport (aioquic's hook)
         server = QuicServer(endpoint, loop, create_protocol, stream_handler)
         endpoint.start()
     except BaseException:

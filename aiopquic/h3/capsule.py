@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from aiopquic.h3._wire import decode_capsule, encode_capsule
+from aiopquic.h3._wire import decode_capsule, decode_varint, encode_capsule
 
 __all__ = ["CLOSE_WEBTRANSPORT_SESSION", "DRAIN_WEBTRANSPORT_SESSION", "CapsuleBuffer",
            "encode_close_session", "decode_close_session", "MAX_CLOSE_REASON"]
@@ -46,12 +46,14 @@ class CapsuleBuffer:
     """Reassembles capsules from the body bytes of a CONNECT stream."""
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()  # grows in place: tiny DATA frames cost no re-copying
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add body bytes; return the complete capsules ``(type, value)`` found.  Raises
-        :class:`ValueError` for a capsule over 64 KiB (a misbehaving peer)."""
-        buf = self._buf + data if self._buf else data
+        :class:`ValueError` for a capsule over 64 KiB (a misbehaving peer), as soon as its
+        length is known."""
+        buf = self._buf
+        buf += data
         out: list[tuple[int, bytes]] = []
         pos = 0
         while True:
@@ -60,8 +62,11 @@ class CapsuleBuffer:
                 break
             out.append((capsule[0], capsule[1]))
             pos = capsule[2]
-        self._buf = buf[pos:]
-        if len(self._buf) > _MAX_CAPSULE:
+        if pos:
+            del buf[:pos]
+        head = decode_varint(buf, 0)
+        length = decode_varint(buf, head[1]) if head is not None else None
+        if len(buf) > _MAX_CAPSULE or (length is not None and length[0] > _MAX_CAPSULE):
             raise ValueError("capsule larger than 64 KiB")
         return out
 

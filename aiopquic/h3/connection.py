@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import pylsqpack
 
+from aiopquic.h3._qpack_size import EncoderStreamSizes
 from aiopquic.h3._wire import decode_varint, encode_frame, encode_varint
 from aiopquic.h3.events import (
     DatagramReceived,
@@ -166,13 +167,17 @@ _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connecti
 _BAD_NAME = re.compile(rb"[^\x21-\x39\x3b-\x40\x5b-\x7e]")  # CTL, SP, ':', A-Z, DEL, 8-bit
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 
-# Largest frame payload buffered whole (HEADERS, SETTINGS, GOAWAY ...).
+# Largest HEADERS frame buffered whole (at least; a larger max_field_section_size raises it).
 _MAX_BUFFERED_FRAME = 256 * 1024
+DEFAULT_MAX_FIELD_SECTION_SIZE = 64 * 1024
+# Bytes buffered behind a header section blocked on QPACK (per stream).
+MAX_BLOCKED_STREAM_BYTES = 1024 * 1024
 _MAX_CONTROL_FRAME = 16 * 1024
 _SMALL_DATA = 4096  # DATA payloads up to this are sent in one piece with their frame header
 
 # stream kinds
 _REQUEST, _WT, _CONTROL, _ENCODER, _DECODER, _WT_UNI, _IGNORED = range(7)
+_PAYLOAD_KINDS = frozenset((_REQUEST, _WT, _WT_UNI))
 # header section states
 _INITIAL, _AFTER_HEADERS, _AFTER_TRAILERS = range(3)
 
@@ -242,12 +247,13 @@ class _Stream:
 
     __slots__ = ("stream_id", "kind", "pending", "ftype", "fleft", "fbuf", "frames_seen",
                  "recv_state", "send_state", "recv_ended", "send_ended", "blocked",
-                 "session_id", "expected_length", "received_length", "no_body")
+                 "session_id", "expected_length", "received_length", "no_body", "rx", "out",
+                 "credited", "held", "held_len", "block")
 
     def __init__(self, stream_id: int, kind: Optional[int]) -> None:
         self.stream_id = stream_id
         self.kind = kind
-        self.pending = b""  # unparsed bytes (a split frame header, or data held while blocked)
+        self.pending = b""  # unparsed bytes (a split frame header)
         self.ftype: Optional[int] = None  # frame being received (its header is parsed)
         self.fleft = 0  # payload bytes of that frame still to come
         self.fbuf = bytearray()  # payload of a frame that is buffered whole
@@ -261,6 +267,14 @@ class _Stream:
         self.expected_length: Optional[int] = None
         self.received_length = 0
         self.no_body = False  # response to HEAD (or 204/304): content-length is not checked
+        # receive credit: bytes received, payload handed out for the application to credit,
+        # and bytes credited by this layer (framing, or payload handed out by default)
+        self.rx = 0
+        self.out = 0
+        self.credited = 0
+        self.held: list[bytes] = []  # bytes behind a blocked header section, in order
+        self.held_len = 0
+        self.block = b""  # the blocked header block (checked against the size limit later)
 
     def collect(self, data: bytes, pos: int, take: int) -> tuple[int, Optional[bytes]]:
         """Buffer ``take`` payload bytes of the current frame from ``data[pos:]``; returns the
@@ -406,13 +420,41 @@ class H3Connection:
     WT_MAX_SESSIONS, WT_ENABLED) and recognises WebTransport streams; that needs QUIC
     datagrams (``QuicConfiguration.max_datagram_frame_size``), else :class:`ValueError`.
 
+    ``max_field_section_size`` (advertised as SETTINGS_MAX_FIELD_SECTION_SIZE) bounds the
+    decoded size of a received header section (name + value + 32 per field, RFC 9114 section
+    4.2.2); a larger one is refused before pylsqpack builds it (a server answers 431).
+
+    Receive flow control: the H3Connection returns the QUIC credit of what it consumes itself
+    (frame headers, header sections, control and QPACK streams) as it parses, and the credit
+    of payload bytes (``DataReceived`` / ``WebTransportStreamDataReceived``) when it hands
+    the event out -- aioquic's contract: the application owns what it got.  With
+    ``credit_on_consume=True`` payload credit comes back only when the application calls
+    :meth:`consumed`, so a peer cannot send more than the flow-control window ahead of the
+    application (the asyncio helpers work this way).  Bytes this layer holds (a blocked header
+    section and what follows it) are credited only once processed.
+
     Call it from the event loop's thread only (like the QuicConnection).
     """
 
-    def __init__(self, quic: Any, enable_webtransport: bool = False) -> None:
+    def __init__(self, quic: Any, enable_webtransport: bool = False, *,
+                 max_field_section_size: int = DEFAULT_MAX_FIELD_SECTION_SIZE,
+                 credit_on_consume: bool = False,
+                 extra_settings: Optional[dict[int, int]] = None) -> None:
+        if not isinstance(max_field_section_size, int) or max_field_section_size < 1:
+            raise ValueError("max_field_section_size must be a positive integer, got "
+                             f"{max_field_section_size!r}")
         self._quic = quic
         self._is_client = bool(quic.configuration.is_client)
         self._enable_webtransport = bool(enable_webtransport)
+        self._max_field_section_size = max_field_section_size
+        self._max_headers_frame = max(_MAX_BUFFERED_FRAME, max_field_section_size + 1024)
+        self._credit_on_consume = bool(credit_on_consume)
+        # this layer owns the receive credit of every stream of the connection (a stand-in
+        # QuicConnection without credit, as in sans-IO tests, gets none)
+        self._credit: Any = None
+        if hasattr(quic, "_consumed") and hasattr(quic, "_auto_credit"):
+            quic._auto_credit = False
+            self._credit = quic._consumed
         datagrams = bool(quic.configuration.max_datagram_frame_size)
         if self._enable_webtransport and not datagrams:
             raise ValueError("WebTransport needs QUIC datagrams: set "
@@ -420,6 +462,7 @@ class H3Connection:
         self._max_table_capacity = 4096
         self._blocked_streams = 16
         self._decoder = pylsqpack.Decoder(self._max_table_capacity, self._blocked_streams)
+        self._sizes = EncoderStreamSizes(self._max_table_capacity)
         self._encoder = pylsqpack.Encoder()
         self._streams: dict[int, _Stream] = {}
         self._done = False
@@ -433,6 +476,7 @@ class H3Connection:
 
         settings: dict[int, int] = {
             Setting.QPACK_MAX_TABLE_CAPACITY: self._max_table_capacity,
+            Setting.MAX_FIELD_SECTION_SIZE: max_field_section_size,
             Setting.QPACK_BLOCKED_STREAMS: self._blocked_streams,
             Setting.ENABLE_CONNECT_PROTOCOL: 1,
         }
@@ -441,6 +485,10 @@ class H3Connection:
         if self._enable_webtransport:
             for ident in _WT_CAPABILITY:
                 settings[ident] = 1
+        for extra_id, value in (extra_settings or {}).items():
+            if extra_id in _RESERVED_SETTINGS or not 0 <= value < 1 << 62:
+                raise ValueError(f"setting {extra_id:#x}={value} cannot be sent")
+            settings[extra_id] = value
         # a reserved (GREASE) setting keeps peers honest about ignoring unknown ids
         settings[0x1F * random.randrange(1, 1 << 16) + 0x21] = random.randrange(1 << 14)
         self._sent_settings = settings
@@ -463,6 +511,44 @@ class H3Connection:
     def sent_settings(self) -> Optional[dict[int, int]]:
         """The SETTINGS we sent."""
         return self._sent_settings
+
+    @property
+    def max_field_section_size(self) -> int:
+        """*(aiopquic)* The largest received header section accepted (advertised in
+        SETTINGS)."""
+        return self._max_field_section_size
+
+    def consumed(self, stream_id: int, nbytes: int, flush: bool = True) -> None:
+        """*(aiopquic)* The application has consumed ``nbytes`` of payload it received on
+        ``stream_id``: return their flow-control credit to the peer.  Needed only with
+        ``credit_on_consume=True`` (otherwise credit returns as the events are handed out).
+        ``flush=False`` lets small amounts batch until a later call flushes them."""
+        credit = self._credit
+        if credit is None or nbytes <= 0 or self._quic.closed:
+            return
+        credit(stream_id, nbytes)
+        if flush:
+            self._quic._flush_credit(stream_id)
+
+    @property
+    def webtransport_enabled(self) -> bool:
+        """*(aiopquic)* True when WebTransport was enabled for this connection."""
+        return self._enable_webtransport
+
+    def _settle(self, st: _Stream) -> None:
+        """Return the credit of the bytes of ``st`` this layer is done with: everything
+        received that is neither held here nor handed out for the application to credit."""
+        credit = self._credit
+        if credit is None:
+            return
+        owed = st.rx - st.out - st.credited - len(st.pending) - len(st.fbuf) - st.held_len - \
+            len(st.block)
+        if owed > 0 and not self._done:
+            st.credited += owed
+            credit(st.stream_id, owed)
+            if st.kind not in _PAYLOAD_KINDS:
+                # no application read will flush this stream's credit: send it now
+                self._quic._flush_credit(st.stream_id)
 
     @property
     def goaway_received(self) -> Optional[int]:
@@ -570,18 +656,19 @@ class H3Connection:
             quic.send_stream_data(stream_id, data, end_stream)
         self._maybe_forget(st)
 
-    def send_datagram(self, stream_id: int, data: bytes) -> None:
+    def send_datagram(self, stream_id: int, data: bytes) -> Any:
         """Send an HTTP/3 datagram (RFC 9297) tied to the request stream ``stream_id`` (for
         WebTransport: the session id).
 
         Raises :class:`InvalidStreamTypeError` unless ``stream_id`` is a client-initiated
         bidirectional stream, and :class:`ValueError` when QUIC datagrams are off or
-        ``data`` is too large for one packet."""
+        ``data`` is too large for one packet.  Returns what the QUIC connection's
+        ``send_datagram_frame`` returns (0 there means its datagram queue was full)."""
         if not isinstance(stream_id, int) or stream_id < 0 or stream_id % 4 != 0:
             raise InvalidStreamTypeError(
                 "datagrams can only be sent for client-initiated bidirectional streams "
                 f"(got stream {stream_id!r})")
-        self._quic.send_datagram_frame(encode_varint(stream_id >> 2) + bytes(data))
+        return self._quic.send_datagram_frame(encode_varint(stream_id >> 2) + bytes(data))
 
     def create_webtransport_stream(self, session_id: int, is_unidirectional: bool = False) -> int:
         """Open a WebTransport stream for the session ``session_id`` and return its stream
@@ -606,6 +693,21 @@ class H3Connection:
             st.session_id = session_id
             self._streams[stream_id] = st
         return stream_id
+
+    # -- server push (dropin helper's block) --------------------------------------------
+
+    def send_push_promise(self, stream_id: int, headers: Headers) -> int:
+        """Server push (aioquic's method).  Push is not implemented, so no push id is ever
+        available: this always raises
+        :class:`~aiopquic.h3.exceptions.NoAvailablePushIDError`, which aioquic programs
+        already handle by sending the response without the push.  A client calling it gets
+        :class:`RuntimeError` (only a server may push)."""
+        if self._is_client:
+            raise RuntimeError("only a server may send a push promise")
+        from aiopquic.h3.exceptions import NoAvailablePushIDError
+
+        raise NoAvailablePushIDError(
+            f"no push id available for stream {stream_id}: server push is not supported")
 
     def send_goaway(self, stream_id: Optional[int] = None) -> int:
         """*(aiopquic)* Send GOAWAY on the control stream and return its identifier.
@@ -674,9 +776,7 @@ class H3Connection:
         if st is None:
             return
         if st.kind == _REQUEST:
-            cancel = self._decoder.cancel_stream(stream_id)
-            if cancel:
-                self._quic.send_stream_data(self._local_decoder, cancel)
+            self._cancel_header_block(stream_id)
             if not self._is_client and st.recv_state == _INITIAL and not st.send_ended:
                 # the application never saw this request: nothing will answer it
                 self._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_INCOMPLETE)
@@ -684,7 +784,12 @@ class H3Connection:
         st.recv_ended = True
         st.blocked = False
         st.pending = b""
+        st.fbuf = bytearray()
+        st.block = b""
+        st.held = []
+        st.held_len = 0
         self._maybe_forget(st)
+        self._settle(st)
 
     def _on_stop_sending(self, stream_id: int) -> None:
         if stream_id in (self._local_control, self._local_encoder, self._local_decoder):
@@ -698,34 +803,45 @@ class H3Connection:
         st = self._streams.get(stream_id)
         if st is None:
             local = bool(stream_id & 1) == (not self._is_client)
-            if local:
-                return []  # a stream we no longer track (finished)
+            if local:  # a stream we no longer track (finished): discard, return the credit
+                if data and self._credit is not None:
+                    self._credit(stream_id, len(data))
+                return []
             st = _Stream(stream_id, None if _is_uni(stream_id) else _REQUEST)
             self._streams[stream_id] = st
+        st.rx += len(data)
         events: list[H3Event] = []
         if st.kind == _WT:
             if data or fin:
                 assert st.session_id is not None
+                if self._credit_on_consume:
+                    st.out += len(data)
                 events.append(WebTransportStreamDataReceived(
                     data=data, stream_id=stream_id, stream_ended=fin, session_id=st.session_id))
             if fin:
                 st.recv_ended = True
                 self._maybe_forget(st)
-            return events
-        if _is_uni(stream_id):
+        elif _is_uni(stream_id):
             self._recv_uni(st, data, fin, events)
         elif st.kind == _IGNORED:
             if fin:
                 st.recv_ended = True
                 self._maybe_forget(st)
         elif st.blocked:
-            st.pending += data
+            if data:
+                st.held.append(data)  # a list of chunks: no quadratic re-copying
+                st.held_len += len(data)
             st.recv_ended = st.recv_ended or fin
+            if st.held_len > MAX_BLOCKED_STREAM_BYTES:
+                self._refuse(st, ErrorCode.H3_EXCESSIVE_LOAD,
+                             f"{st.held_len} bytes behind a header section blocked on QPACK")
+                self._maybe_forget(st)
         else:
             if st.pending:
                 data = st.pending + data
                 st.pending = b""
             self._recv_request(st, data, fin, events)
+        self._settle(st)
         return events
 
     # ---- request streams (and WebTransport bidirectional streams)
@@ -753,6 +869,8 @@ class H3Connection:
                     st.kind = _WT
                     st.session_id = session[0]
                     rest = data[session[1]:]
+                    if self._credit_on_consume:
+                        st.out += len(rest)
                     if rest or fin:
                         events.append(WebTransportStreamDataReceived(
                             data=rest, stream_id=sid, stream_ended=fin,
@@ -772,7 +890,7 @@ class H3Connection:
                             f"server-initiated bidirectional stream {sid} is not a "
                             "WebTransport stream")
                 self._check_request_frame(st, ftype)
-                if ftype == FrameType.HEADERS and length[0] > _MAX_BUFFERED_FRAME:
+                if ftype == FrameType.HEADERS and length[0] > self._max_headers_frame:
                     raise _ExcessiveLoad(f"HEADERS frame of {length[0]} bytes")
                 st.ftype, st.fleft = ftype, length[0]
             ftype = st.ftype
@@ -781,6 +899,8 @@ class H3Connection:
                 if take:
                     chunk = data if take == n else data[pos:pos + take]
                     st.received_length += take
+                    if self._credit_on_consume:
+                        st.out += take
                     events.append(DataReceived(data=chunk, stream_id=sid, stream_ended=False))
                     pos += take
                     st.fleft -= take
@@ -791,14 +911,16 @@ class H3Connection:
                 pos, block = st.collect(data, pos, take)
                 if block is None:
                     break
-                try:
-                    headers = self._decode(sid, block)
-                except pylsqpack.StreamBlocked:
-                    st.blocked = True
-                    st.pending = data[pos:]
+                headers = self._decode_checked(st, block)
+                if st.blocked:
+                    rest = data[pos:]
+                    if rest:
+                        st.held.append(rest)
+                        st.held_len += len(rest)
                     st.recv_ended = st.recv_ended or fin
                     return
-                self._on_headers(st, headers, events)
+                if headers is not None:
+                    self._on_headers(st, headers, events)
                 if st.kind == _IGNORED:
                     if fin:
                         st.recv_ended = True
@@ -832,6 +954,61 @@ class H3Connection:
             raise _FrameUnexpected(f"frame type {ftype:#x} is not allowed on a request stream")
         elif ftype == FrameType.WEBTRANSPORT_STREAM:
             raise _FrameUnexpected("WebTransport stream signal without WebTransport")
+
+    def _decode_checked(self, st: _Stream, block: bytes) -> Optional[Headers]:
+        """Decode a header block within max_field_section_size.  Returns None when the
+        stream is blocked on QPACK (``st.blocked``) or was refused as too large."""
+        sid = st.stream_id
+        sizes = self._sizes
+        ric = sizes.required_insert_count(block)
+        if ric is not None and ric <= sizes.inserts:
+            # every entry it references is known: bound the decoded size before decoding
+            # (the bound is at most 8/5 of the real size, from Huffman coding)
+            cap = 2 * self._max_field_section_size
+            bound = sizes.bound(block, cap)
+            if bound is not None and bound > cap:
+                self._reject_headers(st, f"more than {cap}", cancel=ric > 0)
+                return None
+        try:
+            headers = self._decode(sid, block)
+        except pylsqpack.StreamBlocked:
+            st.blocked = True
+            st.block = block
+            return None
+        return self._check_size(st, headers)
+
+    def _check_size(self, st: _Stream, headers: Headers) -> Optional[Headers]:
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+        if size > self._max_field_section_size:
+            self._reject_headers(st, str(size), cancel=False)
+            return None
+        return headers
+
+    def _reject_headers(self, st: _Stream, size: str, cancel: bool) -> None:
+        """A header section larger than max_field_section_size: a server answers 431 (if
+        nothing was sent yet) and stops the stream; a client closes the connection."""
+        reason = (f"header section of {size} bytes on stream {st.stream_id} (limit "
+                  f"{self._max_field_section_size})")
+        if self._is_client:
+            raise _ExcessiveLoad(reason)
+        logger.debug("refusing %s", reason)
+        if st.recv_state == _INITIAL and st.send_state == _INITIAL and not st.send_ended:
+            try:
+                self.send_headers(st.stream_id, [(b":status", b"431"),
+                                                 (b"content-length", b"0")], end_stream=True)
+            except Exception as exc:  # the stream may be stopped already
+                logger.debug("cannot answer 431 on stream %d: %s", st.stream_id, exc)
+        self._abort(st, ErrorCode.H3_EXCESSIVE_LOAD, cancel=cancel)
+
+    def _refuse(self, st: _Stream, code: int, reason: str) -> None:
+        """Excessive load on one stream: a stream error on a server, a connection error on
+        a client (whose application would otherwise wait for a response forever)."""
+        if self._is_client:
+            raise _ExcessiveLoad(reason)
+        logger.debug("refusing stream %d: %s", st.stream_id, reason)
+        self._abort(st, code, cancel=st.blocked)
 
     def _decode(self, stream_id: int, block: Optional[bytes]) -> Headers:
         try:
@@ -876,12 +1053,30 @@ class H3Connection:
             return
         events.append(HeadersReceived(headers=headers, stream_id=sid, stream_ended=False))
 
-    def _abort(self, st: _Stream, code: int) -> None:
-        """Stream error: reset and stop the stream, ignore what still arrives on it."""
+    def _cancel_header_block(self, stream_id: int) -> None:
+        """Tell the peer's QPACK encoder (Stream Cancellation) that ``stream_id``'s header
+        block is abandoned.  Older pylsqpack releases (the one PyPy gets) have no
+        ``Decoder.cancel_stream``: then nothing is sent, which only delays the encoder's
+        reuse of dynamic-table entries."""
+        cancel_stream = getattr(self._decoder, "cancel_stream", None)
+        if cancel_stream is not None:
+            data = cancel_stream(stream_id)
+            if data:
+                self._quic.send_stream_data(self._local_decoder, data)
+
+    def _abort(self, st: _Stream, code: int, cancel: bool = False) -> None:
+        """Stream error: reset and stop the stream, ignore what still arrives on it.
+        ``cancel`` tells the peer's QPACK encoder that a header block is abandoned."""
+        if cancel:
+            self._cancel_header_block(st.stream_id)
         st.kind = _IGNORED
         st.pending = b""
         st.fbuf = bytearray()
         st.ftype = None
+        st.blocked = False
+        st.block = b""
+        st.held = []
+        st.held_len = 0
         if not st.send_ended:
             self._quic.reset_stream(st.stream_id, code)
             st.send_ended = True
@@ -956,6 +1151,7 @@ class H3Connection:
                 except pylsqpack.DecoderStreamError as exc:
                     raise _QpackDecoderStreamError("bad QPACK decoder stream data") from exc
             else:
+                self._sizes.feed(chunk)  # entry sizes, for the field section size bound
                 try:
                     unblocked = self._decoder.feed_encoder(chunk)
                 except pylsqpack.EncoderStreamError as exc:
@@ -974,6 +1170,8 @@ class H3Connection:
                     return
                 st.session_id, pos = head
             chunk = data[pos:] if pos else data
+            if self._credit_on_consume:
+                st.out += len(chunk)
             if chunk or fin:
                 events.append(WebTransportStreamDataReceived(
                     data=chunk, stream_id=st.stream_id, stream_ended=fin,
@@ -1096,13 +1294,26 @@ class H3Connection:
         st = self._streams.get(stream_id)
         if st is None or not st.blocked:
             return
-        st.blocked = False
         start = len(events)
-        headers = self._decode(stream_id, None)
-        self._on_headers(st, headers, events)
+        block, st.block = st.block, b""
+        cap = 2 * self._max_field_section_size
+        bound = self._sizes.bound(block, cap)
+        if bound is not None and bound > cap:
+            self._reject_headers(st, f"more than {cap}", cancel=True)
+        else:
+            st.blocked = False
+            headers = self._check_size(st, self._decode(stream_id, None))
+            if headers is not None:
+                self._on_headers(st, headers, events)
         if st.kind == _IGNORED:
+            st.held = []
+            st.held_len = 0
             if st.recv_ended:
                 self._maybe_forget(st)
+            self._settle(st)
             return
-        data, st.pending = st.pending, b""
+        data = b"".join(st.held)
+        st.held = []
+        st.held_len = 0
         self._recv_request(st, data, st.recv_ended, events, start)
+        self._settle(st)

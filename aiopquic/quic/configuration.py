@@ -12,17 +12,28 @@ Bad values raise at once -- on construction, in :meth:`~QuicConfiguration.load_c
 :meth:`~QuicConfiguration.load_verify_locations`, or in :meth:`~QuicConfiguration.validate`
 (which ``connect()`` and ``serve()`` call again, so fields assigned after construction are
 checked too) -- with a message naming the field or file at fault.
+
+Programs written for aioquic or for the picoquic-based aiopquic 0.6.1 construct unchanged:
+every field of both is accepted by keyword and readable.  Each is either honoured (mapped onto
+an engine setting) or accepted at its default only, in which case :meth:`validate` rejects any
+other value with a message naming the field and saying why; nothing is silently ignored
+(docs/migrating.md has the table).
 """
 
 import os
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO, Union
 
 __all__ = [
     "CONGESTION_CONTROL_ALGORITHMS",
+    "CONGESTION_CONTROL_ALIASES",
+    "CONNECTION_ID_LENGTH",
     "MIN_STREAM_BUFFER_SIZE",
+    "QUIC_V1",
+    "QUIC_V2",
     "QuicConfiguration",
 ]
 
@@ -30,12 +41,30 @@ StrPath = Union[str, "os.PathLike[str]"]
 """A filesystem path: :class:`str` or :class:`os.PathLike`."""
 
 CONGESTION_CONTROL_ALGORITHMS: tuple[str, ...] = ("reno", "cubic", "bbr")
-"""Accepted values of :attr:`QuicConfiguration.congestion_control_algorithm`."""
+"""Accepted values of :attr:`QuicConfiguration.congestion_control_algorithm` (besides the
+aliases in :data:`CONGESTION_CONTROL_ALIASES`)."""
+
+CONGESTION_CONTROL_ALIASES: dict[str, str] = {"newreno": "reno", "bbr1": "bbr"}
+"""Names aiopquic 0.6.1 (picoquic) accepts, mapped onto the engine's controller of that
+family: ngtcp2's Reno is NewReno, and its BBR takes the place of picoquic's BBRv1."""
+
+_UNSUPPORTED_CC = ("dcubic", "fast", "prague", "c4", "bbr2", "bbr3")
+
+QUIC_V1 = 0x00000001
+"""QUIC version 1 (RFC 9000)."""
+
+QUIC_V2 = 0x6B3343CF
+"""QUIC version 2 (RFC 9369), offered for compatible version negotiation (RFC 9368) by
+default (see :attr:`QuicConfiguration.supported_versions`)."""
+
+_VERSION_NAMES = {QUIC_V1: "QUIC_V1", QUIC_V2: "QUIC_V2"}
+
+CONNECTION_ID_LENGTH = 8
+"""Default length of the connection IDs we issue (aioquic's; 8 to 20 are accepted)."""
 
 MIN_STREAM_BUFFER_SIZE = 64 * 1024
 """Smallest accepted :attr:`QuicConfiguration.stream_buffer_size` (bytes)."""
 
-_MAX_DATAGRAM_FRAME_SIZE = 65535
 _MAX_VARINT = (1 << 62) - 1
 _VERIFY_MODES = (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED)
 
@@ -108,7 +137,9 @@ class QuicConfiguration:
     the certificate file, this is the certificate file's path."""
 
     idle_timeout: float = 60.0
-    """Idle timeout in seconds: the connection closes if nothing is received for this long."""
+    """Idle timeout in seconds: the connection closes if nothing is received for this long.
+    Sent as the ``max_idle_timeout`` transport parameter; ``0`` means no idle timeout on our
+    side (RFC 9000 section 10.1: the peer's limit, if it has one, still applies)."""
 
     handshake_timeout: float = 10.0
     """*(aiopquic)* Seconds a connection attempt may take before ``connect()`` raises
@@ -134,26 +165,203 @@ class QuicConfiguration:
     16384, 32768, 65000 up to this ceiling, keeping the largest size the path really carries:
     1454 on a typical Internet path, the ceiling on loopback.  Larger packets cost less CPU
     per byte.  aioquic uses the same name for a fixed size (default 1200); 1452 is a safe
-    ceiling on paths with broken PMTUD."""
+    ceiling on paths with broken PMTUD, and 1200 turns PMTUD off.  Values below 1200 are
+    refused: QUIC needs every path to carry 1200-byte UDP payloads (RFC 9000 section 14) and
+    the engine cannot build smaller packets."""
 
     max_datagram_frame_size: Optional[int] = None
-    """Largest DATAGRAM frame accepted (1..65535), advertised to the peer.  ``None`` turns
-    datagrams off."""
+    """Largest DATAGRAM frame accepted, advertised to the peer (RFC 9221): any QUIC varint
+    from 1 up (65536 is common).  A datagram still has to fit one packet, so larger values
+    only say "no limit besides the packet size".  ``None`` (or 0) turns datagrams off."""
 
     secrets_log_file: Optional[Union[TextIO, str]] = None
     """Where TLS secrets are logged in NSS key log format (for Wireshark): a text file object
-    (as in aioquic) or a path (aiopquic), which is opened for appending.  GnuTLS also honours the
-    ``SSLKEYLOGFILE`` environment variable by itself."""
+    (as in aioquic) or a path (aiopquic), which is opened for appending (a new file is created
+    with mode 0600, readable by its owner only: it holds the secrets that decrypt the traffic).
+    GnuTLS also honours the ``SSLKEYLOGFILE`` environment variable by itself."""
 
-    congestion_control_algorithm: str = "cubic"
-    """Congestion controller: ``"reno"``, ``"cubic"`` or ``"bbr"`` (case-insensitive)."""
+    congestion_control_algorithm: Optional[str] = "bbr"
+    """Congestion controller: ``"reno"``, ``"cubic"`` or ``"bbr"`` (case-insensitive); aiopquic
+    0.6.1's ``"newreno"`` and ``"bbr1"`` map to ``"reno"`` and ``"bbr"``, and ``None`` means
+    the default (``"bbr"``: on lossy paths it keeps 10-16x the goodput of the loss-based
+    controllers, and it equals CUBIC on clean ones, see docs/performance.md).  picoquic-only
+    controllers (``"dcubic"``, ``"fast"``,
+    ``"prague"``, ``"c4"``) are refused."""
 
-    stream_buffer_size: int = 1024 * 1024
+    stream_buffer_size: int = 4 * 1024 * 1024
     """*(aiopquic)* Bytes of each stream's send ring: a power of two, at least 64 KiB.
     ``writer.drain()`` waits while the ring is full."""
 
     quic_logger: Any = None
-    """Accepted for aioquic compatibility and ignored."""
+    """aioquic's qlog sink (a :class:`~aiopquic.quic.logger.QuicLogger` or
+    ``QuicFileLogger``): each connection gets a trace of its connection-level events
+    (handshake, ALPN, path MTU, stream data and datagrams moved, resets, the close); no
+    packet-level events (see docs/api.md, "qlog").  :meth:`validate` raises
+    :class:`TypeError` for an object without ``start_trace()``/``end_trace()``."""
+
+    # -------------------------------------------------- aiopquic 0.6.1 fields
+
+    certificate_file: Optional[str] = None
+    """*(aiopquic 0.6.1)* PEM certificate chain file, loaded by :meth:`validate` (so on
+    construction and again by ``connect()``/``serve()``) as :meth:`load_cert_chain` would;
+    :meth:`load_cert_chain` also sets it."""
+
+    private_key_file: Optional[str] = None
+    """*(aiopquic 0.6.1)* PEM private key file loaded with :attr:`certificate_file`; ``None``
+    takes the key from the certificate file."""
+
+    keep_alive_interval: Optional[float] = None
+    """*(aiopquic 0.6.1)* Send a PING when nothing was sent for this many seconds (keeps NAT
+    bindings and the peer's idle timer alive).  ``None`` or ``0``: off."""
+
+    max_connections: Optional[int] = None
+    """*(aiopquic 0.6.1)* Server: most connections open at once.  A connection that would
+    exceed it is closed right after its handshake with CONNECTION_REFUSED (transport error
+    0x2) and never reaches ``create_protocol``.  ``None``: no limit (0.6.1's default was
+    256).  Ignored by clients (one connection per endpoint)."""
+
+    socket_buffer_size: Optional[int] = None
+    """*(aiopquic 0.6.1)* UDP socket send and receive buffer size to ask for, in bytes (the
+    kernel clamps it to rmem_max/wmem_max unless the process may force it).  ``None``: 8 MiB."""
+
+    max_half_open: int = 256
+    """Server: most handshakes in progress at once.  A new client Initial beyond it is
+    dropped (the client retransmits it, so it waits rather than fails) and counted in
+    :meth:`QuicServer.admission_stats` as ``dropped_full``.  Each costs ~60 KiB until its
+    handshake completes or times out."""
+
+    retry_threshold: Optional[int] = None
+    """Server, with ``serve(retry=None)`` (the default, automatic Retry): once this many
+    handshakes are in progress, a client Initial without a valid token is answered with a
+    Retry packet, so only clients that prove their address get connection state.  ``None``:
+    a quarter of :attr:`max_half_open`."""
+
+    handshake_rate_per_source: float = 200.0
+    """Server: new handshakes per second that one source (an IPv4 address, or an IPv6 /64)
+    may start, in bursts of twice that; an Initial over the rate is dropped (the client
+    retransmits it) and counted as ``rate_limited``.  ``0``: no limit.  Raise it for load
+    generators that open many connections from one address."""
+
+    stream_ring_cap: Optional[int] = None
+    """*(aiopquic 0.6.1)* Bytes of each stream's send ring: sets :attr:`stream_buffer_size`
+    (rounded up to a power of two, at least 64 KiB) when not ``None``.  Unlike 0.6.1, a write
+    larger than the ring is not refused: the excess waits in a Python queue."""
+
+    tx_max_queued_bytes: Optional[int] = None
+    """*(aiopquic 0.6.1)* 0.6.1's process-wide send gate.  Only ``None`` or ``0`` (off): here
+    backpressure is per stream (:attr:`stream_buffer_size`, ``writer.drain()``)."""
+
+    event_ring_capacity: Optional[int] = None
+    """*(aiopquic 0.6.1)* Entries of the native event ring (network thread to Python), rounded
+    up to a power of two, 64..2**20.  ``None``: 4096.  Events beyond it wait in an overflow
+    list, so this is tuning only."""
+
+    qlog_dir: Optional[str] = None
+    """*(aiopquic 0.6.1)* Directory for qlog files: each connection's trace is written there
+    as ``<id>.qlog`` (JSON, aioquic's ``QuicFileLogger`` format) when it closes; used when
+    :attr:`quic_logger` is None.  ``None`` falls back to ``$AIOPQUIC_QLOG_DIR`` (as 0.6.1
+    did).  :meth:`validate` raises :class:`FileNotFoundError` / :class:`NotADirectoryError`
+    naming it when it is not an existing directory."""
+
+    datagram_ring_bytes: Optional[int] = None
+    """*(aiopquic 0.6.1)* Bytes of datagrams that may wait to be sent per connection; beyond
+    it the oldest are dropped (counted in ``datagrams_dropped``).  ``None``: 1 MiB."""
+
+    datagram_max_payload: Optional[int] = None
+    """*(aiopquic 0.6.1)* Largest datagram payload ``send_datagram_frame`` accepts, 1..65535:
+    a cap on top of what the path and the peer allow.  ``None``: the path decides."""
+
+    key_exchange_groups: Any = None
+    """*(aiopquic 0.6.1)* TLS key exchange groups.  Only ``None``: the engine's GnuTLS
+    priority string fixes them."""
+
+    cipher_suite: Any = None
+    """*(aiopquic 0.6.1)* TLS cipher suite.  Only ``None`` (see :attr:`cipher_suites`)."""
+
+    key_update_interval: Optional[int] = None
+    """*(aiopquic 0.6.1)* Automatic key updates.  Only ``None``: call
+    ``QuicConnection.request_key_update()`` to update keys."""
+
+    session_ticket_file: Optional[str] = None
+    """*(aiopquic 0.6.1)* File for resumption tickets.  Only ``None``: no session
+    resumption or 0-RTT yet."""
+
+    ip_family: Optional[int] = None
+    """*(aiopquic 0.6.1)* Address family of the socket.  Only ``None`` or
+    :data:`socket.AF_UNSPEC`: the family follows the address given to ``connect()`` /
+    ``serve()`` (use ``"::"`` or ``"0.0.0.0"``)."""
+
+    pmtud: Optional[str] = None
+    """*(aiopquic 0.6.1)* Path MTU discovery: ``None`` or ``"basic"`` (on, up to
+    :attr:`max_datagram_size`) or ``"blocked"`` (off: 1200-byte packets).  picoquic's
+    ``"delayed"`` is refused."""
+
+    # -------------------------------------------------- more aioquic fields
+
+    certificate: Any = field(default=None, repr=False)
+    """aioquic's server certificate: a ``cryptography`` ``x509.Certificate`` (or PEM bytes).
+    :meth:`validate` writes it as PEM in front of :attr:`certificate_chain`, which may also
+    be aioquic's list of ``x509.Certificate`` (converted to PEM bytes).  A ``cryptography``
+    private key object in :attr:`private_key` is converted to PEM (PKCS#8) the same way."""
+
+    cipher_suites: Any = None
+    """aioquic's TLS cipher suites.  Only ``None``: GnuTLS offers AES-128-GCM, AES-256-GCM,
+    ChaCha20-Poly1305 and AES-128-CCM."""
+
+    supported_versions: Optional[list[int]] = field(
+        default_factory=lambda: [QUIC_V1, QUIC_V2])
+    """QUIC versions in order of preference, from :data:`QUIC_V1` and :data:`QUIC_V2`
+    (aioquic's field and default).  A client starts in :attr:`original_version` (default:
+    the first of them) and offers all of them; a server moves a client to the first of its
+    own list that the client offers (compatible version negotiation, RFC 9368), else keeps
+    the client's version.  ``None``: version 1 only.  :meth:`validate` raises
+    :class:`ValueError` for an empty list, a repeated or unknown version."""
+
+    original_version: Optional[int] = None
+    """The version of a client's first Initial (aioquic's field): :data:`QUIC_V1` or
+    :data:`QUIC_V2`, one of :attr:`supported_versions`.  ``None``: the first of
+    :attr:`supported_versions`.  Servers ignore it."""
+
+    initial_rtt: Optional[float] = None
+    """RTT (seconds) assumed before the first measurement (aioquic's name).  ``None``: ngtcp2's
+    333 ms."""
+
+    connection_id_length: int = CONNECTION_ID_LENGTH
+    """Length of the connection IDs we issue, 8 to 20 bytes (aioquic's default, 8: servers
+    that own their socket route short-header packets by it)."""
+
+    token: Optional[bytes] = b""
+    """Client: an address validation token the server gave on an earlier connection (a
+    NEW_TOKEN frame, delivered to ``connect(token_handler=...)``), sent in the first
+    Initial so that a server asking for Retry admits the client without that extra round
+    trip.  Empty or ``None``: no token.  A stale or foreign token costs nothing: the server
+    ignores it (and may send a Retry)."""
+
+    session_ticket: Any = None
+    """aioquic's session ticket for resumption.  Only ``None``: no resumption yet."""
+
+    quantum_readiness_test: bool = False
+    """aioquic's oversized ClientHello test.  Only ``False``."""
+
+    # -------------------------------------------------- 0.6.1 properties
+
+    @property
+    def verify_peer(self) -> bool:
+        """*(aiopquic 0.6.1)* Whether a client verifies the server certificate, that is
+        ``verify_mode != ssl.CERT_NONE``; setting it sets :attr:`verify_mode`."""
+        return self.verify_mode != ssl.CERT_NONE
+
+    @verify_peer.setter
+    def verify_peer(self, value: bool) -> None:
+        self.verify_mode = ssl.CERT_REQUIRED if value else ssl.CERT_NONE
+
+    @property
+    def desired_version(self) -> int:
+        """*(aiopquic 0.6.1)* The QUIC version a client starts with (see
+        :attr:`original_version`)."""
+        if self.original_version is not None:
+            return int(self.original_version)
+        return int(self.supported_versions[0]) if self.supported_versions else QUIC_V1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -209,6 +417,7 @@ class QuicConfiguration:
                 )
 
         # Identity.
+        self._validate_credentials()
         for name in ("certificate_chain", "private_key", "private_key_password"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bytes):
@@ -227,7 +436,12 @@ class QuicConfiguration:
                 setattr(self, name, _fspath(name, value))
 
         # Timeouts.
-        self.idle_timeout = _check_positive_number("idle_timeout", self.idle_timeout, "seconds")
+        if self.idle_timeout == 0 and not isinstance(self.idle_timeout, bool):
+            self.idle_timeout = 0.0  # no idle timeout on our side (RFC 9000 section 10.1)
+        else:
+            self.idle_timeout = _check_positive_number(
+                "idle_timeout", self.idle_timeout, "seconds (0: none)"
+            )
         self.handshake_timeout = _check_positive_number(
             "handshake_timeout", self.handshake_timeout, "seconds"
         )
@@ -241,11 +455,25 @@ class QuicConfiguration:
             _check_int_range(
                 "max_datagram_frame_size",
                 self.max_datagram_frame_size,
-                1,
-                _MAX_DATAGRAM_FRAME_SIZE,
+                0,
+                _MAX_VARINT,
                 hint=" (use None to turn datagrams off)",
             )
-        _check_int_range("max_datagram_size", self.max_datagram_size, 1200, 65000)
+            if self.max_datagram_frame_size == 0:
+                self.max_datagram_frame_size = None  # RFC 9221: 0 = no DATAGRAM support
+        _check_int_range(
+            "max_datagram_size",
+            self.max_datagram_size,
+            1200,
+            65000,
+            hint=" (QUIC needs paths to carry 1200-byte UDP payloads, RFC 9000 section 14; "
+            "the engine cannot send smaller packets)",
+        )
+        if self.stream_ring_cap is not None:
+            _check_int_range("stream_ring_cap", self.stream_ring_cap, 1, 1 << 40)
+            self.stream_buffer_size = max(
+                MIN_STREAM_BUFFER_SIZE, 1 << (self.stream_ring_cap - 1).bit_length()
+            )
         _check_int_range(
             "stream_buffer_size", self.stream_buffer_size, MIN_STREAM_BUFFER_SIZE, 1 << 40
         )
@@ -257,17 +485,28 @@ class QuicConfiguration:
 
         # Congestion control.
         cca = self.congestion_control_algorithm
+        if cca is None:
+            cca = "bbr"  # aiopquic 0.6.1: None = the engine's default
         if not isinstance(cca, str):
             raise TypeError(
                 f"QuicConfiguration.congestion_control_algorithm must be a str, "
                 f"got {type(cca).__name__}: {cca!r}"
             )
-        if cca.lower() not in CONGESTION_CONTROL_ALGORITHMS:
+        name = cca.lower()
+        if name in _UNSUPPORTED_CC:
+            raise ValueError(
+                f"QuicConfiguration.congestion_control_algorithm: {cca!r} is a picoquic "
+                f"controller that ngtcp2 does not have (choose one of "
+                f"{', '.join(map(repr, CONGESTION_CONTROL_ALGORITHMS))})"
+            )
+        if name not in CONGESTION_CONTROL_ALGORITHMS and name not in CONGESTION_CONTROL_ALIASES:
             raise ValueError(
                 f"QuicConfiguration.congestion_control_algorithm: unknown algorithm {cca!r} "
                 f"(choose one of {', '.join(map(repr, CONGESTION_CONTROL_ALGORITHMS))})"
             )
-        self.congestion_control_algorithm = cca.lower()
+        self.congestion_control_algorithm = name
+
+        self._validate_compat_fields()
 
         # Key log.
         slf = self.secrets_log_file
@@ -282,6 +521,180 @@ class QuicConfiguration:
                     f"QuicConfiguration.secrets_log_file must be a text file object, a path or "
                     f"None, got {type(slf).__name__}"
                 )
+
+    def _validate_credentials(self) -> None:
+        """aioquic's ``cryptography`` objects to PEM; 0.6.1's certificate/key files loaded."""
+        cert = self.certificate
+        chain = self.certificate_chain
+        if isinstance(chain, (list, tuple)):
+            self.certificate_chain = chain = b"".join(
+                _cert_pem(f"certificate_chain[{i}]", c) for i, c in enumerate(chain)
+            )
+        if cert is not None:
+            if self.certificate_file is not None:
+                raise ValueError(
+                    "QuicConfiguration.certificate and certificate_file are both set "
+                    "(give the certificate one way)"
+                )
+            pem = _cert_pem("certificate", cert)
+            rest = chain if isinstance(chain, bytes) else b""
+            if not rest.startswith(pem):
+                self.certificate_chain = pem + rest
+        key = self.private_key
+        if key is not None and hasattr(key, "private_bytes"):
+            from cryptography.hazmat.primitives import serialization
+
+            self.private_key = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        if self.private_key_file is not None and self.certificate_file is None:
+            raise ValueError(
+                "QuicConfiguration.private_key_file is set without certificate_file "
+                "(set both, or call load_cert_chain())"
+            )
+        if self.certificate_file is not None:
+            certfile = _fspath("certificate_file", self.certificate_file)
+            keyfile = (
+                None
+                if self.private_key_file is None
+                else _fspath("private_key_file", self.private_key_file)
+            )
+            loaded = (
+                self.certificate_chain is not None
+                and self.private_key is not None
+                and self.certfile == certfile
+                and (keyfile is None or self.keyfile == keyfile)
+            )
+            if not loaded:
+                self.load_cert_chain(certfile, keyfile, self.private_key_password)
+            self.certificate_file, self.private_key_file = certfile, keyfile
+
+    def _validate_compat_fields(self) -> None:
+        """aiopquic 0.6.1 and aioquic fields: honoured, or only their defaults accepted."""
+        for name in ("max_connections", "event_ring_capacity", "datagram_max_payload"):
+            value = getattr(self, name)
+            if value is not None:
+                high = {"event_ring_capacity": 1 << 20, "datagram_max_payload": 65535}.get(
+                    name, 1 << 31
+                )
+                _check_int_range(name, value, 64 if name == "event_ring_capacity" else 1, high)
+        if self.pmtud is not None:
+            if not isinstance(self.pmtud, str):
+                raise TypeError(
+                    f"QuicConfiguration.pmtud must be a str or None, "
+                    f"got {type(self.pmtud).__name__}"
+                )
+            self.pmtud = self.pmtud.lower()
+            if self.pmtud not in ("basic", "blocked"):
+                _unsupported(
+                    "pmtud",
+                    self.pmtud,
+                    "choose None or 'basic' (path MTU discovery on) or 'blocked' (off); "
+                    "picoquic's 'delayed' mode does not exist in ngtcp2",
+                )
+        _check_int_range("max_half_open", self.max_half_open, 1, 1 << 20)
+        if self.retry_threshold is not None:
+            _check_int_range("retry_threshold", self.retry_threshold, 1, 1 << 20)
+        _check_optional_number("handshake_rate_per_source", self.handshake_rate_per_source,
+                               0, 1e9)
+        _check_optional_number("keep_alive_interval", self.keep_alive_interval, 0, 86400)
+        _check_optional_number("socket_buffer_size", self.socket_buffer_size, 4096, 1 << 30,
+                               integer=True)
+        _only_default(
+            "tx_max_queued_bytes",
+            self.tx_max_queued_bytes,
+            (None, 0),
+            "there is no process-wide send gate here; backpressure is per stream "
+            "(stream_buffer_size / stream_ring_cap and writer.drain()); None or 0 only",
+        )
+        if self.qlog_dir is not None:
+            self.qlog_dir = _fspath("qlog_dir", self.qlog_dir)
+            _check_is_dir("qlog_dir", self.qlog_dir, "")
+        if self.quic_logger is not None:
+            for method in ("start_trace", "end_trace"):
+                if not callable(getattr(self.quic_logger, method, None)):
+                    raise TypeError(
+                        f"QuicConfiguration.quic_logger must be a QuicLogger (an object with "
+                        f"start_trace() and end_trace()), got {type(self.quic_logger).__name__}"
+                        f" without {method}()")
+        _check_optional_number("datagram_ring_bytes", self.datagram_ring_bytes, 1024, 1 << 30,
+                               integer=True)
+        for name in ("key_exchange_groups", "cipher_suite", "cipher_suites"):
+            _only_default(
+                name,
+                getattr(self, name),
+                (None,),
+                "the TLS groups and cipher suites are fixed by the engine's GnuTLS priority "
+                "string (TLS 1.3 AES-GCM, ChaCha20-Poly1305, AES-128-CCM)",
+            )
+        _only_default(
+            "key_update_interval",
+            self.key_update_interval,
+            (None,),
+            "no automatic key updates; call QuicConnection.request_key_update()",
+        )
+        _only_default(
+            "session_ticket_file",
+            self.session_ticket_file,
+            (None,),
+            "session resumption and 0-RTT are not supported yet",
+        )
+        _only_default(
+            "session_ticket",
+            self.session_ticket,
+            (None,),
+            "session resumption and 0-RTT are not supported yet",
+        )
+        _only_default(
+            "ip_family",
+            self.ip_family,
+            (None, socket.AF_UNSPEC),
+            "the socket's family follows the address given to connect()/serve() "
+            "(serve on '::' or '0.0.0.0')",
+        )
+        versions = self.supported_versions
+        if versions is not None and not isinstance(versions, (list, tuple)):
+            raise TypeError(
+                f"QuicConfiguration.supported_versions must be a list of int or None, "
+                f"got {type(versions).__name__}"
+            )
+        if versions is not None:
+            if not versions or len(set(versions)) != len(versions) or \
+                    any(v not in _VERSION_NAMES for v in versions):
+                _unsupported(
+                    "supported_versions",
+                    versions,
+                    f"give QUIC versions 1 ({QUIC_V1:#x}) and/or 2 ({QUIC_V2:#x}), each once, "
+                    f"in order of preference (or None: version 1 only)",
+                )
+        if self.original_version is not None:
+            offered = list(versions) if versions is not None else [QUIC_V1]
+            if self.original_version not in offered:
+                _unsupported(
+                    "original_version",
+                    self.original_version,
+                    f"a client starts in one of supported_versions "
+                    f"({', '.join(_VERSION_NAMES.get(v, hex(v)) for v in offered)})",
+                )
+        _check_optional_number("initial_rtt", self.initial_rtt, 0.0001, 60)
+        _check_int_range("connection_id_length", self.connection_id_length, 8, 20)
+        if self.token is not None and not isinstance(self.token, (bytes, bytearray)):
+            raise TypeError(
+                f"QuicConfiguration.token must be bytes, got {type(self.token).__name__}"
+            )
+        if self.token and len(self.token) > 4096:
+            raise ValueError(
+                f"QuicConfiguration.token is {len(self.token)} bytes: a server's address "
+                "validation token is at most a few hundred bytes (limit 4096)"
+            )
+        _only_default(
+            "quantum_readiness_test",
+            self.quantum_readiness_test,
+            (False,),
+            "the engine cannot pad the ClientHello for this test",
+        )
 
     def _validate_alpn(self) -> None:
         protocols = self.alpn_protocols
@@ -332,7 +745,8 @@ class QuicConfiguration:
             password: password of an encrypted private key (:class:`str` or :class:`bytes`).
 
         Sets :attr:`certificate_chain`, :attr:`private_key`, :attr:`private_key_password`,
-        :attr:`certfile` and :attr:`keyfile`.
+        :attr:`certfile` and :attr:`keyfile`, and aiopquic 0.6.1's :attr:`certificate_file`
+        and :attr:`private_key_file` (clearing aioquic's :attr:`certificate`).
 
         Raises:
             FileNotFoundError: a file does not exist (other :class:`OSError` subclasses when it
@@ -385,6 +799,10 @@ class QuicConfiguration:
         self.private_key_password = password_bytes
         self.certfile = cert_path
         self.keyfile = key_path
+        # aiopquic 0.6.1 names (validate() does not load them again)
+        self.certificate_file = cert_path
+        self.private_key_file = None if keyfile is None else key_path
+        self.certificate = None
 
     def load_verify_locations(
         self,
@@ -464,13 +882,11 @@ def _check_is_file(name: str, path: str, what: str) -> None:
         )
 
 
-def _check_is_dir(name: str, path: str) -> None:
+def _check_is_dir(name: str, path: str, hint: str = " (use cafile)") -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"QuicConfiguration.{name}: directory does not exist", path)
     if not os.path.isdir(path):
-        raise NotADirectoryError(
-            20, f"QuicConfiguration.{name}: not a directory (use cafile)", path
-        )
+        raise NotADirectoryError(20, f"QuicConfiguration.{name}: not a directory{hint}", path)
 
 
 def _pem_bytes(name: str, value: object) -> bytes:
@@ -482,6 +898,58 @@ def _pem_bytes(name: str, value: object) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{name} must be PEM bytes or str, got {type(value).__name__}")
+
+
+def _unsupported(name: str, value: object, reason: str) -> None:
+    raise ValueError(f"QuicConfiguration.{name}={value!r} is not supported: {reason}")
+
+
+def _check_optional_number(name: str, value: object, low: float, high: float, *,
+                           integer: bool = False) -> None:
+    """``None``, or a number in [low, high] (an int when ``integer``); else TypeError /
+    ValueError naming ``name``.  0 is accepted for non-integer settings (it means off)."""
+    if value is None:
+        return
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"QuicConfiguration.{name} must be "
+                        f"{'an int' if integer else 'a number'} or None, "
+                        f"got {type(value).__name__}")
+    if not integer and value == 0:
+        return
+    if not low <= value <= high:  # type: ignore[operator]
+        raise ValueError(f"QuicConfiguration.{name} must be in [{low}, {high}], got {value!r}")
+
+
+def _only_default(name: str, value: object, allowed: tuple[object, ...], reason: str) -> None:
+    """Accept ``value`` only when it is one of ``allowed`` (compared by identity for None and
+    bools, by value otherwise); else raise ValueError naming ``name`` and the reason."""
+    for ok in allowed:
+        if ok is None or isinstance(ok, bool):
+            if value is ok:
+                return
+        elif not isinstance(value, bool) and value == ok:
+            return
+    _unsupported(name, value, reason)
+
+
+def _cert_pem(name: str, cert: object) -> bytes:
+    """A certificate as PEM bytes: a ``cryptography`` ``x509.Certificate`` or PEM already."""
+    if hasattr(cert, "public_bytes"):
+        from cryptography.hazmat.primitives import serialization
+
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if isinstance(pem, bytes):
+            return _ensure_newline(pem)
+    if isinstance(cert, (bytes, bytearray, memoryview)):
+        raw = bytes(cert)
+        if _PEM_CERTIFICATE_RE.search(raw):
+            return _ensure_newline(raw)
+        raise ValueError(f"QuicConfiguration.{name} contains no PEM certificate")
+    raise TypeError(
+        f"QuicConfiguration.{name} must be a cryptography x509.Certificate or PEM bytes, "
+        f"got {type(cert).__name__}"
+    )
 
 
 def _ensure_newline(block: bytes) -> bytes:

@@ -21,6 +21,7 @@ flushed as the peer acknowledges.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections import deque
 from dataclasses import dataclass
@@ -29,20 +30,62 @@ from typing import IO, Any, Callable, Optional, Union
 from aiopquic import _native
 from aiopquic._native import ffi, lib
 from aiopquic.quic import events
-from aiopquic.quic.configuration import QuicConfiguration
+from aiopquic.quic._checks import (
+    check_buffer,
+    check_error_code,
+    check_int,
+    check_optional_varint,
+    check_reason,
+    check_stream_id,
+)
+from aiopquic.quic._compat061 import Compat061Connection, PeerAddress
+from aiopquic.quic._qlog import ConnectionTrace, logger_for
+from aiopquic.quic.configuration import (
+    CONGESTION_CONTROL_ALIASES,
+    MIN_STREAM_BUFFER_SIZE,
+    QuicConfiguration,
+)
+from aiopquic.quic.packet import QuicErrorCode
 
 __all__ = ["QuicConnection", "QuicConnectionStats", "QuicEndpoint", "QuicConnectionError",
-           "StreamStateError"]
+           "StreamFinishedError",
+           "QuicErrorCode", "StreamStateError", "MAX_QUEUED_EVENTS", "PROCESS_BATCH", "PeerAddress",
+           "stream_is_client_initiated", "stream_is_unidirectional"]
 
 _log = logging.getLogger("aiopquic")
+_endpoint_logger = logging.getLogger("aiopquic.endpoint")
 
 _CC = {"reno": lib.AQ_CC_RENO, "cubic": lib.AQ_CC_CUBIC, "bbr": lib.AQ_CC_BBR}
+_CONNECTION_REFUSED = 0x2  # RFC 9000 transport error code
 _CREDIT_BATCH = 64 * 1024
 _FINISHED_MEMORY = 65536  # finished stream ids remembered to reject late writes
+_DATAGRAM_DEFER_LIMIT = 1 << 20  # datagram bytes waiting for command-ring room, per connection
 
 # A datagram must fit in one packet: 1452-byte UDP payload minus the short header (1 + 18-byte
 # CID + up to 4 bytes packet number), the AEAD tag (16) and the DATAGRAM frame header (<= 3).
-MAX_DATAGRAM_PAYLOAD = 1452 - 1 - 18 - 4 - 16 - 3
+MAX_DATAGRAM_PAYLOAD = 1200 - 46
+"""Largest datagram payload before the path's packet size is known: a 1200-byte packet (QUIC's
+minimum, always usable) less the worst-case short header, AEAD tag and DATAGRAM framing.  Once
+the handshake is done the limit follows the path (PMTUD, EMSGSIZE, black holes)."""
+
+MAX_QUEUED_EVENTS = 4096
+"""Bound of a connection's queue of undelivered events (what :meth:`QuicConnection.next_event`
+returns).  Overflow policy: while the queue holds this many events, received datagrams are
+dropped (counted in :attr:`QuicConnection.received_datagrams_dropped` and
+:attr:`QuicConnectionStats.received_datagrams_dropped`); stream data, resets and every other
+event are always queued, never dropped (stream data is bounded by flow control anyway)."""
+
+SEND_BUFFER_BUDGET = 32 * 1024 * 1024
+"""Bytes of stream send rings one connection may hold at full size
+(:attr:`QuicConfiguration.stream_buffer_size` each).  Streams opened while the budget is spent
+get the smallest ring (:data:`MIN_STREAM_BUFFER_SIZE`, 64 KiB): they still work, their
+``drain()`` just waits sooner, so a connection with thousands of streams cannot pin gigabytes
+of send rings."""
+
+PROCESS_BATCH = 1024
+"""Most native events :meth:`QuicEndpoint.process` handles per call; the event loop adapters
+call it again on the next loop iteration while more are waiting, so a flood of packets cannot
+monopolise the event loop."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +110,20 @@ class QuicConnectionStats:
     datagrams_dropped: int
     """Datagrams never sent: the oldest are dropped when more than 1 MiB waits (the sender
     outran the path), or one did not fit in a packet."""
+    emsgsize: int = 0
+    """Packets the kernel refused as larger than the path (EMSGSIZE): each lowers the packet
+    size unless it was a PMTUD probe."""
+    blackholes: int = 0
+    """Times packets at the discovered size stopped getting through (no new acknowledgement
+    for 4 PTOs) and the packet size fell back to 1200 bytes to search again."""
+    max_datagram_payload: int = 0
+    """Largest datagram :meth:`QuicConnection.send_datagram_frame` accepts now."""
+    path_max_udp_payload: int = 0
+    """What PMTUD found for the path (``max_datagram_size`` is lower while a fallback after
+    EMSGSIZE or a black hole is in force)."""
+    received_datagrams_dropped: int = 0
+    """Datagrams received and dropped because :data:`MAX_QUEUED_EVENTS` events were waiting
+    to be delivered (the application did not keep up)."""
 
 
 class QuicConnectionError(ConnectionError):
@@ -83,12 +140,28 @@ class StreamStateError(ValueError):
     direction)."""
 
 
-def native_config(cfg: QuicConfiguration) -> dict[str, Any]:
-    """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields."""
+class StreamFinishedError(StreamStateError, RuntimeError):
+    """Sending after the stream's FIN or after resetting it.  Also a :class:`RuntimeError`,
+    which is what aioquic raises there (dropin helper's hunk)."""
+
+
+RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
+
+
+def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[str, Any]:
+    """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields
+    (``retry``: ``None`` automatic, ``True`` always, ``False`` never; servers only)."""
     alpn = b""
     for proto in cfg.alpn_protocols or []:
         raw = proto.encode()
         alpn += bytes([len(raw)]) + raw
+    cc = cfg.congestion_control_algorithm or "bbr"
+    cc = CONGESTION_CONTROL_ALIASES.get(cc, cc)
+    # 1200 leaves no PMTUD probe size, so the engine turns PMTUD off
+    max_udp_payload = 1200 if cfg.pmtud == "blocked" else cfg.max_datagram_size
+    event_ring = 0
+    if cfg.event_ring_capacity is not None:
+        event_ring = 1 << (int(cfg.event_ring_capacity) - 1).bit_length()
     return {
         "is_server": 0 if cfg.is_client else 1,
         "cert_pem": cfg.certificate_chain,
@@ -107,19 +180,63 @@ def native_config(cfg: QuicConfiguration) -> dict[str, Any]:
         "max_streams_bidi": int(cfg.max_streams_bidi),
         "max_streams_uni": int(cfg.max_streams_uni),
         "max_datagram_frame_size": int(cfg.max_datagram_frame_size or 0),
-        "cc_algo": _CC[cfg.congestion_control_algorithm],
-        "max_udp_payload": int(cfg.max_datagram_size),
+        "cc_algo": _CC[cc],
+        "max_udp_payload": int(max_udp_payload),
+        "event_ring_size": event_ring,
+        "keep_alive_ns": int((cfg.keep_alive_interval or 0) * 1e9),
+        "initial_rtt_ns": int((cfg.initial_rtt or 0) * 1e9),
+        "socket_buffer": int(cfg.socket_buffer_size or 0),
+        "datagram_queue": int(cfg.datagram_ring_bytes or 0),
+        "max_half_open": int(cfg.max_half_open),
+        "retry": RETRY_MODES[retry],
+        "retry_threshold": int(cfg.retry_threshold or 0),
+        "handshake_rate": float(cfg.handshake_rate_per_source or 0),
+        "token": bytes(cfg.token) if cfg.is_client and cfg.token else None,
+        "cid_len": int(cfg.connection_id_length),
+        "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
+        "nversions": len(cfg.supported_versions or []),
+        "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
     }
+
+
+_TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",
+              "initial_max_stream_data_bidi_remote", "initial_max_stream_data_uni",
+              "initial_max_streams_bidi", "initial_max_streams_uni", "max_ack_delay",
+              "ack_delay_exponent", "active_connection_id_limit", "max_datagram_frame_size")
+
+
+def _parse_conn_info(data: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:
+    """AQ_EV_CONN_INFO's aq_conn_info as (local transport parameters, the peer's, connection
+    ids), with aiopquic 0.6.1's keys (``max_idle_timeout`` in ms, ``max_ack_delay`` in us)."""
+    raw = ffi.cast("aq_conn_info *", ffi.from_buffer(data))
+
+    def side(tp: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {name: int(getattr(tp, name if name != "max_ack_delay"
+                                                 else "max_ack_delay_us"))
+                               for name in _TP_FIELDS}
+        out["max_idle_timeout"] = int(tp.max_idle_timeout_ms)
+        out["max_udp_payload_size"] = int(tp.max_udp_payload_size)
+        out["disable_active_migration"] = bool(tp.disable_active_migration)
+        out["grease_quic_bit"] = bool(tp.grease_quic_bit)
+        return out
+
+    cids = {
+        "local": bytes(ffi.buffer(raw.cid_local, raw.cid_local_len)),
+        "remote": bytes(ffi.buffer(raw.cid_remote, raw.cid_remote_len)),
+        "initial": bytes(ffi.buffer(raw.cid_initial, raw.cid_initial_len)),
+    }
+    return side(raw.local), side(raw.remote), cids
 
 
 class _TxStream:
     """Python-side state of a stream we send on."""
 
-    __slots__ = ("buf", "spill", "fin_pending", "fin_sent", "reset", "stopped", "waiters",
-                 "open")
+    __slots__ = ("buf", "cap", "spill", "fin_pending", "fin_sent", "reset", "stopped",
+                 "waiters", "open", "written")
 
-    def __init__(self, buf: Any) -> None:
+    def __init__(self, buf: Any, cap: int) -> None:
         self.buf = buf
+        self.cap = cap  # ring bytes, counted in the connection's send-buffer budget
         self.spill: deque[memoryview] = deque()  # views: slicing a large write copies nothing
         self.fin_pending = False  # FIN waits behind the spill queue
         self.fin_sent = False
@@ -127,18 +244,46 @@ class _TxStream:
         self.stopped: Optional[int] = None  # peer's STOP_SENDING code
         self.waiters: list[Callable[[], None]] = []
         self.open = True  # writable: no FIN, reset or STOP_SENDING, connection open
+        self.written = 0  # bytes accepted by send_stream_data (0.6.1's get_stream_buf_stats)
 
 
 def _is_uni(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
-class QuicConnection:
+def stream_is_client_initiated(stream_id: int) -> bool:
+    """True when the client opened ``stream_id`` (its lowest bit is 0; RFC 9000 §2.1)."""
+    return not stream_id & 1
+
+
+def stream_is_unidirectional(stream_id: int) -> bool:
+    """True when ``stream_id`` is unidirectional (its second bit is set; RFC 9000 §2.1)."""
+    return bool(stream_id & 2)
+
+
+class QuicConnection(Compat061Connection):
     """One QUIC connection, driven by a :class:`QuicEndpoint`'s network thread.
 
     Mirrors the parts of :class:`aioquic.quic.connection.QuicConnection` an application uses.
     Methods are called from the event loop's thread only.
+
+    Arguments are checked before anything reaches the engine: error codes, stream ids and
+    frame types must be integers in [0, 2**62), data bytes-like; anything else raises
+    :class:`TypeError` / :class:`ValueError` naming the argument, and the connection is left
+    as it was.  Once the connection is closed (either side, idle timeout, or its endpoint
+    closed), sending raises :class:`QuicConnectionError`.
     """
+
+    max_queued_events = MAX_QUEUED_EVENTS
+    """Bound of the undelivered-event queue (see :data:`MAX_QUEUED_EVENTS` for the overflow
+    policy); may be set per connection."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> QuicConnection:
+        # built by user code without an endpoint: aioquic's sans-IO connection
+        if cls is QuicConnection and kwargs.get("endpoint") is None:
+            from aiopquic.quic.sansio import SansioQuicConnection
+            return object.__new__(SansioQuicConnection)
+        return object.__new__(cls)
 
     def __init__(self, *, configuration: QuicConfiguration, endpoint: QuicEndpoint,
                  handle: int) -> None:
@@ -163,13 +308,34 @@ class QuicConnection:
         self._close_flags = 0
         self._pending_close: Optional[tuple[int, Optional[int], str]] = None
         self._handshake_done = False
+        self._version: Optional[int] = None  # negotiated QUIC version (aioquic's attribute)
+        # AQ_EV_CONN_INFO: (local transport parameters, peer's, connection ids)
+        self._conn_info: Optional[tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]] = None
         self._peer_max_datagram = 0
+        self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
+        self._tx_ring_bytes = 0  # send-ring bytes held by this connection's streams
         self._stats_callbacks: dict[int, Callable[[QuicConnectionStats], None]] = {}
         self._stats_ids = 0
         self._finished_streams: list[int] = []  # closed in the engine; see _take_finished
+        # highest peer-initiated stream id seen, by id & 3 (-1: none yet)
+        self._peer_seen = [-1, -1, -1, -1]
+        self.received_datagrams_dropped = 0
+        """Received datagrams dropped by the :data:`MAX_QUEUED_EVENTS` overflow policy."""
         self.alpn_protocol: Optional[str] = None
-        self._quic_logger: Any = None  # aioquic's H3Connection reads this attribute
-        self.peer_address: Optional[tuple[str, int]] = None
+        # QuicConfiguration.quic_logger / qlog_dir: this connection's trace (quic/_qlog.py);
+        # aioquic's H3Connection logs into ``_quic_logger`` (the raw trace) when it is set
+        self._qlog: Optional[ConnectionTrace] = None
+        self._quic_logger: Any = None
+        qlog_logger = logger_for(configuration)
+        if qlog_logger is not None:
+            self._qlog = ConnectionTrace(qlog_logger, self._is_client)
+            self._quic_logger = self._qlog.trace
+        self._token_handler: Optional[Callable[[bytes], None]] = None  # connect(token_handler=)
+        self._seed_init()  # aiopquic 0.6.1's face (_compat061.py)
+        self.peer_address = None  # (host, port), also callable as 0.6.1's peer_address()
+        # aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk)
+        self._logger: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
+            logging.getLogger("aiopquic.quic"), {"connection_handle": handle})
 
     # ------------------------------------------------------------------ introspection
 
@@ -177,6 +343,12 @@ class QuicConnection:
     def closed(self) -> bool:
         """True once the connection is closed or closing (no more sends)."""
         return self._closed
+
+    @property
+    def negotiated_version(self) -> Optional[int]:
+        """The QUIC version the connection runs (:data:`~aiopquic.quic.configuration.QUIC_V1`
+        or ``QUIC_V2``) once the handshake has completed; ``None`` before."""
+        return self._version
 
     @property
     def handshake_complete(self) -> bool:
@@ -205,9 +377,14 @@ class QuicConnection:
     # ------------------------------------------------------------------ streams
 
     def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
-        """Return the next stream id this endpoint may open (does not reserve it, as in
-        aioquic: the id is taken by the first ``send_stream_data``)."""
-        return self._next_local[1 if is_unidirectional else 0]
+        """Return the next stream id this endpoint may open, and take it: two calls give two
+        ids (aiopquic 0.6.1's semantics).  aioquic only peeks, but its callers use the id
+        they get, so they work either way, while 0.6.1 callers that open several streams
+        before writing need distinct ids (see docs/migrating.md)."""
+        kind = 1 if is_unidirectional else 0
+        stream_id = self._next_local[kind]
+        self._next_local[kind] = stream_id + 4
+        return stream_id
 
     def _mark_used(self, stream_id: int) -> None:
         """Take ``stream_id`` (a local stream): get_next_available_stream_id moves past it."""
@@ -216,16 +393,30 @@ class QuicConnection:
             if stream_id >= self._next_local[kind]:
                 self._next_local[kind] = stream_id + 4
 
-    def _check_stream_id(self, stream_id: int, for_send: bool) -> None:
-        if not isinstance(stream_id, int) or stream_id < 0 or stream_id >= 1 << 62:
-            raise ValueError(f"invalid stream id {stream_id!r}")
+    def _check_stream_id(self, stream_id: int, for_send: bool) -> int:
+        """Check a stream id a caller gave: an integer in [0, 2**62) (else
+        :class:`TypeError` / :class:`ValueError`), a local stream already used or the next one
+        (:meth:`get_next_available_stream_id`), or a peer stream the peer has opened, in the
+        right direction (else :class:`StreamStateError`)."""
+        stream_id = check_stream_id(stream_id)
         local = bool(stream_id & 1) == (not self._is_client)
+        if local:
+            kind = (stream_id >> 1) & 1
+            if stream_id > self._next_local[kind]:
+                raise StreamStateError(
+                    f"stream_id {stream_id} is not open: local streams are opened in order "
+                    f"(the next one is {self._next_local[kind]}, see "
+                    f"get_next_available_stream_id())")
+        elif stream_id > self._peer_seen[stream_id & 3]:
+            raise StreamStateError(
+                f"stream_id {stream_id} is not open: the peer has not opened it")
         if for_send and _is_uni(stream_id) and not local:
             raise StreamStateError(
                 f"cannot send on stream {stream_id}: it is the peer's unidirectional stream")
         if not for_send and _is_uni(stream_id) and local:
             raise StreamStateError(
                 f"cannot stop stream {stream_id}: it is a local unidirectional stream")
+        return stream_id
 
     def _tx_stream(self, stream_id: int) -> _TxStream:
         st = self._tx.get(stream_id)
@@ -234,10 +425,14 @@ class QuicConnection:
                 raise StreamStateError(
                     f"cannot send on stream {stream_id}: it is finished (both directions "
                     f"closed)")
-            buf = lib.aq_txbuf_new(self.configuration.stream_buffer_size)
+            cap = self.configuration.stream_buffer_size
+            if self._tx_ring_bytes + cap > SEND_BUFFER_BUDGET:
+                cap = MIN_STREAM_BUFFER_SIZE  # the budget is spent: a small ring still works
+            buf = lib.aq_txbuf_new(cap)
             if buf == ffi.NULL:
                 raise MemoryError("cannot allocate a stream buffer")
-            st = _TxStream(buf)
+            st = _TxStream(buf, cap)
+            self._tx_ring_bytes += cap
             self._tx[stream_id] = st
             self._mark_used(stream_id)
         return st
@@ -257,20 +452,31 @@ class QuicConnection:
 
         Never blocks and never raises for a full buffer: bytes past the stream's native ring
         wait in Python and go out as the peer acknowledges (``writer.drain()`` waits for that).
-        Raises :class:`StreamStateError` after FIN, after a local reset, after the peer's
-        STOP_SENDING, or on the peer's unidirectional stream; :class:`QuicConnectionError`
-        once the connection is closed.
+        Raises :class:`TypeError` when ``data`` is not bytes-like, :class:`TypeError` /
+        :class:`ValueError` for a ``stream_id`` that is not an integer in [0, 2**62);
+        :class:`StreamStateError` after FIN, after a local reset, after the peer's
+        STOP_SENDING, on the peer's unidirectional stream, on a peer stream the peer has not
+        opened, or on a local stream past the next available one;
+        :class:`QuicConnectionError` once the connection is closed (by either side, or
+        because its endpoint was closed).
         """
         st = self._tx.get(stream_id)
         if st is None or not st.open or st.spill:
             self._send_slow(stream_id, data, end_stream)
         else:  # fast path: an open stream with nothing queued in Python
             self._write_ring(stream_id, st, data, end_stream)
+        if self._qlog is not None:
+            self._qlog.log("transport", "stream_data_moved", {
+                "stream_id": stream_id, "length": len(data), "fin": bool(end_stream),
+                "from": "application", "to": "transport"})
 
     def _write_ring(self, stream_id: int, st: _TxStream,
                     data: Union[bytes, bytearray, memoryview], end_stream: bool) -> None:
         """Copy ``data`` into the stream's native ring; what does not fit waits in Python."""
+        if type(data) is not bytes:
+            data = check_buffer("data", data)
         n = len(data)
+        st.written += n
         src = (data if type(data) is bytes else ffi.from_buffer(data)) if n else ffi.NULL
         done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf, src, n,
                                    1 if end_stream else 0)
@@ -283,21 +489,24 @@ class QuicConnection:
 
     def _send_slow(self, stream_id: int, data: Union[bytes, bytearray, memoryview],
                    end_stream: bool) -> None:
-        self._check_stream_id(stream_id, True)
+        if type(data) is not bytes:
+            data = check_buffer("data", data)
+        stream_id = self._check_stream_id(stream_id, True)
         self._raise_if_closed()
         if self._pending_close is not None:
             raise QuicConnectionError("connection is closing")
         st = self._tx_stream(stream_id)
         if st.fin_sent or st.fin_pending:
-            raise StreamStateError(f"cannot send on stream {stream_id} after its FIN")
+            raise StreamFinishedError(f"cannot send on stream {stream_id} after its FIN")
         if st.reset:
-            raise StreamStateError(f"cannot send on stream {stream_id}: it was reset")
+            raise StreamFinishedError(f"cannot send on stream {stream_id}: it was reset")
         if st.stopped is not None:
             raise StreamStateError(
                 f"cannot send on stream {stream_id}: the peer sent STOP_SENDING "
                 f"(code {st.stopped})")
         if st.spill:
             if data:
+                st.written += len(data)
                 st.spill.append(memoryview(bytes(data)))
             if end_stream:
                 st.fin_pending = True
@@ -365,8 +574,19 @@ class QuicConnection:
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abruptly end sending on ``stream_id`` (RESET_STREAM with ``error_code``); queued
         data is discarded.  Does nothing on a closed connection or a stream that has already
-        finished in both directions (nothing is left to reset)."""
-        self._check_stream_id(stream_id, True)
+        finished in both directions (nothing is left to reset).
+
+        On the peer's unidirectional stream (which we cannot send on) the call is dropped and
+        counted in :attr:`wrong_direction_dropped`, as aiopquic 0.6.1 did (aioquic raised).
+
+        Raises :class:`TypeError` / :class:`ValueError` when ``error_code`` or ``stream_id``
+        is not an integer in [0, 2**62) (checked first, whatever the state), and
+        :class:`StreamStateError` for a stream that is not open (see
+        :meth:`send_stream_data`)."""
+        error_code = check_error_code(error_code)
+        if self._wrong_direction(stream_id, True):
+            return
+        stream_id = self._check_stream_id(stream_id, True)
         if self._closed or (stream_id in self._finished_recent and stream_id not in self._tx):
             return
         st = self._tx_stream(stream_id)
@@ -377,25 +597,53 @@ class QuicConnection:
         self._wake(st)
         self._command(lib.aq_stream_reset, stream_id, error_code)
 
+    def _wrong_direction(self, stream_id: int, for_send: bool) -> bool:
+        """True (and counted) when ``stream_id`` is a valid id of a unidirectional stream
+        in the other direction: the reset/stop is dropped (see docs/migrating.md)."""
+        if type(stream_id) is not int or not 0 <= stream_id < 1 << 62 or not stream_id & 2:
+            return False
+        local = bool(stream_id & 1) == (not self._is_client)
+        if local == for_send:
+            return False
+        self.wrong_direction_dropped += 1
+        return True
+
     def stop_stream(self, stream_id: int, error_code: int) -> None:
         """Ask the peer to stop sending on ``stream_id`` (STOP_SENDING with
-        ``error_code``)."""
-        self._check_stream_id(stream_id, False)
+        ``error_code``).  Does nothing on a closed connection.  On our own unidirectional
+        stream (which receives nothing) the call is dropped and counted in
+        :attr:`wrong_direction_dropped`, as aiopquic 0.6.1 did (aioquic raised).
+
+        Raises :class:`TypeError` / :class:`ValueError` when ``error_code`` or ``stream_id``
+        is not an integer in [0, 2**62), :class:`StreamStateError` for a peer stream the
+        peer has not opened."""
+        error_code = check_error_code(error_code)
+        if self._wrong_direction(stream_id, False):
+            return
+        stream_id = self._check_stream_id(stream_id, False)
         if self._closed:
             return
         self._mark_used(stream_id)
         self._command(lib.aq_stream_stop, stream_id, error_code)
 
-    def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> None:
-        """Send an unreliable DATAGRAM frame.
+    def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> int:
+        """Send an unreliable DATAGRAM frame; returns the number of bytes accepted.
 
         Never blocks: if more than 1 MiB of datagrams waits for the path, the oldest are
-        dropped (counted in :attr:`QuicConnectionStats.datagrams_dropped`).
+        dropped (counted in :attr:`QuicConnectionStats.datagrams_dropped`).  Returns
+        ``len(data)`` when the datagram was queued, and 0 -- the datagram was not taken --
+        only while the command ring to the network thread is full and 1 MiB of datagrams
+        already waits for it; then :meth:`get_datagram_tx_drain_event` is cleared until there
+        is room (aiopquic 0.6.1's contract; aioquic callers, who ignore the return value,
+        see it as one more dropped datagram).
 
-        Raises :class:`ValueError` when datagrams are not enabled locally
+        Raises :class:`TypeError` when ``data`` is not bytes-like (an empty datagram is
+        allowed), :class:`ValueError` when datagrams are not enabled locally
         (``max_datagram_frame_size`` is None) or by the peer, or when ``data`` is larger
-        than what the peer accepts or one packet carries.
+        than what the peer accepts or one packet carries; :class:`QuicConnectionError` once
+        the connection is closed.
         """
+        data = check_buffer("data", data)
         self._raise_if_closed()
         if not self.configuration.max_datagram_frame_size:
             raise ValueError("datagrams are disabled: set "
@@ -410,21 +658,59 @@ class QuicConnection:
         rv = lib.aq_send_datagram(self._endpoint.ptr, self._handle, ffi.from_buffer(data),
                                   len(data))
         if rv == -1:
+            if self._seed_dgram_deferred + len(data) > _DATAGRAM_DEFER_LIMIT:
+                self._seed_dgram_full()
+                return 0
             raw = bytes(data)
-            self._endpoint._defer(lambda: lib.aq_send_datagram(
-                self._endpoint.ptr, self._handle, ffi.from_buffer(raw), len(raw)))
+            self._seed_dgram_deferred += len(raw)
+
+            def resend() -> int:
+                if self._closed:
+                    return 0
+                rc = int(lib.aq_send_datagram(self._endpoint.ptr, self._handle,
+                                              ffi.from_buffer(raw), len(raw)))
+                if rc != -1:
+                    self._seed_dgram_deferred -= len(raw)
+                return rc
+
+            self._endpoint._defer(resend)
+        if self._qlog is not None:
+            self._qlog.log("transport", "datagram_data_moved", {
+                "length": len(data), "from": "application", "to": "transport"})
+        return len(data)
 
     @property
     def max_datagram_size(self) -> int:
         """Largest datagram payload :meth:`send_datagram_frame` accepts now."""
-        limit = MAX_DATAGRAM_PAYLOAD
-        if self._handshake_done:
-            limit = min(limit, max(0, self._peer_max_datagram - 9))
-        return limit
+        cap = self.configuration.datagram_max_payload
+        if self._path_max_datagram >= 0:
+            limit = self._path_max_datagram
+        else:
+            limit = MAX_DATAGRAM_PAYLOAD
+            if self._handshake_done:
+                limit = min(limit, max(0, self._peer_max_datagram - 9))
+        return limit if cap is None else min(limit, cap)
+
+    def max_datagram_payload(self) -> int:
+        """aiopquic 0.6.1's guaranteed datagram payload ceiling: :attr:`max_datagram_size`
+        (what fits one packet on the current path, the peer's ``max_datagram_frame_size``
+        and ours) but never above 1200 bytes, as 0.6.1 promised; 0 before the handshake or
+        when either side did not enable datagrams (0.6.1's capability check).
+
+        :attr:`max_datagram_size` is the larger, path-following figure: it starts at 1154
+        bytes (a 1200-byte packet), grows as path MTU discovery finds larger packets and
+        shrinks after EMSGSIZE or a black hole (a datagram accepted just before the path
+        shrank is dropped and counted in :attr:`QuicConnectionStats.datagrams_dropped`)."""
+        if not self._handshake_done or not self._peer_max_datagram or \
+                not self.configuration.max_datagram_frame_size:
+            return 0
+        return min(self.max_datagram_size, 1200)
 
     def send_ping(self, uid: int) -> None:
         """Send a PING; :class:`PingAcknowledged` with ``uid`` follows when the peer
-        acknowledges it."""
+        acknowledges it.  Raises :class:`TypeError` / :class:`ValueError` unless ``uid`` is
+        an integer in [0, 2**64), :class:`QuicConnectionError` once closed."""
+        uid = check_int("uid", uid, 0, 1 << 64, high_text="2**64")
         self._raise_if_closed()
         self._command_conn(lib.aq_ping, uid)
 
@@ -437,6 +723,46 @@ class QuicConnection:
         request_id = self._stats_ids
         self._stats_callbacks[request_id] = callback
         self._command_conn(lib.aq_request_stats, request_id)
+
+    def set_stream_priority(self, stream_id: int, priority: int) -> None:
+        """Set the send priority of ``stream_id`` (aiopquic 0.6.1's API).
+
+        ``priority`` is 0..255, lower is sent first: while a stream of a lower value has data
+        the network thread sends nothing of a higher one.  Streams of equal priority share
+        the link round robin when the value is even and in stream-id order (FIFO: the oldest
+        stream first, to completion) when it is odd.  New streams get
+        :meth:`set_default_stream_priority`'s value (8 unless changed).  Datagrams and stream
+        data alternate whatever the priorities.
+
+        Raises :class:`TypeError` / :class:`ValueError` for a ``stream_id`` outside
+        [0, 2**62) or a ``priority`` outside 0..255; does nothing on a closed connection."""
+        stream_id = check_int("stream_id", stream_id, 0, 1 << 62, high_text="2**62")
+        priority = check_int("priority", priority, 0, 256)
+        if self._closed:
+            return
+        self._command(lib.aq_stream_priority, stream_id, priority)
+
+    def set_default_stream_priority(self, priority: int) -> None:
+        """Priority (0..255, see :meth:`set_stream_priority`) of the streams created from now
+        on, ours and the peer's.  Raises :class:`TypeError` / :class:`ValueError` outside
+        0..255; does nothing on a closed connection."""
+        priority = check_int("priority", priority, 0, 256)
+        if self._closed:
+            return
+        self._command(lib.aq_stream_priority, -1, priority)
+
+    def get_peer_address(self) -> Optional[tuple[str, int]]:
+        """The peer's (host, port), as aioquic's ``get_peer_address()``; None before it is
+        known."""
+        return self.peer_address
+
+    def change_connection_id(self) -> None:
+        """Not available: always raises :class:`NotImplementedError`.  The engine (ngtcp2)
+        issues spare connection IDs to the peer and switches to a fresh one by itself when the
+        path changes; there is no call to switch on demand yet."""
+        raise NotImplementedError(
+            "change_connection_id() is not supported: the engine rotates connection IDs "
+            "itself when the path changes; use request_key_update() to rotate keys")
 
     def request_key_update(self) -> None:
         """Start a 1-RTT key update (RFC 9001 section 6).  Ignored while the previous update
@@ -452,9 +778,21 @@ class QuicConnection:
         Data already given to ``send_stream_data`` is delivered first: the CONNECTION_CLOSE
         goes out once the peer has acknowledged every byte (bounded by the idle timeout).
         ``frame_type=None`` sends an application close, otherwise a transport close.
+        ``reason_phrase`` is sent UTF-8 encoded, cut to at most 1024 bytes.
+
+        Raises :class:`TypeError` / :class:`ValueError` when ``error_code`` or ``frame_type``
+        is not an integer in [0, 2**62) or ``reason_phrase`` is not a :class:`str` (checked
+        before anything else: the connection stays open and can still be closed).  Does
+        nothing once the connection is closed or closing.
         """
+        error_code = check_error_code(error_code)
+        frame_type = check_optional_varint("frame_type", frame_type)  # type: ignore[assignment]
+        check_reason(reason_phrase)
         if self._closed or self._pending_close is not None:
             return
+        if self._qlog is not None:
+            self._qlog.log("connectivity", "close_requested", {
+                "error_code": error_code, "frame_type": frame_type, "reason": reason_phrase})
         for st in self._tx.values():
             st.open = False  # no more writes: they take the slow path and raise
         if any(st.spill for st in self._tx.values()):
@@ -463,7 +801,7 @@ class QuicConnection:
         self._send_close(error_code, frame_type, reason_phrase)
 
     def _send_close(self, error_code: int, frame_type: Optional[int], reason: str) -> None:
-        raw = reason.encode("utf-8")
+        raw = check_reason(reason)
         is_app = 1 if frame_type is None else 0
         ft = frame_type or 0
         if lib.aq_conn_close(self._endpoint.ptr, self._handle, error_code, is_app, ft,
@@ -514,6 +852,11 @@ class QuicConnection:
 
     def _on_native(self, ev: _native.NativeEvent) -> None:
         t = ev.type
+        if self._qlog is not None and t != _native.EV_CLOSED:
+            self._qlog_native(ev)
+        sid = ev.stream_id
+        if sid >= 0 and sid > self._peer_seen[sid & 3]:
+            self._peer_seen[sid & 3] = sid
         if t == _native.EV_STREAM_DATA:
             self._events.append(events.StreamDataReceived(
                 data=ev.data, end_stream=bool(ev.flags & _native.FLAG_FIN),
@@ -528,6 +871,7 @@ class QuicConnection:
                     self._wake(st)
         elif t == _native.EV_HANDSHAKE_DONE:
             self._handshake_done = True
+            self._version = ev.code2
             self._peer_max_datagram = ev.code
             self._remote_max_datagram_frame_size = ev.code or None
             self.alpn_protocol = ev.data.decode("ascii", "replace") if ev.data else None
@@ -548,16 +892,21 @@ class QuicConnection:
             self._events.append(events.StopSendingReceived(error_code=ev.code,
                                                            stream_id=ev.stream_id))
         elif t == _native.EV_DATAGRAM:
-            self._events.append(events.DatagramFrameReceived(data=ev.data))
+            if len(self._events) >= self.max_queued_events:
+                self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
+            else:
+                self._events.append(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_PING_ACK:
             self._events.append(events.PingAcknowledged(uid=ev.code))
         elif t == _native.EV_STREAM_CLOSED:
             st = self._tx.pop(ev.stream_id, None)
+            self._seed_stream_done(ev.stream_id)
             if st is not None:
                 st.spill.clear()
                 self._wake(st)
                 lib.aq_txbuf_release(st.buf)
                 st.buf = None
+                self._tx_ring_bytes -= st.cap
             # the connection-level part of pending credit still matters: send it
             self._flush_credit(ev.stream_id)
             self._finished_recent.add(ev.stream_id)
@@ -574,6 +923,13 @@ class QuicConnection:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
             self._endpoint._write_keylog(ev.data)
+        elif t == _native.EV_PATH:
+            self._path_max_datagram = ev.code2
+        elif t == _native.EV_CONN_INFO:
+            self._conn_info = _parse_conn_info(ev.data)
+        elif t == _native.EV_NEW_TOKEN:
+            if self._token_handler is not None:
+                self._endpoint._call_user(self._token_handler, bytes(ev.data), self)
         elif t == _native.EV_STATS:
             cb = self._stats_callbacks.pop(ev.code, None)
             if cb is not None:
@@ -584,7 +940,11 @@ class QuicConnection:
                     cwnd=raw.cwnd, ssthresh=raw.ssthresh, bytes_in_flight=raw.bytes_in_flight,
                     max_datagram_size=raw.max_udp_payload, packets_sent=raw.pkts_sent,
                     packets_received=raw.pkts_recv, bytes_sent=raw.bytes_sent,
-                    bytes_received=raw.bytes_recv, datagrams_dropped=raw.datagrams_dropped),
+                    bytes_received=raw.bytes_recv, datagrams_dropped=raw.datagrams_dropped,
+                    emsgsize=raw.emsgsize, blackholes=raw.blackholes,
+                    max_datagram_payload=raw.max_datagram_payload,
+                    path_max_udp_payload=raw.path_max_udp_payload,
+                    received_datagrams_dropped=self.received_datagrams_dropped),
                     self)
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
@@ -599,14 +959,102 @@ class QuicConnection:
         self._close_event = events.ConnectionTerminated(
             error_code=ev.code, frame_type=frame_type, reason_phrase=reason)
         self._events.append(self._close_event)
+        if self._qlog is not None:
+            self._qlog_end(ev, frame_type, reason)
         self._pending_close = None
+        self._seed_on_closed()
         for st in self._tx.values():
             st.spill.clear()
             self._wake(st)
             if st.buf is not None:
                 lib.aq_txbuf_release(st.buf)
                 st.buf = None
+                self._tx_ring_bytes -= st.cap
         self._tx.clear()
+
+    def _qlog_native(self, ev: _native.NativeEvent) -> None:
+        """Record one native event in this connection's qlog trace (quic/_qlog.py)."""
+        assert self._qlog is not None
+        t = ev.type
+        log = self._qlog.log
+        if t == _native.EV_STREAM_DATA:
+            log("transport", "stream_data_moved", {
+                "stream_id": ev.stream_id, "length": len(ev.data),
+                "fin": bool(ev.flags & _native.FLAG_FIN), "from": "transport",
+                "to": "application"})
+        elif t == _native.EV_DATAGRAM:
+            log("transport", "datagram_data_moved", {
+                "length": len(ev.data), "from": "transport", "to": "application"})
+        elif t == _native.EV_HANDSHAKE_DONE:
+            alpn = ev.data.decode("ascii", "replace") if ev.data else None
+            log("transport", "alpn_information", {"chosen_alpn": alpn})
+            log("transport", "version_information", {"chosen_version": f"{ev.code2:x}"})
+            log("connectivity", "connection_state_updated", {"new": "handshake_complete"})
+        elif t == _native.EV_STREAM_RESET:
+            log("transport", "stream_state_updated", {
+                "stream_id": ev.stream_id, "new": "reset_received", "error_code": ev.code})
+        elif t == _native.EV_STOP_SENDING:
+            log("transport", "stream_state_updated", {
+                "stream_id": ev.stream_id, "new": "stop_sending_received",
+                "error_code": ev.code})
+        elif t == _native.EV_STREAM_CLOSED:
+            log("transport", "stream_state_updated", {"stream_id": ev.stream_id,
+                                                      "new": "closed"})
+        elif t == _native.EV_PATH:
+            log("connectivity", "mtu_updated", {"new": ev.code,
+                                                "max_datagram_payload": ev.code2})
+        elif t == _native.EV_PING_ACK:
+            log("recovery", "ping_acknowledged", {"uid": ev.code})
+        elif t == _native.EV_NEW_TOKEN:
+            log("transport", "new_token_received", {"length": len(ev.data)})
+        elif t == _native.EV_CONN_INFO:
+            local, remote, cids = _parse_conn_info(ev.data)
+            # name the trace (and a QuicFileLogger's file) by the original destination
+            # connection ID, as aioquic does
+            if cids["initial"]:
+                self._qlog.name(cids["initial"])
+            log("transport", "parameters_set", {"owner": "local", **local})
+            log("transport", "parameters_set", {"owner": "remote", **remote})
+            log("connectivity", "connection_id_updated", {
+                "owner": "local", "new": cids["local"].hex()})
+            log("connectivity", "connection_id_updated", {
+                "owner": "remote", "new": cids["remote"].hex()})
+
+    def _qlog_end(self, ev: _native.NativeEvent, frame_type: Optional[int],
+                  reason: str) -> None:
+        """Log the close and end the trace; a logger that fails to write its file is
+        reported like any application hook's failure, never raised into event dispatch."""
+        assert self._qlog is not None
+        flags = ev.flags
+        closing: dict[str, Any] = {
+            "owner": "local" if flags & _native.CLOSE_LOCAL else "remote",
+            "reason": reason,
+        }
+        if flags & _native.CLOSE_APP:
+            closing["application_code"] = ev.code
+        else:
+            closing["connection_code"] = ev.code
+            if frame_type is not None:
+                closing["frame_type"] = frame_type
+        if flags & _native.CLOSE_IDLE:
+            closing["trigger"] = "idle_timeout"
+        elif flags & _native.CLOSE_HANDSHAKE_TIMEOUT:
+            closing["trigger"] = "handshake_timeout"
+        elif flags & _native.CLOSE_RESET:
+            closing["trigger"] = "stateless_reset"
+        trace = self._qlog
+        self._endpoint._call_user(lambda _: trace.end(closing), None, self)
+
+    def _abort_local(self, reason: str) -> None:
+        """The endpoint is going away: the connection ends now, with no CONNECTION_CLOSE
+        event to come from the engine.  Queues a :class:`ConnectionTerminated` (application
+        error 0, ``reason``) so that readers and waiters learn it; later sends raise
+        :class:`QuicConnectionError`."""
+        if self._closed:
+            return
+        self._on_closed(_native.NativeEvent(
+            _native.EV_CLOSED, _native.CLOSE_LOCAL | _native.CLOSE_APP, self._handle, -1, 0, 0,
+            reason.encode("utf-8")))
 
     def _take_finished_streams(self) -> list[int]:
         """Streams the engine has closed (both directions done) since the last call, recorded
@@ -632,6 +1080,8 @@ class QuicConnection:
             return "connection closed"
         flags = self._close_flags
         if flags & _native.CLOSE_REFUSED:
+            if ev.reason_phrase.startswith("connection refused"):  # say it once
+                return ev.reason_phrase
             return f"connection refused: {ev.reason_phrase}"
         if flags & _native.CLOSE_HANDSHAKE_TIMEOUT:
             return f"handshake timed out after {self.configuration.handshake_timeout:g} s"
@@ -654,22 +1104,37 @@ class QuicConnection:
 class QuicEndpoint:
     """One native endpoint (socket + network thread) and the connections it carries.
 
-    ``on_accept(quic)`` is called for every connection a server accepts (after its
-    handshake); ``on_events(quic)`` after native events for ``quic`` were queued.
+    ``on_accept(quic)`` is called for every connection a server accepts, after its handshake
+    (``quic.alpn_protocol`` is set); ``on_events(quic)`` after native events for ``quic`` were
+    queued.
     """
 
-    def __init__(self, configuration: QuicConfiguration, host: str, port: int) -> None:
+    def __init__(self, configuration: QuicConfiguration, host: str, port: int,
+                 retry: Optional[bool] = None) -> None:
+        """Bind ``host`` (numeric) ``port`` and load the TLS credentials (``retry``: see
+        :func:`aiopquic.asyncio.serve`).
+
+        Raises :class:`ValueError` / :class:`TypeError` for a port outside 0..65535,
+        :class:`OSError` when the key log file cannot be opened, and
+        :class:`~aiopquic._native.NativeError` (an :class:`OSError`) when the socket cannot
+        be bound or the certificate or private key is rejected (the message names the
+        files given to :meth:`QuicConfiguration.load_cert_chain`)."""
+        port = check_int("port", port, 0, 65536)
         self.configuration = configuration
         self._keylog: Optional[IO[str]] = None
         self._own_keylog = False
         log = configuration.secrets_log_file
         if isinstance(log, str):
-            self._keylog = open(log, "a", encoding="ascii")  # noqa: SIM115 - closed in close()
+            self._keylog = _open_keylog(log)
             self._own_keylog = True
         elif log is not None:
             self._keylog = log
         try:
-            self._native = _native.Endpoint(native_config(configuration), host, port)
+            self._native = _native.Endpoint(native_config(configuration, retry), host, port)
+        except _native.NativeError as exc:
+            if self._own_keylog and self._keylog is not None:
+                self._keylog.close()
+            raise _name_credentials(exc, configuration) from None
         except Exception:
             if self._own_keylog and self._keylog is not None:
                 self._keylog.close()
@@ -679,7 +1144,14 @@ class QuicEndpoint:
         self.on_events: Optional[Callable[[QuicConnection], None]] = None
         self.on_error: Optional[Callable[[BaseException, QuicConnection], None]] = None
         self._deferred: deque[Callable[[], int]] = deque()
+        self._refused: set[int] = set()  # handles closed for max_connections
+        self._accept_pending: set[int] = set()  # accepted, on_accept waits for the handshake
         self._closed = False
+        self._poll_buf: Any = None  # aq_event[batch_size], allocated on first use
+        self.batch_size = PROCESS_BATCH
+        self.process_calls = 0
+        """Calls of :meth:`process` that ran (each wake of the event loop's reader)."""
+        """Most native events one :meth:`process` call handles (see :data:`PROCESS_BATCH`)."""
 
     @property
     def ptr(self) -> Any:
@@ -696,8 +1168,43 @@ class QuicEndpoint:
         """The bound UDP port."""
         return self._native.local_port
 
+    def admission_stats(self) -> dict[str, int]:
+        """Server admission counters: ``retries`` (Retry packets sent), ``tokens_ok``
+        (Initials whose token proved the address), ``tokens_bad``, ``dropped_full`` (over
+        ``max_half_open``), ``rate_limited`` (over ``handshake_rate_per_source``),
+        ``half_open`` (handshakes in progress now), ``stateless_dropped``.  Raises
+        :class:`RuntimeError` after :meth:`close`."""
+        if self._native.ptr is None:
+            raise RuntimeError("the endpoint is closed")
+        return self._native.admit_stats()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Live counts for diagnostics, under aiopquic 0.6.1's ``TransportContext.counters``
+        names where one applies (``loop_callbacks``/``wake_calls``: :attr:`process_calls`;
+        ``tx_event_ring_count_now``: commands waiting for room in the command ring;
+        ``rx_event_drops``: received datagrams dropped by the event-queue bound; the
+        ``rx_*`` ring depths are 0 -- events never wait in Python between wakes)."""
+        conns = list(self.connections.values())
+        return {
+            "connections": len(conns),
+            "loop_callbacks": self.process_calls,
+            "wake_calls": self.process_calls,
+            "wake_skipped_coalesced": 0,
+            "rx_notify_pending_now": 0,
+            "rx_event_ring_count_now": 0,
+            "rx_overflow_depth_now": 0,
+            "rx_overflow_max_depth": 0,
+            "rx_overflow_pushed": 0,
+            "rx_event_drops": sum(q.received_datagrams_dropped for q in conns),
+            "tx_event_ring_count_now": len(self._deferred),
+            "tx_wrong_direction_dropped": sum(q.wrong_direction_dropped for q in conns),
+        }
+
     def connect(self, host: str, port: int, server_name: Optional[str]) -> QuicConnection:
-        """Create the client connection to ``host`` (numeric) ``port`` and start the thread."""
+        """Create the client connection to ``host`` (numeric) ``port`` and start the thread.
+        Raises :class:`ValueError` / :class:`TypeError` unless ``port`` is in 1..65535."""
+        port = check_int("port", port, 1, 65536)
         handle = self._native.connect(host, port, server_name)
         quic = QuicConnection(configuration=self.configuration, endpoint=self, handle=handle)
         quic.peer_address = (host, port)
@@ -717,14 +1224,43 @@ class QuicEndpoint:
             self._keylog.write(line.decode("ascii", "replace") + "\n")
             self._keylog.flush()
 
-    def process(self) -> None:
-        """Drain the native event ring and dispatch every event (call when :attr:`fileno`
-        is readable)."""
+    def _poll(self, limit: int) -> list[_native.NativeEvent]:
+        """Pop at most ``limit`` events from the native ring (payloads copied and freed)."""
+        evs = self._poll_buf
+        if evs is None or len(evs) < limit:
+            evs = self._poll_buf = ffi.new("aq_event[]", limit)
+        n = lib.aq_poll_events(self._native.ptr, evs, limit)
+        out: list[_native.NativeEvent] = []
+        append = out.append
+        unpack = ffi.unpack
+        free = lib.aq_free
+        null = ffi.NULL
+        for i in range(n):
+            ev = evs[i]
+            data = b""
+            if ev.data != null:
+                data = unpack(ffi.cast("char *", ev.data), ev.len)
+                free(ev.data)
+            append(_native.NativeEvent(ev.type, ev.flags, ev.conn, ev.stream_id, ev.code,
+                                       ev.code2, data))
+        return out
+
+    def process(self, max_events: Optional[int] = None) -> bool:
+        """Pop at most ``max_events`` (default :attr:`batch_size`) native events and
+        dispatch them (call when :attr:`fileno` is readable).
+
+        Returns True when the batch was full, so more events may be waiting: call again soon
+        (on the next event loop iteration) -- the wake fd was cleared and will not signal
+        them.  The asyncio and anyio adapters do this."""
         if self._closed:
-            return
+            return False
+        self.process_calls += 1
+        limit = self.batch_size if max_events is None else max_events
+        limit = check_int("max_events", limit, 1, 1 << 20)
         touched: dict[int, QuicConnection] = {}
         conns = self.connections
-        for ev in self._native.poll():
+        batch = self._poll(limit)
+        for ev in batch:
             quic = conns.get(ev.conn)
             if quic is None:
                 if ev.type == _native.EV_ACCEPTED:
@@ -733,15 +1269,37 @@ class QuicEndpoint:
                     host, _, port = ev.data.decode().rpartition(" ")
                     quic.peer_address = (host, int(port or 0))
                     conns[ev.conn] = quic
-                    if self.on_accept is not None:
-                        self._call(self.on_accept, quic)
+                    most = self.configuration.max_connections
+                    if most is not None and len(conns) - len(self._refused) > most:
+                        # over QuicConfiguration.max_connections: refuse, never hand it out
+                        self._refused.add(ev.conn)
+                        quic.close(_CONNECTION_REFUSED, 0, "server at max_connections")
+                        continue
+                    # on_accept runs once the handshake event (next in the ring) has given
+                    # the connection its ALPN, so a server can choose the protocol by it
+                    self._accept_pending.add(ev.conn)
                     continue
                 if ev.type == _native.EV_CMD_SPACE:
                     self._on_cmd_space()
                 elif ev.type == _native.EV_KEYLOG:
                     self._write_keylog(ev.data)
+                elif ev.type == _native.EV_ERROR:
+                    _endpoint_logger.warning("aiopquic endpoint: %s (%d so far)",
+                                             ev.data.decode(errors="replace"), ev.code)
                 continue
             quic._on_native(ev)
+            if ev.conn in self._accept_pending and (ev.type == _native.EV_HANDSHAKE_DONE
+                                                    or ev.type == _native.EV_CLOSED):
+                self._accept_pending.discard(ev.conn)
+                if self.on_accept is not None:
+                    self._call(self.on_accept, quic)
+            if ev.conn in self._refused:
+                if ev.type == _native.EV_CLOSED:
+                    del conns[ev.conn]
+                    self._refused.discard(ev.conn)
+                else:
+                    quic._events.clear()  # nobody reads a refused connection
+                continue
             touched[ev.conn] = quic
             if ev.type == _native.EV_CLOSED:
                 del conns[ev.conn]
@@ -750,6 +1308,7 @@ class QuicEndpoint:
                 quic._flush_credit(stream_id)
             if self.on_events is not None:
                 self._call(self.on_events, quic)
+        return len(batch) >= limit and not self._closed
 
     def _call(self, hook: Callable[[QuicConnection], None], quic: QuicConnection) -> None:
         """Run an application hook for ``quic`` (see :meth:`_call_user`)."""
@@ -773,6 +1332,7 @@ class QuicEndpoint:
             self._deferred.popleft()
         for quic in list(self.connections.values()):
             quic._kick_all()
+            quic._seed_cmd_space()
 
     def close(self) -> None:
         """Stop the network thread and free the native endpoint (idempotent).  Connections
@@ -781,11 +1341,37 @@ class QuicEndpoint:
         if self._closed:
             return
         self._closed = True
-        for quic in self.connections.values():
-            for st in quic._tx.values():
-                if st.buf is not None:
-                    lib.aq_txbuf_release(st.buf)
-                    st.buf = None
+        aborted = list(self.connections.values())
+        for quic in aborted:
+            quic._abort_local("endpoint closed")
+        self.connections.clear()
         self._native.close()
         if self._own_keylog and self._keylog is not None:
             self._keylog.close()
+        # Their readers and waiters learn it now (ConnectionTerminated, error 0, "endpoint
+        # closed"): later sends raise QuicConnectionError, not a native-layer error.
+        if self.on_events is not None:
+            for quic in aborted:
+                self._call(self.on_events, quic)
+
+
+def _open_keylog(path: str) -> IO[str]:
+    """Open the TLS key log for appending; a new file is created readable by its owner
+    only (mode 0600: it holds the secrets that decrypt the traffic)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                 0o600)
+    return os.fdopen(fd, "a", encoding="ascii")
+
+
+def _name_credentials(exc: _native.NativeError,
+                      configuration: QuicConfiguration) -> _native.NativeError:
+    """Add the certificate and key file names to a native credentials error."""
+    message = str(exc)
+    if "certificate" not in message and "private key" not in message:
+        return exc
+    if configuration.certfile or configuration.keyfile:
+        where = (f"certificate file {configuration.certfile!r}, "
+                 f"private key file {configuration.keyfile!r}")
+    else:
+        where = "QuicConfiguration.certificate_chain / private_key given as bytes"
+    return _native.NativeError(f"{message} ({where})")

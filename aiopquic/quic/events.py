@@ -24,6 +24,15 @@ __all__ = [
     "StopSendingReceived",
     "StreamDataReceived",
     "StreamReset",
+    "WebTransportSessionReady",
+    "WebTransportSessionRefused",
+    "WebTransportSessionClosed",
+    "WebTransportSessionDraining",
+    "WebTransportStreamDataReceived",
+    "WebTransportStreamReset",
+    "WebTransportStopSending",
+    "WebTransportDatagramReceived",
+    "WebTransportNewStream",
 ]
 
 
@@ -156,3 +165,104 @@ class StreamReset(QuicEvent):
 
     stream_id: int
     "The ID of the stream that was reset."
+
+
+# ---- WebTransport events of aiopquic 0.6.1's API ---------------------------------------
+# aiopquic.asyncio.webtransport's 0.6.1-style sessions (WebTransportClient,
+# WebTransportServerSession) put these in their events() / receive_stream_data() streams.
+# Field order and defaults are 0.6.1's; ``data`` and ``reason`` are bytes here (0.6.1 gave
+# memoryviews: ``bytes(x)`` works with both).  Unlike the QUIC events above they have
+# defaults (0.6.1 code builds them with keywords) and so no __slots__.
+
+
+@dataclass
+class WebTransportSessionReady(QuicEvent):
+    """The server accepted the session (2xx to the CONNECT)."""
+
+
+
+@dataclass
+class WebTransportSessionRefused(QuicEvent):
+    """The session request was refused: ``error_code`` is the server's HTTP status, or
+    WT_ALPN_ERROR (0x0817b3dd) when it was refused for its WT-Available-Protocols (a 400 to
+    an offer), or 0 when the request ended without an answer."""
+
+
+    error_code: int = 0
+    "The HTTP status or WT_ALPN_ERROR (see above)."
+
+
+@dataclass
+class WebTransportSessionClosed(QuicEvent):
+    """The session closed (CLOSE_WEBTRANSPORT_SESSION from either side, or the end of the
+    CONNECT stream)."""
+
+
+    error_code: int = 0
+    "The application error code of the close."
+
+    reason: bytes = b""
+    "The close reason (UTF-8)."
+
+
+@dataclass
+class WebTransportSessionDraining(QuicEvent):
+    """The peer sent DRAIN_WEBTRANSPORT_SESSION."""
+
+
+
+@dataclass
+class WebTransportStreamDataReceived(QuicEvent):
+    """Bytes of a WebTransport stream (its header stripped)."""
+
+
+    stream_id: int = 0
+    "The stream."
+
+    data: bytes = b""
+    "The bytes."
+
+    end_stream: bool = False
+    "Whether the peer ended the stream with these bytes."
+
+
+@dataclass
+class WebTransportStreamReset(QuicEvent):
+    """The peer reset a WebTransport stream (or the session ended: WT_SESSION_GONE)."""
+
+
+    stream_id: int = 0
+    "The stream."
+
+    error_code: int = 0
+    "The WebTransport code (32-bit), or the HTTP/3 code when outside that range."
+
+
+@dataclass
+class WebTransportStopSending(QuicEvent):
+    """The peer sent STOP_SENDING on a WebTransport stream."""
+
+
+    stream_id: int = 0
+    "The stream."
+
+    error_code: int = 0
+    "The WebTransport code (32-bit), or the HTTP/3 code when outside that range."
+
+
+@dataclass
+class WebTransportDatagramReceived(QuicEvent):
+    """A datagram of the session."""
+
+
+    data: bytes = b""
+    "The payload."
+
+
+@dataclass
+class WebTransportNewStream(QuicEvent):
+    """The peer opened a WebTransport stream (``stream_id``)."""
+
+
+    stream_id: int = 0
+    "The new stream."

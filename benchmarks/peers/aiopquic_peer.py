@@ -2,8 +2,11 @@
 application uses it (``connect``/``serve``, ``create_stream``, ``writer.write`` +
 ``await writer.drain()``).  See benchlib.py for the protocol; run.py drives it.
 
-    python aiopquic_peer.py server --cert C --key K [--port 0]
-    python aiopquic_peer.py client --port P --ca CA --job '{"op": "upload", ...}'
+    python aiopquic_peer.py server --cert C --key K [--port 0] [--impl cubic|reno|bbr]
+    python aiopquic_peer.py client --port P --ca CA --job '{"op": "upload", ...}' [--impl ..]
+
+``--impl`` (optional) picks the congestion controller on that side
+(``QuicConfiguration.congestion_control_algorithm``); without it the default (cubic) is used.
 """
 
 from __future__ import annotations
@@ -89,7 +92,11 @@ async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 async def run_server(args: dict[str, Any]) -> None:
     cfg = QuicConfiguration(is_client=False, alpn_protocols=[bl.ALPN],
                             max_datagram_frame_size=65535, idle_timeout=IDLE_TIMEOUT,
-                            max_streams_bidi=1000)
+                            max_streams_bidi=1000,
+                            # the load generator opens every connection from one address
+                            handshake_rate_per_source=0, max_half_open=4096)
+    if args.get("impl"):
+        cfg.congestion_control_algorithm = args["impl"]
     cfg.load_cert_chain(args["cert"], args["key"])
     loop = asyncio.get_running_loop()
     tasks = set()
@@ -116,9 +123,12 @@ async def run_server(args: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- client
 
 def client_config(args: dict[str, Any]) -> QuicConfiguration:
-    return QuicConfiguration(alpn_protocols=[bl.ALPN], cafile=args["ca"],
-                             server_name="localhost", max_datagram_frame_size=65535,
-                             idle_timeout=IDLE_TIMEOUT)
+    cfg = QuicConfiguration(alpn_protocols=[bl.ALPN], cafile=args["ca"],
+                            server_name="localhost", max_datagram_frame_size=65535,
+                            idle_timeout=IDLE_TIMEOUT)
+    if args.get("impl"):
+        cfg.congestion_control_algorithm = args["impl"]
+    return cfg
 
 
 def _connect(args: dict[str, Any]) -> Any:

@@ -1,0 +1,70 @@
+"""``server._transport`` and ``protocol._transport``: the asyncio transport aioquic programs
+reach for (mostly ``get_extra_info("sockname")`` to learn the bound port).
+
+aiopquic's UDP socket belongs to the native engine's thread, so this transport only answers
+questions about it; sending raw datagrams through it is not possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import weakref
+from typing import Any, Optional
+
+from aiopquic.quic.connection import QuicEndpoint
+
+__all__ = ["EndpointTransport", "remember_host", "transport_for"]
+
+_HOSTS: weakref.WeakKeyDictionary[QuicEndpoint, str] = weakref.WeakKeyDictionary()
+
+
+def remember_host(endpoint: QuicEndpoint, host: str) -> None:
+    """Record the numeric address ``endpoint`` was bound to (its sockname's host)."""
+    _HOSTS[endpoint] = host
+
+
+class EndpointTransport(asyncio.DatagramTransport):
+    """A read-only view of one endpoint's UDP socket.
+
+    ``get_extra_info("sockname")`` gives the bound address (a 4-tuple for IPv6, as asyncio's
+    datagram transports do); ``"peername"`` the peer of the connection it was obtained from
+    (None on a server).  :meth:`close` closes the endpoint (all its connections).
+    :meth:`sendto` raises :class:`NotImplementedError`: the socket belongs to the network
+    thread."""
+
+    def __init__(self, endpoint: QuicEndpoint, peer: Optional[tuple[str, int]] = None) -> None:
+        super().__init__()
+        self._aq_endpoint = endpoint
+        self._aq_peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            host = _HOSTS.get(self._aq_endpoint, "0.0.0.0")
+            port = self._aq_endpoint.local_port
+            if ipaddress.ip_address(host.split("%", 1)[0]).version == 6:
+                return (host, port, 0, 0)
+            return (host, port)
+        if name == "peername":
+            return self._aq_peer if self._aq_peer is not None else default
+        return default
+
+    def is_closing(self) -> bool:
+        return bool(self._aq_endpoint._closed)
+
+    def close(self) -> None:
+        self._aq_endpoint.close()
+
+    def abort(self) -> None:
+        self._aq_endpoint.close()
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        raise NotImplementedError(
+            "the UDP socket belongs to aiopquic's network thread: send through the "
+            "QuicConnection (send_stream_data / send_datagram_frame)")
+
+
+def transport_for(endpoint: QuicEndpoint,
+                  peer: Optional[tuple[str, int]] = None) -> EndpointTransport:
+    """A transport view of ``endpoint``."""
+    return EndpointTransport(endpoint, peer)

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Hypercorn's HTTP/3 on aioquic and on aiopquic, in the same run.
+
+    python benchmarks/hypercorn.py [--repeat 3] [--download-mib 64] [--seconds 3] [--quick]
+
+Hypercorn 0.18.0 (unchanged) runs in a subprocess (tests/peers/hypercorn_peer.py) either on
+the real aioquic package or with every ``aioquic`` module mapped to aiopquic's, which drives
+our sans-IO QuicConnection under Hypercorn's own UDP socket.  The client is the same for
+both servers (aiopquic's, in this process), so the server side is what differs:
+
+- download: one GET of N MiB (byte-verified), Mbps;
+- small GETs: 10 concurrent clients, each on its own connection, GET /small back to back
+  for --seconds; requests per second;
+- handshakes: connect, handshake, close, one after the other, for --seconds; per second.
+
+The stacks alternate (aioquic, aiopquic, aioquic, ...); medians are printed with min-max and
+the ratio aiopquic / aioquic.  Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PEER = os.path.join(ROOT, "tests", "peers", "hypercorn_peer.py")
+sys.path.insert(0, os.path.dirname(PEER))
+sys.path.insert(0, ROOT)
+
+import hypercorn_peer  # noqa: E402
+
+from aiopquic.asyncio.client import connect  # noqa: E402
+from aiopquic.h3.events import DataReceived, HeadersReceived  # noqa: E402
+from aiopquic.http3_tools import _ClientProtocol, fetch  # noqa: E402
+from aiopquic.quic.configuration import QuicConfiguration  # noqa: E402
+
+STACKS = ("aioquic", "aiopquic")
+
+
+def _certs(directory: str) -> tuple[str, str, str]:
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key, cafile = (os.path.join(directory, n) for n in ("c.pem", "k.pem", "ca.pem"))
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(cafile)
+    return cert, key, cafile
+
+
+class Server:
+    def __init__(self, stack: str, cert: str, key: str, log: str) -> None:
+        self.err = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, PEER, "server", "--stack", stack, "--cert", cert, "--key", key,
+             "--lifetime", "600"], stdout=subprocess.PIPE, stderr=self.err,
+            stdin=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("LISTENING"):
+            self.stop()
+            raise RuntimeError(f"{stack} Hypercorn did not start; see {log}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(15)
+        self.err.close()
+
+
+def _config(cafile: str) -> QuicConfiguration:
+    return QuicConfiguration(is_client=True, alpn_protocols=["h3"], cafile=cafile,
+                             server_name="localhost")
+
+
+async def download(port: int, cafile: str, mib: int) -> float:
+    size = mib << 20
+    out = io.BytesIO()
+    started = time.perf_counter()
+    status, _, received = await asyncio.wait_for(
+        fetch(f"https://127.0.0.1:{port}/bytes/{size}", out, configuration=_config(cafile)),
+        300)
+    elapsed = time.perf_counter() - started
+    if status != 200 or received != size or \
+            out.getvalue() != b"".join(hypercorn_peer.pattern_chunks(size)):
+        raise RuntimeError("download: wrong answer")
+    return size * 8 / elapsed / 1e6
+
+
+async def _get_small(proto: Any) -> None:
+    http = proto.http
+    sid = proto._quic.get_next_available_stream_id()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    proto.responses[sid] = queue
+    http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                            (b":authority", b"localhost"), (b":path", b"/small")],
+                      end_stream=True)
+    body = b""
+    while True:
+        ev = await queue.get()
+        if ev is None:
+            raise RuntimeError("small GET cut short")
+        if isinstance(ev, DataReceived):
+            body += ev.data
+            http.consumed(sid, len(ev.data))
+        if isinstance(ev, (HeadersReceived, DataReceived)) and ev.stream_ended:
+            break
+    del proto.responses[sid]
+    if body != b"ok":
+        raise RuntimeError(f"small GET: {body!r}")
+
+
+async def small_gets(port: int, cafile: str, seconds: float, clients: int = 10) -> float:
+    done = 0
+    deadline = 0.0
+
+    async def one_client() -> None:
+        nonlocal done
+        async with connect("127.0.0.1", port, configuration=_config(cafile),
+                           create_protocol=_ClientProtocol) as proto:
+            await _get_small(proto)  # warm: the connection and H3 streams are up
+            while time.perf_counter() < deadline:
+                await _get_small(proto)
+                done += 1
+
+    deadline = time.perf_counter() + seconds + 1.0  # handshakes fall in the first second
+    started = time.perf_counter() + 1.0
+    await asyncio.wait_for(asyncio.gather(*(one_client() for _ in range(clients))),
+                           seconds + 120)
+    return done / (time.perf_counter() - started)
+
+
+async def handshakes(port: int, cafile: str, seconds: float) -> float:
+    count = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        async with connect("127.0.0.1", port, configuration=_config(cafile)):
+            count += 1
+    return count / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--download-mib", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 16 MiB, 1 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.download_mib, args.seconds = 1, 16, 1.0
+    results: dict[str, dict[str, list[float]]] = {
+        s: {"download": [], "small": [], "handshakes": []} for s in STACKS}
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key, cafile = _certs(tmp)
+        for rep in range(args.repeat):
+            for stack in STACKS:
+                server = Server(stack, cert, key, os.path.join(tmp, f"{stack}.err"))
+                try:
+                    r = results[stack]
+                    r["download"].append(asyncio.run(download(server.port, cafile,
+                                                              args.download_mib)))
+                    r["small"].append(asyncio.run(small_gets(server.port, cafile,
+                                                             args.seconds)))
+                    r["handshakes"].append(asyncio.run(handshakes(server.port, cafile,
+                                                                  args.seconds)))
+                finally:
+                    server.stop()
+                print(f"run {rep + 1}/{args.repeat} {stack}: "
+                      f"download {r['download'][-1]:.0f} Mbps, "
+                      f"small GETs {r['small'][-1]:.0f}/s, "
+                      f"handshakes {r['handshakes'][-1]:.0f}/s", flush=True)
+    rows = [("download", f"{args.download_mib} MiB download (Mbps)"),
+            ("small", "small GETs/s, 10 clients"), ("handshakes", "handshakes/s")]
+    print()
+    print("| Hypercorn HTTP/3 | on aioquic | on aiopquic | aiopquic / aioquic |")
+    print("|---|---|---|---|")
+    for key_, label in rows:
+        a = results["aioquic"][key_]
+        b = results["aiopquic"][key_]
+        ma, mb = statistics.median(a), statistics.median(b)
+        print(f"| {label} | {ma:.0f} ({min(a):.0f}-{max(a):.0f}) | "
+              f"{mb:.0f} ({min(b):.0f}-{max(b):.0f}) | {mb / ma:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Programs the MTU tests run inside a network namespace of their own (``unshare -n``)."""

@@ -1,0 +1,426 @@
+"""The codec modules of aiopquic 0.6.1's face: Buffer, StreamChain, the subgroup-object codecs.
+
+Byte vectors marked "0.6.1" were produced once by aiopquic 0.6.1 (the picoquic-based wheel from
+PyPI, CPython 3.12) and pasted here; ours must give the same bytes and the same errors.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Optional
+
+import pytest
+
+from aiopquic._binding._streamchain import (
+    encode_object_subgroup,
+    encode_object_subgroup_vi64,
+)
+from aiopquic.buffer import Buffer, BufferReadError, encode_uint_var, encode_uint_vi64
+from aiopquic.exceptions import StreamUnderflow
+from aiopquic.streamchain import StreamChain
+
+# (value, encoding) from 0.6.1's Buffer.push_uint_var.
+VARINT_VECTORS = [
+    (0, "00"), (1, "01"), (37, "25"), (63, "3f"), (64, "4040"), (15293, "7bbd"),
+    (16383, "7fff"), (16384, "80004000"), (494878333, "9d7f3e7d"), (2**30 - 1, "bfffffff"),
+    (2**30, "c000000040000000"), (151288809941952652, "c2197c5eff14e88c"),
+    (2**62 - 1, "ffffffffffffffff"),
+]
+# (value, encoding) from 0.6.1's Buffer.push_uint_vi64.
+VI64_VECTORS = [
+    (0, "00"), (37, "25"), (127, "7f"), (128, "8080"), (16383, "bfff"), (16384, "c04000"),
+    (2097151, "dfffff"), (2097152, "e0200000"), (268435455, "efffffff"),
+    (268435456, "f010000000"), (34359738367, "f7ffffffff"), (34359738368, "f80800000000"),
+    (4398046511103, "fbffffffffff"), (4398046511104, "fc040000000000"),
+    (562949953421311, "fdffffffffffff"), (562949953421312, "fe02000000000000"),
+    (2**56 - 1, "feffffffffffffff"), (2**56, "ff0100000000000000"),
+    (2**64 - 1, "ffffffffffffffffff"),
+]
+
+# encode_object_subgroup(_vi64) arguments, and 0.6.1's output (varint, vi64) without the
+# trailing payload, which follows when status is 0 and the payload is not empty.
+OBJECT_VECTORS: list[tuple[tuple[Any, ...], str, str]] = [
+    ((0, None, 0, b"hello", False, False), "0005", "0005"),
+    ((0, None, 0, b"hello", True, False), "000005", "000005"),
+    ((5, None, 3, b"", False, False), "050003", "050003"),
+    ((5, None, 3, b"ignored", True, False), "05000003", "05000003"),
+    ((0, None, 0, b"", True, False), "00000000", "00000000"),
+    ((1, {2: 5, 3: b"ab"}, 0, b"payload", True, False), "010602050302616207",
+     "010602050302616207"),
+    ((1, {0x3C: 1000, 0x0B: b"\x01\x02\x03", 4: 70000}, 0, b"x" * 100, True, False),
+     "010d3c43e80b0301020304800111704064", "010c3c83e80b0301020304c1117064"),
+    ((1, {0x3C: 1000, 0x0B: b"\x01\x02\x03", 4: 70000}, 0, b"x" * 100, True, True),
+     "010d048001117007030102033143e84064", "010c04c1117007030102033183e864"),
+    ((2, {2: 5}, 4, b"", True, True), "02000004", "02000004"),
+    ((200, {}, 0, b"y" * 20000, True, True), "40c80080004e20", "80c800c04e20"),
+    ((2**20, {7: b"z" * 70, 2**40: 2**33}, 0, b"q", True, True),
+     "801000004059074046" + "7a" * 70 + "c00000fffffffff9c00000020000000001",
+     "d00000530746" + "7a" * 70 + "f8fffffffff9f20000000001"),
+    ((0, {2: 1}, 0, b"", True, False), "000202010000", "000202010000"),
+]
+
+
+def _expected(args: tuple[Any, ...], head: str) -> bytes:
+    payload: bytes = args[3]
+    return bytes.fromhex(head) + (payload if args[2] == 0 and payload else b"")
+
+
+def _chain(data: bytes, split: Optional[int] = None) -> StreamChain:
+    chain = StreamChain()
+    if split is None:
+        chain.extend(data)
+    else:
+        chain.extend(data[:split])
+        chain.extend(memoryview(bytearray(data[split:])))
+    return chain
+
+
+# ---------------------------------------------------------------------------- varints
+
+
+@pytest.mark.parametrize(("value", "wire"), VARINT_VECTORS)
+def test_varint_encoding_and_round_trip(value: int, wire: str) -> None:
+    buf = Buffer(capacity=1)
+    buf.push_uint_var(value)
+    assert buf.data.hex() == wire
+    assert encode_uint_var(value).hex() == wire
+    assert Buffer(data=bytes.fromhex(wire)).pull_uint_var() == value
+    chain = _chain(bytes.fromhex(wire), split=1 if len(wire) > 2 else None)
+    assert chain.pull_uint_var() == value
+    assert chain.tell() == len(wire) // 2
+    vint = Buffer(capacity=4, vi64=False)
+    vint.push_vint(value)
+    assert vint.data.hex() == wire
+
+
+@pytest.mark.parametrize(("value", "wire"), VI64_VECTORS)
+def test_vi64_encoding_and_round_trip(value: int, wire: str) -> None:
+    buf = Buffer(capacity=1)
+    buf.push_uint_vi64(value)
+    assert buf.data.hex() == wire
+    assert encode_uint_vi64(value).hex() == wire
+    reader = Buffer(data=bytes.fromhex(wire), vi64=True)
+    assert reader.pull_vint() == value and reader.eof()
+    chain = StreamChain(vi64=True)
+    for i in range(len(wire) // 2):  # one byte per chunk
+        chain.extend(bytes.fromhex(wire)[i : i + 1])
+    assert chain.pull_vint() == value
+
+
+def test_varint_errors() -> None:
+    buf = Buffer(capacity=8)
+    with pytest.raises(ValueError):
+        buf.push_uint_var(2**62)
+    with pytest.raises(OverflowError):
+        buf.push_uint_var(-1)
+    with pytest.raises(OverflowError):
+        buf.push_uint_vi64(2**64)
+    with pytest.raises(OverflowError):
+        buf.push_uint_vi64(-1)
+    with pytest.raises(OverflowError):
+        encode_object_subgroup(-1, None, 0, b"x", False)
+    assert buf.tell() == 0 and buf.data == b""
+
+
+def test_vi64_accepts_non_minimal_encodings() -> None:
+    for wire in ("8025", "c00025", "ff0000000000000025"):
+        assert Buffer(data=bytes.fromhex(wire)).pull_uint_vi64() == 37
+        assert _chain(bytes.fromhex(wire)).pull_uint_vi64() == 37
+
+
+# ---------------------------------------------------------------------------- Buffer
+
+
+def test_buffer_fixed_width_integers_and_bytes() -> None:
+    buf = Buffer(capacity=4)
+    buf.push_uint8(0xAB)
+    buf.push_uint16(0x1234)
+    buf.push_uint32(0xDEADBEEF)
+    buf.push_uint64(2**64 - 1)
+    buf.push_bytes(b"xyz")
+    buf.push_uint(3, 0x010203)
+    assert buf.tell() == 21 and buf.capacity >= 21
+    data = buf.data
+    assert data.hex() == "ab1234deadbeefffffffffffffffff78797a010203"
+    reader = Buffer(data=data)
+    assert reader.pull_uint8() == 0xAB
+    assert reader.pull_uint16() == 0x1234
+    assert reader.pull_uint32() == 0xDEADBEEF
+    assert reader.pull_uint64() == 2**64 - 1
+    assert reader.pull_bytes(3) == b"xyz"
+    assert reader.pull_uint(3) == 0x010203
+    assert reader.eof()
+    assert reader.data_slice(1, 3) == b"\x12\x34"
+
+
+def test_buffer_masks_small_ints_like_061() -> None:
+    buf = Buffer(capacity=4)
+    buf.push_uint8(300)
+    buf.push_uint16(-1)
+    assert buf.data.hex() == "2cffff"
+
+
+def test_buffer_capacity_defaults_and_growth() -> None:
+    assert Buffer().capacity == 1024
+    assert Buffer(capacity=0).capacity == 1024
+    buf = Buffer(capacity=2)
+    assert buf.capacity == 2 and not buf.eof()
+    buf.push_bytes(b"12345")
+    assert buf.data == b"12345" and buf.capacity >= 5
+
+
+def test_buffer_seek_and_overwrite() -> None:
+    buf = Buffer(capacity=16)
+    buf.push_uint32(0)
+    buf.push_bytes(b"tail")
+    end = buf.tell()
+    buf.seek(0)
+    buf.push_uint_var(16383)  # patch a length in place
+    assert buf.tell() == 2
+    buf.seek(end)
+    assert buf.data == b"\x7f\xff\x00\x00tail"
+    buf.seek(16)  # up to capacity is allowed; unwritten bytes read as zeros
+    with pytest.raises(BufferReadError):
+        buf.seek(17)
+    with pytest.raises(BufferReadError):
+        buf.seek(-1)
+    buf.seek(10)
+    assert buf.pull_uint16() == 0
+
+
+def test_buffer_read_errors_leave_cursor() -> None:
+    buf = Buffer(data=b"\x40")  # a 2-byte varint cut short
+    for pull in (buf.pull_uint_var, buf.pull_uint16, buf.pull_uint32, buf.pull_uint64,
+                 lambda: buf.pull_bytes(2)):
+        with pytest.raises(BufferReadError):
+            pull()
+        assert buf.tell() == 0
+    with pytest.raises(BufferReadError):
+        Buffer(data=b"\xc0").pull_uint_vi64()
+    with pytest.raises(BufferReadError):
+        buf.pull_bytes(-1)
+    with pytest.raises(BufferReadError):
+        buf.data_slice(0, 2)
+    assert buf.pull_uint8() == 0x40
+    with pytest.raises(BufferReadError):
+        buf.pull_uint8()
+    with pytest.raises(BufferReadError):
+        Buffer(capacity=4).pull_bytes(5)
+
+
+def test_buffer_from_data_is_read_only_copy() -> None:
+    source = bytearray(b"abc")
+    buf = Buffer(data=memoryview(source))
+    source[0] = 0x7A
+    assert buf.pull_bytes(3) == b"abc"
+    assert buf.data == b"abc"
+    for push in (lambda: buf.push_uint8(1), lambda: buf.push_bytes(b"z"),
+                 lambda: buf.push_uint_var(1)):
+        with pytest.raises(BufferReadError):
+            push()
+
+
+def test_buffer_vi64_flag_switches_vint() -> None:
+    buf = Buffer(capacity=8, vi64=True)
+    assert buf.vi64
+    buf.push_vint(128)
+    buf.vi64 = False
+    buf.push_vint(128)
+    assert buf.data.hex() == "80804080"
+
+
+# ---------------------------------------------------------------------------- StreamChain
+
+
+def test_streamchain_underflow_reports_pos_and_needed() -> None:
+    chain = _chain(b"\x01\x80\x00")
+    assert chain.pull_uint8() == 1
+    with pytest.raises(StreamUnderflow) as info:
+        chain.pull_uint_var()  # 4-byte varint, 2 bytes held
+    assert (info.value.pos, info.value.needed) == (1, 5)
+    assert info.value.args == (1, 5)
+    with pytest.raises(StreamUnderflow) as info:
+        chain.pull_bytes(10)
+    assert (info.value.pos, info.value.needed) == (1, 11)
+    with pytest.raises(StreamUnderflow) as info:
+        chain.pull_uint64()
+    assert (info.value.pos, info.value.needed) == (1, 9)
+    assert chain.pull_uint_vi64() == 0  # 0x80 0x00: a 2-byte vi64, non-minimal
+    with pytest.raises(StreamUnderflow) as info:
+        chain.pull_uint16()
+    assert (info.value.pos, info.value.needed) == (3, 5)
+    with pytest.raises(ValueError):
+        chain.pull_bytes(-1)
+
+
+def test_streamchain_save_rollback_commit() -> None:
+    chain = StreamChain()
+    chain.extend(b"\x05hel")
+    assert chain.capacity == 4 and len(chain) == 4
+    chain.save()
+    length = chain.pull_uint_var()
+    with pytest.raises(StreamUnderflow):
+        chain.pull_bytes(length)
+    chain.rollback()
+    assert chain.tell() == 0
+    chain.extend(bytearray(b"lo\x01"))
+    chain.save()
+    assert chain.pull_bytes(chain.pull_uint_var()) == b"hello"
+    assert chain.tell() == 6 and len(chain) == 1
+    chain.commit()
+    assert chain.tell() == 0 and chain.capacity == 1 and chain.data_slice(0, 1) == b"\x01"
+    chain.rollback()  # the saved position is 0 after a commit
+    assert chain.tell() == 0
+    chain.extend(None)
+    chain.push_bytes(b"\x02")
+    chain.save()
+    chain.seek(2)
+    chain.rollback()
+    assert chain.pull_uint8() == 1
+    chain.commit()
+    assert chain.pull_uint8() == 2
+    chain.commit()
+    assert chain.capacity == 0 and len(chain) == 0
+
+
+def test_streamchain_seek_slice_bounds_and_types() -> None:
+    chain = _chain(b"abcdef", split=2)
+    assert chain.data_slice(1, 5) == b"bcde" and chain.tell() == 0
+    chain.seek(6)
+    with pytest.raises(ValueError):
+        chain.seek(7)
+    with pytest.raises(ValueError):
+        chain.data_slice(3, 7)
+    with pytest.raises(ValueError):
+        chain.data_slice(4, 3)
+    with pytest.raises(BufferError):
+        chain.extend("text")  # type: ignore[arg-type]
+
+
+def test_streamchain_keeps_its_own_copy() -> None:
+    source = bytearray(b"\x03abc")
+    chain = StreamChain()
+    chain.extend(memoryview(source))
+    source[:] = b"\x00\x00\x00\x00"  # the sender reuses its buffer
+    assert chain.pull_bytes(chain.pull_uint_var()) == b"abc"
+
+
+def test_streamchain_fixed_width_and_large_reads() -> None:
+    data = bytes(range(256)) * 20
+    chain = _chain(b"\x00\x01\x00\x00\x00\x02" + b"\x00" * 7 + b"\x03" + data, split=3)
+    assert chain.pull_uint16() == 1
+    assert chain.pull_uint32() == 2
+    assert chain.pull_uint64() == 3
+    assert chain.pull_bytes(len(data)) == data
+    assert len(chain) == 0
+
+
+# ---------------------------------------------------------------------------- objects
+
+
+@pytest.mark.parametrize(("args", "head", "head_vi64"), OBJECT_VECTORS)
+def test_object_encoding_matches_061(args: tuple[Any, ...], head: str, head_vi64: str) -> None:
+    assert encode_object_subgroup(*args) == _expected(args, head)
+    assert encode_object_subgroup_vi64(*args) == _expected(args, head_vi64)
+
+
+@pytest.mark.parametrize(("args", "head", "head_vi64"), OBJECT_VECTORS)
+def test_object_round_trip(args: tuple[Any, ...], head: str, head_vi64: str) -> None:
+    delta, exts, status, payload, present, kvp_delta = args
+    want_exts = exts if present and status == 0 and exts else None
+    want = (delta, want_exts, status, payload if status == 0 else b"")
+    for wire, parse_name in ((_expected(args, head), "parse_object_subgroup"),
+                             (_expected(args, head_vi64), "parse_object_subgroup_vi64")):
+        for split in (None, 1, len(wire) // 2):
+            chain = _chain(wire + b"\xff", split=split)  # plus the next object's first byte
+            assert getattr(chain, parse_name)(present, 1 << 16, kvp_delta) == want
+            assert chain.tell() == len(wire) and len(chain) == 1
+
+
+def test_object_underflow_positions_match_061() -> None:
+    # (bytes held, pos, needed) for every truncation, from 0.6.1.
+    args = (1, {2: 5, 3: b"ab"}, 0, b"payload", True, False)
+    wire = encode_object_subgroup(*args)
+    expected = [(0, 0, 1), (1, 1, 2), (2, 2, 3), (3, 3, 4), (4, 4, 5), (5, 5, 6), (6, 6, 8),
+                (7, 6, 8), (8, 8, 9), (9, 9, 16), (12, 9, 16), (15, 9, 16)]
+    for held, pos, needed in expected:
+        chain = _chain(wire[:held])
+        chain.save()
+        with pytest.raises(StreamUnderflow) as info:
+            chain.parse_object_subgroup(True, 1 << 16, False)
+        assert (info.value.pos, info.value.needed) == (pos, needed)
+        chain.rollback()
+        assert chain.tell() == 0
+    wire = encode_object_subgroup_vi64(*OBJECT_VECTORS[6][0])
+    expected = [(0, 0, 1), (4, 3, 5), (7, 7, 10), (9, 7, 10), (12, 11, 14), (15, 15, 115),
+                (114, 15, 115)]
+    for held, pos, needed in expected:
+        chain = _chain(wire[:held], split=1 if held > 1 else None)
+        with pytest.raises(StreamUnderflow) as info:
+            chain.parse_object_subgroup_vi64(True, 1 << 16, False)
+        assert (info.value.pos, info.value.needed) == (pos, needed)
+
+
+@pytest.mark.parametrize(
+    ("wire", "limit", "kvp_delta", "exc", "vi64_exc"),
+    [  # outcomes from 0.6.1
+        ("0005", 4, False, RuntimeError, RuntimeError),  # block longer than the limit
+        ("0002010500", 100, False, OverflowError, OverflowError),  # value beyond its block
+        ("000302400500", 100, False, StreamUnderflow, OverflowError),
+        ("0011c000000000000001c0ffffffffffffff00", 100, True, OverflowError, StreamUnderflow),
+    ],
+)
+def test_object_malformed_extensions(
+    wire: str, limit: int, kvp_delta: bool, exc: type[Exception], vi64_exc: type[Exception]
+) -> None:
+    with pytest.raises(exc):
+        _chain(bytes.fromhex(wire)).parse_object_subgroup(True, limit, kvp_delta)
+    with pytest.raises(vi64_exc):
+        _chain(bytes.fromhex(wire)).parse_object_subgroup_vi64(True, limit, kvp_delta)
+
+
+def test_object_extension_overrun_and_type_overflow() -> None:
+    # even type 2 whose 2-byte value runs past a 2-byte block
+    with pytest.raises(RuntimeError, match="overrun"):
+        _chain(bytes.fromhex("0002024005" "00" "00")).parse_object_subgroup(True, 100)
+    # kvp_delta: 2**64 - 1 then +1 leaves the 64-bit type space
+    block = encode_uint_vi64(2**64 - 1) + b"\x00" + b"\x01\x00"
+    wire = b"\x00" + encode_uint_vi64(len(block)) + block + b"\x00\x00"
+    with pytest.raises(OverflowError, match="overflow"):
+        _chain(wire).parse_object_subgroup_vi64(True, 100, True)
+
+
+def test_parse_loop_like_aiomoqt() -> None:
+    """Objects arriving in odd-sized chunks, drained with save/rollback/commit."""
+    objects = [(i & 3, {2: i} if i % 3 == 0 else None, 0, bytes([i]) * (i * 37 % 500 + 1))
+               for i in range(60)]
+    wire = b"".join(encode_object_subgroup_vi64(d, e, s, p, True, True)
+                    for d, e, s, p in objects)
+    chain = StreamChain()
+    got = []
+    for start in range(0, len(wire), 97):
+        chain.extend(memoryview(wire)[start : start + 97])
+        while chain.capacity > 0:
+            chain.save()
+            try:
+                got.append(chain.parse_object_subgroup_vi64(True, 1 << 16, True))
+            except StreamUnderflow:
+                chain.rollback()
+                break
+            chain.commit()
+    assert got == objects
+    assert chain.capacity == 0
+
+
+# ---------------------------------------------------------------------------- versions
+
+
+def test_print_versions_layout() -> None:
+    from aiopquic import __version__
+    from aiopquic.versions import print_versions
+
+    out = io.StringIO()
+    print_versions(file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{'aiopquic:':<11}{__version__}"
+    assert all(len(line) > 11 and line[:11].rstrip().endswith(":") for line in lines)
