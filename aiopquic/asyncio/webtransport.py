@@ -1152,6 +1152,9 @@ class WebTransportSessionBase:
         self._role = role
         self._state = state if state is not None else WebTransportSessionState()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._dispatcher_attached = False
+        """0.6.1's flag: True while the session holds its connection (between a client's
+        :meth:`WebTransportClient.open` and :meth:`detach`, or a server session's life)."""
         self._session_ready: Optional[asyncio.Future[None]] = None
         self._session_closed = asyncio.Event()
         self._cnx_closed = asyncio.Event()
@@ -1629,8 +1632,9 @@ class WebTransportSessionBase:
                 self._session_ready.set_result(None)
         elif evt_type == _EVT_WT_SESSION_REFUSED:
             if self._session_ready is not None and not self._session_ready.done():
-                if error_code == WT_ALPN_ERROR:
-                    why = "no WT-Protocol in common (WT_ALPN_ERROR)"
+                # 0.6.1's wording ("refused (HTTP 400)"), which callers match on.
+                if error_code == WT_ALPN_ERROR:  # the server answered 400 to our offer
+                    why = "HTTP 400) - no WT-Protocol in common (WT_ALPN_ERROR"
                 elif error_code >= 100:
                     why = f"HTTP {error_code}"
                 else:
@@ -1750,6 +1754,7 @@ class WebTransportClient(WebTransportSessionBase):
                                     self._wt6_configuration)
         stack = AsyncExitStack()
         self._wt6_stack = stack
+        self._dispatcher_attached = True
         try:
             proto = await asyncio.wait_for(stack.enter_async_context(connect(
                 self._host, self._port, configuration=cfg,
@@ -1779,6 +1784,7 @@ class WebTransportClient(WebTransportSessionBase):
             raise
 
     async def _wt6_abandon(self) -> None:
+        self._dispatcher_attached = False
         stack, self._wt6_stack = self._wt6_stack, None
         if stack is not None:
             try:
