@@ -65,10 +65,10 @@ static int is_local(aq_conn *c, int64_t sid) {
   return ((sid & 1) != 0) == (c->ctx->cfg.is_server != 0);
 }
 
-static void list_remove(aq_stream **head, aq_stream *s, int dirty) {
-  for (aq_stream **pp = head; *pp; pp = dirty ? &(*pp)->next_dirty : &(*pp)->next_active) {
+static void active_remove(aq_stream **head, aq_stream *s) {
+  for (aq_stream **pp = head; *pp; pp = &(*pp)->next_active) {
     if (*pp == s) {
-      *pp = dirty ? s->next_dirty : s->next_active;
+      *pp = s->next_active;
       return;
     }
   }
@@ -93,7 +93,7 @@ static void deactivate(aq_conn *c, aq_stream *s) {
   if (!s->active) return;
   aq_bucket *b = bucket_get(c, s->prio, 0);
   if (b) {
-    list_remove(&b->head, s, 0);
+    active_remove(&b->head, s);
     if (b->tail == s) {
       b->tail = b->head;
       while (b->tail && b->tail->next_active) b->tail = b->tail->next_active;
@@ -147,12 +147,26 @@ static void activate(aq_conn *c, aq_stream *s) {
   b->tail = s;
 }
 
-static void flush_rx(aq_conn *c, aq_stream *s) {
-  if (s->dirty) {
-    list_remove(&c->dirty_head, s, 1);
-    s->dirty = 0;
-    s->next_dirty = NULL;
+/* Take s off the connection's list of streams holding received data (a FIFO, so that data
+ * reaches Python in the order it arrived across streams). */
+static void dirty_remove(aq_conn *c, aq_stream *s) {
+  if (!s->dirty) return;
+  aq_stream *prev = NULL;
+  for (aq_stream *it = c->dirty_head; it; prev = it, it = it->next_dirty) {
+    if (it != s) continue;
+    if (prev)
+      prev->next_dirty = s->next_dirty;
+    else
+      c->dirty_head = s->next_dirty;
+    if (c->dirty_tail == s) c->dirty_tail = prev;
+    break;
   }
+  s->dirty = 0;
+  s->next_dirty = NULL;
+}
+
+static void flush_rx(aq_conn *c, aq_stream *s) {
+  dirty_remove(c, s);
   if (!s->rxlen && !s->rx_fin) return;
   aq_event ev = {AQ_EV_STREAM_DATA, s->rx_fin ? AQ_FLAG_FIN : 0, c->handle, s->id, 0, 0,
                  s->rx, s->rxlen};
@@ -166,9 +180,15 @@ static void flush_rx(aq_conn *c, aq_stream *s) {
   aq_sink_emit(c->ctx->sink, &ev);
 }
 
+/* Hand Python every stream's buffered data, oldest first: called before any event that
+ * must not overtake data received before it (a FIN, a reset, a datagram, a stop). */
+static void flush_dirty(aq_conn *c) {
+  while (c->dirty_head) flush_rx(c, c->dirty_head);
+}
+
 static void stream_free(aq_conn *c, aq_stream *s) {
   deactivate(c, s);
-  if (s->dirty) list_remove(&c->dirty_head, s, 1);
+  dirty_remove(c, s);
   free(s->rx);
   if (s->tx) aq_txbuf_decref(s->tx);
   aq_map_del(&c->streams, &s->id, sizeof(s->id));
@@ -551,11 +571,16 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
   }
   if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) s->rx_fin = 1;
   if (s->rxlen >= AQ_RX_FLUSH || s->rx_fin) {
+    flush_dirty(c); /* what arrived earlier on other streams goes first */
     flush_rx(c, s);
   } else if (!s->dirty) {
     s->dirty = 1;
-    s->next_dirty = c->dirty_head;
-    c->dirty_head = s;
+    s->next_dirty = NULL;
+    if (c->dirty_tail)
+      c->dirty_tail->next_dirty = s;
+    else
+      c->dirty_head = s;
+    c->dirty_tail = s;
   }
   return 0;
 }
@@ -596,6 +621,7 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint6
       ngtcp2_conn_extend_max_streams_bidi(conn, 1);
   }
   if (!s) return 0;
+  flush_dirty(c);
   flush_rx(c, s);
   release_writer(c, s);
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_STREAM_CLOSED, c->handle, sid, 0, 0, 0, NULL, 0);
@@ -610,6 +636,7 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, 
   aq_stream *s = sud;
   (void)conn;
   if (s) {
+    flush_dirty(c);
     flush_rx(c, s);
     if (s->reset_reported) return 0;
     s->reset_reported = 1;
@@ -643,6 +670,7 @@ static int recv_datagram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *da
   aq_conn *c = ud;
   (void)conn;
   (void)flags;
+  flush_dirty(c); /* stream data that arrived before this datagram is delivered first */
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_DATAGRAM, c->handle, -1, 0, 0, 0, data, len);
   return 0;
 }
@@ -1088,7 +1116,7 @@ static void open_local_streams(aq_conn *c) {
 }
 
 void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
-  while (c->dirty_head) flush_rx(c, c->dirty_head);
+  flush_dirty(c);
   if (c->ack_progress) {
     c->ack_progress = 0;
     c->last_ack_ts = now;

@@ -199,7 +199,7 @@ typedef struct aq_conn {
   aq_map streams;
   aq_bucket *buckets;   /* streams with data to send, by priority */
   uint8_t default_prio; /* for streams created from now on */
-  aq_stream *dirty_head;
+  aq_stream *dirty_head, *dirty_tail; /* streams holding received data, in arrival order */
   aq_dgram *dg_head, *dg_tail;
   size_t dg_queued;     /* bytes in the datagram queue */
   uint64_t dg_dropped;  /* datagrams dropped: queue overflow, too large for the path */

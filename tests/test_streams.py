@@ -484,3 +484,48 @@ async def test_slow_reader_bounds_sender_memory(server_config, client_config):
     assert blocked_reads > 0, "drain() never waited although the reader was stalled"
     assert verifier.first_mismatch is None, f"first mismatch at {verifier.first_mismatch}"
     assert verifier.offset == total
+
+
+async def test_data_reaches_the_peer_in_the_order_it_was_sent_across_streams(
+        server_config, client_config):
+    """A message on one stream, then a new stream that refers to it (MoQ's SUBSCRIBE_OK, then
+    the objects): the receiver sees the first stream's bytes no later than the second
+    stream's, even when both arrive in one packet and the second carries a FIN (delivered at
+    once, where the first stream's bytes wait for the end of the read)."""
+    servers = ProtocolCollector()
+    rounds = 40
+    async with running_server(server_config(), create_protocol=servers) as server:
+        with anyio.fail_after(30):
+            async with client(server.local_port, client_config()) as protocol:
+                quic = protocol._quic
+                control = quic.get_next_available_stream_id()
+                quic.send_stream_data(control, b"hello")
+                protocol.transmit()
+                server_protocol = await servers.next()
+                await server_protocol.wait_event(
+                    StreamDataReceived, lambda e: e.stream_id == control)
+                control_sent = [5]
+                uni_ids = []
+                for i in range(rounds):
+                    message = b"ok %03d;" % i
+                    quic.send_stream_data(control, message)
+                    control_sent.append(control_sent[-1] + len(message))
+                    uni = quic.get_next_available_stream_id(is_unidirectional=True)
+                    quic.send_stream_data(uni, b"object %03d" % i, end_stream=True)
+                    uni_ids.append(uni)
+                    protocol.transmit()
+                    await asyncio.sleep(0)
+                last = uni_ids[-1]
+                await server_protocol.wait_event(
+                    StreamDataReceived, lambda e: e.stream_id == last and e.end_stream)
+    control_received = 0
+    seen_at: dict[int, int] = {}
+    for event in server_protocol.seen:
+        if isinstance(event, StreamDataReceived):
+            if event.stream_id == control:
+                control_received += len(event.data)
+            elif event.stream_id not in seen_at:
+                seen_at[event.stream_id] = control_received
+    late = [(i, seen_at.get(uni), control_sent[i + 1]) for i, uni in enumerate(uni_ids)
+            if seen_at.get(uni, -1) < control_sent[i + 1]]
+    assert not late, f"(round, control bytes seen, control bytes sent before it): {late}"
