@@ -85,6 +85,7 @@ async def test_061_client_and_server_echo_streams_and_datagrams(certs):
                 assert wt.is_client and wt.role == "client" and wt.session_ready
                 assert wt.negotiated_protocol is None
                 assert wt.control_stream_id == 0 and wt.cnx_ptr != 0
+                assert wt._dispatcher_attached  # 0.6.1's flag: the session holds its connection
                 payload = hashlib.sha256(b"061").digest() * 65536  # 2 MiB
                 sid = await wt.create_stream(bidir=True)
                 reader = asyncio.ensure_future(read_stream(wt, sid))
@@ -102,11 +103,16 @@ async def test_061_client_and_server_echo_streams_and_datagrams(certs):
                 got = await events.__anext__()
                 assert isinstance(got, WebTransportDatagramReceived) and got.data == b"dgram"
                 assert wt.peer_address() == (HOST, server.local_port)
+                view = server._transport  # 0.6.1: the listener's transport diagnostics
+                assert view.started and view.eventfd >= 0
+                assert view.counters["rx_notify_pending_now"] in (0, 1)
             assert wt.session_closed and wt.cnx_ptr == 0
+            assert not wt._dispatcher_attached
         assert len(sessions) == 1 and sessions[0].is_server
         await sessions[0].wait_closed(10)
     finally:
         await server.aclose()
+    assert not server._transport.started and server._transport.counters == {}
 
 
 async def test_061_close_code_reaches_the_peer_and_events_end_with_the_close(certs):
@@ -260,7 +266,8 @@ async def test_061_protocol_negotiation_and_wt_alpn_error(certs):
                                wt_available_protocols=["moqt-14"])
             refused._wt6_configuration = QuicConfiguration(
                 is_client=True, cafile=certs.ca, server_name="localhost")
-            with pytest.raises(WebTransportError, match="WT_ALPN_ERROR"):
+            with pytest.raises(WebTransportError,
+                               match=r"refused \(HTTP 400\) .*WT_ALPN_ERROR"):
                 await refused.open(timeout=10)
             ev = refused._event_queue.get_nowait()
             assert ev.error_code == WT_ALPN_ERROR

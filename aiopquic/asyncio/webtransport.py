@@ -1923,6 +1923,12 @@ class WebTransportServer:
         """The underlying :class:`QuicServer`."""
         return self._server
 
+    @property
+    def _transport(self) -> Any:
+        """0.6.1's ``handle._transport``: the server's transport view (``counters``,
+        ``eventfd``, ``started``; see :class:`QuicServer`)."""
+        return self._server._transport
+
     async def aclose(self) -> None:
         """Close every live session (code 0), then the server."""
         for session in list(self._compat.sessions):
