@@ -127,6 +127,7 @@ test: setup
 	@$(MAKE) --no-print-directory pytest
 	@$(MAKE) --no-print-directory pytest PYTHON=pypy3 VENV=.venv-pypy
 	@$(MAKE) --no-print-directory test-wheel
+	@$(MAKE) --no-print-directory test-aiomoqt
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a silent pass.
 pytest: setup

@@ -1061,7 +1061,10 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
   int rv = ngtcp2_conn_read_pkt(c->conn, path, &pi, data, len, now);
   aq_cur_conn = NULL;
   c->want_write = 1;
-  if (rv == 0) return;
+  if (rv == 0) {
+    c->refused_since = 0; /* the peer is there: earlier ICMP refusals are forgotten */
+    return;
+  }
   switch (rv) {
     case NGTCP2_ERR_DRAINING:
       enter_draining(c, now);
@@ -1260,9 +1263,28 @@ static void check_path(aq_conn *c, ngtcp2_tstamp now) {
   c->want_write = 1;
 }
 
+/* An ICMP error says nobody is there (ECONNREFUSED: port unreachable; EHOSTUNREACH /
+ * ENETUNREACH).  ICMP is not authenticated and a server may be restarting, so one error
+ * closes nothing: the connection closes when errors keep coming back for AQ_REFUSED_GRACE
+ * with no packet from the peer in between (the engine's retransmissions draw them: about
+ * 1 s into a handshake, 1 to 2 s after a peer vanished). */
+#define AQ_REFUSED_GRACE (NGTCP2_SECONDS * 9 / 10)
+
+void aq_conn_refused(aq_conn *c, int err, ngtcp2_tstamp now) {
+  if (c->state >= AQ_ST_CLOSING) return;
+  if (!c->refused_since) c->refused_since = now ? now : 1;
+  if (now - c->refused_since < AQ_REFUSED_GRACE) return;
+  if (c->state == AQ_ST_HANDSHAKE && err == ECONNREFUSED)
+    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "connection refused (nothing listens on that port)");
+  else
+    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0,
+                 err == ECONNREFUSED ? "peer unreachable (ICMP port unreachable)"
+                                     : "peer unreachable (ICMP host/network unreachable)");
+}
+
 /* A packet of this connection was refused by the network.  EMSGSIZE: the path is smaller
  * than the packet (unless it was a PMTUD probe, which is allowed to fail): lower the size.
- * ECONNREFUSED / unreachable: an ICMP error says nobody is there: close. */
+ * ECONNREFUSED / unreachable: see aq_conn_refused. */
 void aq_conn_send_failed(aq_conn *c, const aq_txfail *f, ngtcp2_tstamp now) {
   if (c->state >= AQ_ST_CLOSING) return;
   if (f->err == EMSGSIZE) {
@@ -1271,12 +1293,7 @@ void aq_conn_send_failed(aq_conn *c, const aq_txfail *f, ngtcp2_tstamp now) {
     lower_cap(c, rung_below(f->size), f->size, now);
     return;
   }
-  if (c->state == AQ_ST_HANDSHAKE && f->err == ECONNREFUSED)
-    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "connection refused (nothing listens on that port)");
-  else
-    aq_conn_fail(c, AQ_CLOSE_REFUSED, 0,
-                 f->err == ECONNREFUSED ? "peer unreachable (ICMP port unreachable)"
-                                        : "peer unreachable (ICMP host/network unreachable)");
+  aq_conn_refused(c, f->err, now);
 }
 
 /* ---------------------------------------------------------------- timers */

@@ -276,11 +276,9 @@ static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, sock
 }
 
 static void fail_refused(struct aq_endpoint *ep) {
+  ngtcp2_tstamp now = aq_now();
   for (aq_conn *c = ep->conns; c; c = c->next) {
-    if (c->state == AQ_ST_HANDSHAKE)
-      aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "connection refused (nothing listens on that port)");
-    else
-      aq_conn_fail(c, AQ_CLOSE_REFUSED, 0, "peer unreachable (ICMP port unreachable)");
+    aq_conn_refused(c, ECONNREFUSED, now);
     follow(ep, c);
   }
 }

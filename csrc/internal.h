@@ -221,6 +221,7 @@ typedef struct aq_conn {
   ngtcp2_tstamp last_ack_ts;  /* last time the peer acknowledged something new */
   size_t last_maxpkt;         /* packet size last reported to Python */
   uint64_t emsgsize, blackholes;
+  ngtcp2_tstamp refused_since; /* first ICMP refusal since the peer was last heard (0: none) */
   /* graceful close requested by Python: sent when every stream's data is acknowledged */
   int close_pending;
   uint64_t close_code, close_ft;
@@ -344,6 +345,7 @@ void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now, aq_txq *q);
 void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q);
 /* A packet of this connection was refused by the network (aq_txfail). */
 void aq_conn_send_failed(aq_conn *c, const aq_txfail *f, ngtcp2_tstamp now);
+void aq_conn_refused(aq_conn *c, int err, ngtcp2_tstamp now);
 void aq_conn_fail(aq_conn *c, uint32_t flags, uint64_t code, const char *reason);
 void aq_conn_free(aq_conn *c);
 void aq_conn_shutdown(aq_conn *c, ngtcp2_tstamp now, aq_txq *q);

@@ -12,9 +12,12 @@ wheel and test dependencies into a venv made with a Python >= 3.12 (aiomoqt need
     python3 tests/aiomoqt_suite.py -- -k loopback  # extra pytest arguments after "--"
 
 Without any Python >= 3.12 on the machine it prints "skipped: no Python >= 3.12" and exits 0.
-It exits 1 when a test failed or errored (0 when the suite passed), and writes the outcome of
+Each test runs under a per-test time limit (``--timeout``, 10 s by default).  A test that
+fails is run once more on its own (many of aiomoqt's tests are timed, and a loaded machine
+misses a deadline now and then): failing twice is a failure, passing the second time is
+reported as "flaky".  It exits 1 when a test failed twice and is not in KNOWN_FAILURES (tests
+that fail on aiopquic 0.6.1 too, each with the reason), else 0, and writes the outcome of
 every test to ``build/aiomoqt/results-<label>.json`` (``--compare A B`` diffs two such files).
-Each test runs under a per-test time limit (``--timeout``, 10 s by default).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ AIOMOQT = "0.13.3"
 # aiomoqt's [test] extra, its runtime dependencies, and the per-test time limit
 TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "jsonschema", "sortedcontainers",
              "certifi"]
+# Tests that fail on aiopquic 0.6.1 as well (same machine, same run), and why.
+KNOWN_FAILURES = {
+    "aiomoqt.tests.test_load_sim_e2e::test_load_sim_runs_a_packaged_scenario":
+        "a load scenario that needs more than the 10 s per-test limit (fails on 0.6.1 too)",
+}
 
 
 def log(msg: str) -> None:
@@ -110,7 +118,7 @@ def make_venv(python: str, venv: Path, aiopquic: Optional[str]) -> Path:
     run(pip + [f"aiomoqt=={AIOMOQT}"] + TEST_DEPS)
     out = subprocess.run([str(vpy), "-c", "import aiopquic, importlib.metadata as m; "
                           "print(m.version('aiopquic'), aiopquic.__file__)"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=venv)
     log(f"aiopquic in {venv}: {out.stdout.strip()}")
     stamp.write_text(want)
     return vpy
@@ -146,11 +154,23 @@ def parse_junit(path: Path) -> dict[str, str]:
 
 
 def summary(outcome: dict[str, str]) -> str:
-    counts = {k: 0 for k in ("passed", "failed", "error", "skipped")}
+    counts = {k: 0 for k in ("passed", "flaky", "failed", "error", "skipped")}
     for state in outcome.values():
         counts[state] += 1
-    return (f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
-            f"{counts['error']} errors of {len(outcome)}")
+    flaky = f" ({counts['flaky']} more passed when run again)" if counts["flaky"] else ""
+    return (f"{counts['passed']} passed{flaky}, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped, {counts['error']} errors of {len(outcome)}")
+
+
+def node_id(src: Path, name: str) -> str:
+    """pytest's node id for a JUnit "module.path[.Class]::test" name."""
+    classname, _, test = name.partition("::")
+    parts = classname.split(".")
+    for i in range(len(parts), 0, -1):
+        path = "/".join(parts[:i]) + ".py"
+        if (src / path).exists():
+            return "::".join([path, *parts[i:], test])
+    return name
 
 
 def compare(a: Path, b: Path) -> int:
@@ -190,8 +210,9 @@ def main() -> int:
     src = fetch_sdist(vpy)
     certs = src / "certs"
     junit = WORK / f"junit-{label}.xml"
-    cmd = [str(vpy), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--timeout={args.timeout}",
-           f"--junitxml={junit}", "-o", "junit_family=xunit1", *args.pytest_args]
+    base = [str(vpy), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            f"--timeout={args.timeout}", "-o", "junit_family=xunit1"]
+    cmd = [*base, f"--junitxml={junit}", *args.pytest_args]
     log(f"running aiomoqt {AIOMOQT}'s tests ({' '.join(cmd[3:])}) in {src}")
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -201,14 +222,30 @@ def main() -> int:
         log(f"pytest wrote no results (exit {rc})")
         return 1
     outcome = parse_junit(junit)
+    again = sorted(n for n, st in outcome.items() if st in ("failed", "error"))
+    if again and len(again) <= 50:
+        log(f"running the {len(again)} failed test(s) once more, one by one")
+        for name in again:
+            rerun = WORK / f"junit-{label}-rerun.xml"
+            rerun.unlink(missing_ok=True)
+            subprocess.run([*base, f"--junitxml={rerun}", node_id(src, name)], cwd=src,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if rerun.exists() and parse_junit(rerun).get(name) == "passed":
+                outcome[name] = "flaky"
+                log(f"flaky (passed when run again): {name}")
     out = WORK / f"results-{label}.json"
     out.write_text(json.dumps({"aiomoqt": AIOMOQT, "label": label, "pytest_exit": rc,
                                "outcome": outcome}, indent=1, sort_keys=True))
-    failed = sorted(n for n, s in outcome.items() if s in ("failed", "error"))
+    failed = sorted(n for n, st in outcome.items() if st in ("failed", "error"))
+    unexpected = [n for n in failed if n not in KNOWN_FAILURES]
     for name in failed:
-        log(f"FAILED {name}")
+        why = KNOWN_FAILURES.get(name)
+        log(f"FAILED {name}" + (f" (known: {why})" if why else ""))
     log(f"{label}: {summary(outcome)} (results in {out.relative_to(ROOT)})")
-    return 1 if failed or rc not in (0, 5) else 0
+    if rc not in (0, 1, 5):
+        log(f"pytest exited {rc}")
+        return 1
+    return 1 if unexpected else 0
 
 
 if __name__ == "__main__":

@@ -86,11 +86,17 @@ async def test_connect_nobody_serving_raises_within_handshake_timeout(client_con
             sock.close()  # nothing bound there any more (ICMP port unreachable)
         configuration = client_config(handshake_timeout=3.0)
         started = time.monotonic()
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError) as info:
             with anyio.fail_after(15):
                 async with client(port, configuration):
                     pytest.fail("connected to a port where nobody serves QUIC")
-        assert time.monotonic() - started < 5.0
+        elapsed = time.monotonic() - started
+        assert elapsed < 5.0
+        if peer == "closed-port":
+            # ICMP refusals close the handshake once they kept coming for 0.9 s (one
+            # unauthenticated ICMP error, or a server restarting, closes nothing)
+            assert "connection refused" in str(info.value), info.value
+            assert elapsed >= 0.85, elapsed
     finally:
         sock.close()
 
