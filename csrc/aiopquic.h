@@ -167,6 +167,8 @@ typedef struct aq_admit_stats {
   uint64_t rate_limited;  /* dropped: the source was over its handshake rate */
   uint64_t half_open;     /* handshakes in progress now */
   uint64_t stateless_dropped; /* stateless resets / version negotiation suppressed by the limit */
+  uint64_t prio_applied;  /* set_stream_priority commands applied to a stream (any endpoint) */
+  uint64_t prio_rejected; /* ... refused: the stream was closed or never opened */
 } aq_admit_stats;
 
 /* Versions of the libraries actually loaded. */

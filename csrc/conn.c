@@ -1436,6 +1436,8 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
       }
       s = stream_get(c, cmd->stream_id);
       if (!s && is_local(c, cmd->stream_id)) s = stream_get_or_create(c, cmd->stream_id);
+      atomic_fetch_add_explicit(s ? &c->ctx->prio_applied : &c->ctx->prio_rejected, 1,
+                                memory_order_relaxed);
       if (s && s->prio != (uint8_t)cmd->code) {
         int was = s->active;
         deactivate(c, s);

@@ -676,6 +676,8 @@ void aq_endpoint_admit_stats(aq_endpoint *ep, aq_admit_stats *out) {
   out->rate_limited = atomic_load_explicit(&a->rate_limited, memory_order_relaxed);
   out->half_open = atomic_load_explicit(&ep->half_open, memory_order_relaxed);
   out->stateless_dropped = atomic_load_explicit(&ep->stateless_dropped, memory_order_relaxed);
+  out->prio_applied = atomic_load_explicit(&ep->ctx.prio_applied, memory_order_relaxed);
+  out->prio_rejected = atomic_load_explicit(&ep->ctx.prio_rejected, memory_order_relaxed);
 }
 
 int aq_endpoint_event_fd(aq_endpoint *ep) { return ep->sink.efd; }

@@ -179,6 +179,8 @@ typedef struct aq_ctx {
   uint64_t ack_floor_ns; /* AIOPQUIC_ACK_FLOOR_US */
   uint32_t test_loss_ppm; /* AIOPQUIC_TEST_LOSS_PPM: drop this share of sent packets */
   uint64_t test_rng;
+  /* stream priority commands applied / refused (the stream is gone or never opened) */
+  _Atomic uint64_t prio_applied, prio_rejected;
 } aq_ctx;
 
 typedef struct aq_stopreq {

@@ -406,6 +406,18 @@ async def test_transport_context_readme_example(certs):
                                                             tc.EVT_STREAM_FIN)]
         assert b"".join(bytes(e[2]) for e in fin) == b"hello over TransportContext"
         assert client_tc.peer_address(cnx) == (HOST, port)
+        # 0.6.1's priority counters: applied to a stream we opened, refused for a peer
+        # stream that was never opened
+        before = client_tc.counters
+        assert before["set_priority_last_err"] == 0
+        client_tc.set_stream_priority(cnx, 4, 2)
+        client_tc.set_stream_priority(cnx, 1, 2)
+        with anyio.fail_after(5):
+            while client_tc.counters["set_priority_rejected"] == before["set_priority_rejected"]:
+                await asyncio.sleep(0.005)
+        after = client_tc.counters
+        assert after["set_priority_applied"] == before["set_priority_applied"] + 1
+        assert after["set_priority_rejected"] == before["set_priority_rejected"] + 1
         client_tc.push_tx_event(tc.TX_CLOSE, 0, error_code=3, cnx_ptr=cnx)
         seen = await _drain_until([server, client_tc], lambda s: any(
             c is server and e[0] == tc.EVT_APP_CLOSE for c, e in s))

@@ -95,6 +95,9 @@ class TransportContext:
         self._port = 0
         self._host: Optional[str] = None
         self._endpoints: list[QuicEndpoint] = []
+        # endpoints of connections made beside this context for its sessions (a 0.6.1-style
+        # WebTransport client): counted in `counters`, never pumped by drain_rx
+        self._observed: list[QuicEndpoint] = []
         self._conns: dict[int, QuicConnection] = {}
         self._touched: list[QuicConnection] = []
         self._pending: list[RawEvent] = []
@@ -204,6 +207,13 @@ class TransportContext:
         ep.on_accept = accepted
         ep.on_events = self._touched.append
         self._endpoints.append(ep)
+
+    def _observe(self, ep: QuicEndpoint, add: bool = True) -> None:
+        """Count ``ep`` (a session's own endpoint) in :attr:`counters` (``add=False``: stop)."""
+        if add and ep not in self._observed:
+            self._observed.append(ep)
+        elif not add and ep in self._observed:
+            self._observed.remove(ep)
 
     def _cnx_id(self, quic: QuicConnection) -> int:
         key = id(quic)
@@ -428,8 +438,7 @@ class TransportContext:
     def set_stream_priority(self, cnx_ptr: int, stream_id: int, priority: int) -> int:
         """Set a stream's send priority (see :meth:`QuicConnection.set_stream_priority`);
         returns 0 (posted)."""
-        self._quic(cnx_ptr).set_stream_priority(stream_id, priority)
-        return 0
+        return self._quic(cnx_ptr).set_stream_priority(stream_id, priority)
 
     def set_default_stream_priority(self, priority: int) -> None:
         """Default priority of new streams, on every connection of this context."""
@@ -488,7 +497,7 @@ class TransportContext:
         """The endpoints' :attr:`QuicEndpoint.counters`, summed (0.6.1 had forensic
         counters of its C rings; these are what this engine has), plus ``endpoints``."""
         total: dict[str, int] = {"endpoints": len(self._endpoints)}
-        for ep in self._endpoints:
+        for ep in self._endpoints + [e for e in self._observed if e._native.ptr is not None]:
             for key, value in ep.counters.items():
                 total[key] = total.get(key, 0) + value
         total["rx_event_ring_count_now"] = total.get("rx_event_ring_count_now", 0) + len(

@@ -52,6 +52,12 @@ class EndpointTransport(asyncio.DatagramTransport):
     def is_closing(self) -> bool:
         return bool(self._aq_endpoint._closed)
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """aiopquic 0.6.1's ``TransportContext.counters`` for this endpoint
+        (:attr:`QuicEndpoint.counters`; empty once it is closed)."""
+        return {} if self._aq_endpoint._closed else self._aq_endpoint.counters
+
     def close(self) -> None:
         self._aq_endpoint.close()
 

@@ -1417,12 +1417,11 @@ class WebTransportSessionBase:
         proto._wt.stop_stream(stream_id, min(error_code, 0xFFFFFFFF))
 
     def set_stream_priority(self, stream_id: int, priority: int) -> int:
-        """Send priority of one stream (0 highest .. 255); returns 0 (applied).  Raises
+        """Send priority of one stream (0 highest .. 255); returns 0 (posted).  Raises
         :class:`ConnectionError` once the session is closed."""
         if self.session_closed:
             raise ConnectionError("set_stream_priority: session closed")
-        self._wt6_proto()._quic.set_stream_priority(stream_id, priority)
-        return 0
+        return self._wt6_proto()._quic.set_stream_priority(stream_id, priority)
 
     def set_default_stream_priority(self, priority: int) -> None:
         """Priority of streams created from now on, on this session's connection."""
@@ -1743,6 +1742,7 @@ class WebTransportClient(WebTransportSessionBase):
         self._wt6_stack: Optional[AsyncExitStack] = None
         self._wt6_configuration: Optional[QuicConfiguration] = None
         self._wt6_close_task: Optional[asyncio.Task[None]] = None
+        self._wt6_observed: Optional[WebTransportProtocol] = None
 
     async def open(self, timeout: float = 10.0) -> None:
         """Connect and establish the session; raises :class:`WebTransportError` when the
@@ -1760,6 +1760,8 @@ class WebTransportClient(WebTransportSessionBase):
                 self._host, self._port, configuration=cfg,
                 create_protocol=WebTransportProtocol)), timeout)
             assert isinstance(proto, WebTransportProtocol)
+            self._wt6_observed = proto
+            self._wt6_observe(proto, True)
             await asyncio.wait_for(proto.wait_settings(), timeout)
             authority = f"{self._host}:{self._port}"
             try:
@@ -1783,8 +1785,18 @@ class WebTransportClient(WebTransportSessionBase):
             await self._wt6_abandon()
             raise
 
+    def _wt6_observe(self, proto: WebTransportProtocol, add: bool) -> None:
+        """Count the connection's endpoint in a 0.6.1 ``TransportContext``'s counters."""
+        observe = getattr(self._transport, "_observe", None)
+        endpoint = getattr(proto._quic, "_endpoint", None)
+        if observe is not None and endpoint is not None:
+            observe(endpoint, add)
+
     async def _wt6_abandon(self) -> None:
         self._dispatcher_attached = False
+        proto, self._wt6_observed = self._wt6_observed, None
+        if proto is not None:
+            self._wt6_observe(proto, False)
         stack, self._wt6_stack = self._wt6_stack, None
         if stack is not None:
             try:

@@ -724,7 +724,7 @@ class QuicConnection(Compat061Connection):
         self._stats_callbacks[request_id] = callback
         self._command_conn(lib.aq_request_stats, request_id)
 
-    def set_stream_priority(self, stream_id: int, priority: int) -> None:
+    def set_stream_priority(self, stream_id: int, priority: int) -> int:
         """Set the send priority of ``stream_id`` (aiopquic 0.6.1's API).
 
         ``priority`` is 0..255, lower is sent first: while a stream of a lower value has data
@@ -734,13 +734,17 @@ class QuicConnection(Compat061Connection):
         :meth:`set_default_stream_priority`'s value (8 unless changed).  Datagrams and stream
         data alternate whatever the priorities.
 
-        Raises :class:`TypeError` / :class:`ValueError` for a ``stream_id`` outside
-        [0, 2**62) or a ``priority`` outside 0..255; does nothing on a closed connection."""
+        Returns 0 when the change was posted to the network thread, as 0.6.1 did (it
+        applies it, or counts it in the endpoint's ``set_priority_rejected`` counter when the
+        stream is gone or was never opened by the peer), and 1 on a closed connection, where
+        it does nothing.  Raises :class:`TypeError` / :class:`ValueError` for a ``stream_id``
+        outside [0, 2**62) or a ``priority`` outside 0..255."""
         stream_id = check_int("stream_id", stream_id, 0, 1 << 62, high_text="2**62")
         priority = check_int("priority", priority, 0, 256)
         if self._closed:
-            return
+            return 1
         self._command(lib.aq_stream_priority, stream_id, priority)
+        return 0
 
     def set_default_stream_priority(self, priority: int) -> None:
         """Priority (0..255, see :meth:`set_stream_priority`) of the streams created from now
@@ -1176,7 +1180,9 @@ class QuicEndpoint:
         :class:`RuntimeError` after :meth:`close`."""
         if self._native.ptr is None:
             raise RuntimeError("the endpoint is closed")
-        return self._native.admit_stats()
+        stats = self._native.admit_stats()
+        del stats["prio_applied"], stats["prio_rejected"]
+        return stats
 
     @property
     def counters(self) -> dict[str, int]:
@@ -1184,9 +1190,16 @@ class QuicEndpoint:
         names where one applies (``loop_callbacks``/``wake_calls``: :attr:`process_calls`;
         ``tx_event_ring_count_now``: commands waiting for room in the command ring;
         ``rx_event_drops``: received datagrams dropped by the event-queue bound; the
-        ``rx_*`` ring depths are 0 -- events never wait in Python between wakes)."""
+        ``rx_*`` ring depths are 0 -- events never wait in Python between wakes;
+        ``set_priority_applied`` / ``set_priority_rejected``: stream priority commands the
+        network thread applied / refused because the stream was gone, and
+        ``set_priority_last_err`` 0, as 0.6.1 named them)."""
         conns = list(self.connections.values())
+        native = self._native.admit_stats() if self._native.ptr is not None else {}
         return {
+            "set_priority_applied": native.get("prio_applied", 0),
+            "set_priority_rejected": native.get("prio_rejected", 0),
+            "set_priority_last_err": 0,
             "connections": len(conns),
             "loop_callbacks": self.process_calls,
             "wake_calls": self.process_calls,
