@@ -730,9 +730,17 @@ static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transpor
   if (cfg->ack_thresh) s->ack_thresh = cfg->ack_thresh;
   if (cfg->initial_rtt_ns) s->initial_rtt = cfg->initial_rtt_ns;
   ngtcp2_transport_params_default(p);
-  p->initial_max_stream_data_bidi_local = cfg->max_stream_data;
-  p->initial_max_stream_data_bidi_remote = cfg->max_stream_data;
-  p->initial_max_stream_data_uni = cfg->max_stream_data;
+  /* Stream windows start small and grow to max_stream_data only while the reader consumes a
+   * window within a few RTTs: a reader slower than the path keeps a short queue (low
+   * latency), a fast one on a long path gets the full window. */
+  uint64_t stream_window = cfg->max_stream_data;
+  if (ctx->stream_window_start && ctx->stream_window_start < stream_window) {
+    stream_window = ctx->stream_window_start;
+    s->max_stream_window = cfg->max_stream_data;
+  }
+  p->initial_max_stream_data_bidi_local = stream_window;
+  p->initial_max_stream_data_bidi_remote = stream_window;
+  p->initial_max_stream_data_uni = stream_window;
   p->initial_max_data = cfg->max_data;
   p->initial_max_streams_bidi = cfg->max_streams_bidi;
   p->initial_max_streams_uni = cfg->max_streams_uni;

@@ -528,6 +528,11 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
      * 1 ms, well inside the 25 ms max_ack_delay we advertise) */
     const char *floor = getenv("AIOPQUIC_ACK_FLOOR_US");
     ep->ctx.ack_floor_ns = (floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
+    /* tuning: a stream's receive window starts at this size and grows (ngtcp2's auto-tuning)
+     * up to max_stream_data while the reader keeps up within a few RTTs (default 256 KiB;
+     * 0 = start at max_stream_data) */
+    const char *win = getenv("AIOPQUIC_STREAM_WINDOW_START");
+    ep->ctx.stream_window_start = win ? strtoull(win, NULL, 10) : 256 * 1024;
     /* fault injection for tests: drop sent packets at random */
     const char *loss = getenv("AIOPQUIC_TEST_LOSS_PPM");
     if (loss) ep->ctx.test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);

@@ -177,6 +177,7 @@ typedef struct aq_ctx {
   int quiet;             /* stopping: no more CLOSED events */
   size_t cid_len;        /* length of the connection IDs we issue (cfg.cid_len or 18) */
   uint64_t ack_floor_ns; /* AIOPQUIC_ACK_FLOOR_US */
+  uint64_t stream_window_start; /* AIOPQUIC_STREAM_WINDOW_START: first stream window (0: max) */
   uint32_t test_loss_ppm; /* AIOPQUIC_TEST_LOSS_PPM: drop this share of sent packets */
   uint64_t test_rng;
   /* stream priority commands applied / refused (the stream is gone or never opened) */

@@ -386,8 +386,10 @@ async def test_qpack_bomb_is_refused_and_the_connection_keeps_serving(certs):
         server.close()
 
 
-async def test_qpack_blocked_headers_followed_by_a_body_stay_bounded(certs):
-    # the default (large) stream window: the blocked-stream limit must act, not flow control
+async def test_qpack_blocked_headers_followed_by_a_body_stay_bounded(certs, monkeypatch):
+    # the whole 8 MiB stream window from the start (no auto-tuning from a small one): the
+    # blocked-stream limit must act, not flow control
+    monkeypatch.setenv("AIOPQUIC_STREAM_WINDOW_START", "0")
     with anyio.fail_after(10):
         server = await serve_webtransport(
             HOST, 0, configuration=server_cfg(certs, max_stream_data=8 * MiB,
