@@ -1289,19 +1289,24 @@ class WebTransportSessionBase:
                                        soft_yield_at: float = 0.5,
                                        hard_wait_at: float = 0.9) -> None:
         """Send with backpressure: waits while earlier bytes of the stream still queue in
-        Python, writes, then waits until this write has left the Python queue.  Returns
-        quietly once the session is closed (as 0.6.1 did).  ``soft_yield_at`` and
-        ``hard_wait_at`` are accepted for 0.6.1 compatibility."""
+        Python, writes, then waits until this write has left the Python queue.  It yields
+        to the event loop on a stream's first write and when the connection's command ring
+        is over ``soft_yield_at`` full (as 0.6.1 did), not after every write: a producer
+        writing many small objects keeps the loop for a batch of them.  Returns quietly once
+        the session is closed (as 0.6.1 did); ``hard_wait_at`` is accepted for 0.6.1
+        compatibility."""
         if self.session_closed:
             return
         proto = self._wt6_check()
         await proto._wait_writable(stream_id)
         if self.session_closed:
             return
+        quic = proto._quic
+        first = quic._tx.get(stream_id) is None
         self.send_stream_data(stream_id, data, end_stream)
         await proto._wait_writable(stream_id)
-        if not end_stream:
-            await asyncio.sleep(0)
+        if not end_stream and (first or quic.tx_event_ring_fill() > soft_yield_at):
+            await asyncio.sleep(0)  # a new stream, or a busy ring: let the loop run
 
     def _wt6_quic(self) -> Optional[QuicConnection]:
         proto = self._state._protocol
