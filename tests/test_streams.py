@@ -494,7 +494,10 @@ async def test_data_reaches_the_peer_in_the_order_it_was_sent_across_streams(
     once, where the first stream's bytes wait for the end of the read)."""
     servers = ProtocolCollector()
     rounds = 40
-    async with running_server(server_config(), create_protocol=servers) as server:
+    held: list = []  # the server keeps its stream writers: a collected one would send a FIN
+
+    async with running_server(server_config(), create_protocol=servers,
+                              stream_handler=lambda r, w: held.append((r, w))) as server:
         with anyio.fail_after(30):
             async with client(server.local_port, client_config()) as protocol:
                 quic = protocol._quic
