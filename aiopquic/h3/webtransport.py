@@ -1032,16 +1032,7 @@ class WebTransportConnection:
         return True
 
     def _drop_orphan(self, st: _WTStream) -> None:
-        lst = self._orphans.get(st.session_id, [])
-        if st in lst:
-            lst.remove(st)
-            self._orphan_count -= 1
-            self._orphan_bytes -= st.held_len
-            if not lst:
-                self._orphans.pop(st.session_id, None)
-        self._streams.pop(st.stream_id, None)
-        self.http.consumed(st.stream_id, st.held_len)
-        st.held, st.held_len = [], 0
+        self._drop_orphan_quietly(st)
         self._refuse_stream(st.stream_id, st.bidi, WT_BUFFERED_STREAM_REJECTED)
 
     def _refuse_stream(self, stream_id: int, bidi: bool, code: int) -> None:
