@@ -11,7 +11,12 @@ both servers (aiopquic's, in this process), so the server side is what differs:
 - download: one GET of N MiB (byte-verified), Mbps;
 - small GETs: 10 concurrent clients, each on its own connection, GET /small back to back
   for --seconds; requests per second;
-- handshakes: connect, handshake, close, one after the other, for --seconds; per second.
+- handshakes: 10 clients, each connecting, finishing the handshake and closing, one
+  connection after the other, for --seconds; per second.
+
+Beside each rate, the server process's CPU time (user + system, from /proc) per request or
+per handshake: the client shares the machine's cores, so the rate is bounded by both
+processes, while the CPU time per operation is the server's own cost.
 
 The stacks alternate (aioquic, aiopquic, aioquic, ...); medians are printed with min-max and
 the ratio aiopquic / aioquic.  Not part of the test suite.
@@ -71,6 +76,12 @@ class Server:
             self.stop()
             raise RuntimeError(f"{stack} Hypercorn did not start; see {log}")
         self.port = int(line.split()[1])
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -144,12 +155,20 @@ async def small_gets(port: int, cafile: str, seconds: float, clients: int = 10) 
     return done / (time.perf_counter() - started)
 
 
-async def handshakes(port: int, cafile: str, seconds: float) -> float:
+async def handshakes(port: int, cafile: str, seconds: float, concurrency: int = 10) -> float:
+    """Complete handshakes per second: ``concurrency`` clients, each connecting, finishing
+    the handshake and closing, one connection after the other, for ``seconds``."""
     count = 0
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        async with connect("127.0.0.1", port, configuration=_config(cafile)):
-            count += 1
+
+    async def one_client() -> None:
+        nonlocal count
+        while time.perf_counter() - started < seconds:
+            async with connect("127.0.0.1", port, configuration=_config(cafile)):
+                count += 1
+
+    await asyncio.wait_for(asyncio.gather(*(one_client() for _ in range(concurrency))),
+                           seconds + 120)
     return count / (time.perf_counter() - started)
 
 
@@ -163,7 +182,8 @@ def main() -> int:
     if args.quick:
         args.repeat, args.download_mib, args.seconds = 1, 16, 1.0
     results: dict[str, dict[str, list[float]]] = {
-        s: {"download": [], "small": [], "handshakes": []} for s in STACKS}
+        s: {k: [] for k in ("download", "small", "handshakes", "small_cpu", "handshakes_cpu")}
+        for s in STACKS}
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, cafile = _certs(tmp)
         for rep in range(args.repeat):
@@ -173,27 +193,36 @@ def main() -> int:
                     r = results[stack]
                     r["download"].append(asyncio.run(download(server.port, cafile,
                                                               args.download_mib)))
-                    r["small"].append(asyncio.run(small_gets(server.port, cafile,
-                                                             args.seconds)))
-                    r["handshakes"].append(asyncio.run(handshakes(server.port, cafile,
-                                                                  args.seconds)))
+                    for key_, run in (("small", small_gets), ("handshakes", handshakes)):
+                        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+                        rate = asyncio.run(run(server.port, cafile, args.seconds))
+                        ops = rate * (time.perf_counter() - t0)
+                        r[key_].append(rate)
+                        r[key_ + "_cpu"].append((server.cpu_seconds() - cpu0) / ops * 1e6)
                 finally:
                     server.stop()
                 print(f"run {rep + 1}/{args.repeat} {stack}: "
                       f"download {r['download'][-1]:.0f} Mbps, "
-                      f"small GETs {r['small'][-1]:.0f}/s, "
-                      f"handshakes {r['handshakes'][-1]:.0f}/s", flush=True)
-    rows = [("download", f"{args.download_mib} MiB download (Mbps)"),
-            ("small", "small GETs/s, 10 clients"), ("handshakes", "handshakes/s")]
+                      f"small GETs {r['small'][-1]:.0f}/s "
+                      f"({r['small_cpu'][-1]:.0f} us server CPU each), "
+                      f"handshakes {r['handshakes'][-1]:.0f}/s "
+                      f"({r['handshakes_cpu'][-1]:.0f} us server CPU each)", flush=True)
+    rows = [("download", f"{args.download_mib} MiB download (Mbps)", False),
+            ("small", "small GETs/s, 10 clients", False),
+            ("small_cpu", "server CPU per small GET (us)", True),
+            ("handshakes", "handshakes/s, 10 clients", False),
+            ("handshakes_cpu", "server CPU per handshake (us)", True)]
     print()
-    print("| Hypercorn HTTP/3 | on aioquic | on aiopquic | aiopquic / aioquic |")
+    print("| Hypercorn HTTP/3 | on aioquic | on aiopquic | aiopquic is |")
     print("|---|---|---|---|")
-    for key_, label in rows:
+    for key_, label, lower_is_better in rows:
         a = results["aioquic"][key_]
         b = results["aiopquic"][key_]
         ma, mb = statistics.median(a), statistics.median(b)
+        ratio = ma / mb if lower_is_better else mb / ma
+        word = "less" if lower_is_better else "more"
         print(f"| {label} | {ma:.0f} ({min(a):.0f}-{max(a):.0f}) | "
-              f"{mb:.0f} ({min(b):.0f}-{max(b):.0f}) | {mb / ma:.2f}x |")
+              f"{mb:.0f} ({min(b):.0f}-{max(b):.0f}) | {ratio:.2f}x {word} |")
     return 0
 
 

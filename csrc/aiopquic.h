@@ -244,10 +244,19 @@ typedef struct aq_sio_pkt {
   uint32_t addr;       /* the address id to send to */
 } aq_sio_pkt;
 
+/* TLS credentials (certificate and key, trust anchors) loaded once from cfg and shared by
+ * many sans-IO drivers: loading them costs more than a handshake's own crypto on a server.
+ * NULL with err filled on failure.  Free it only after every driver given it is freed. */
+typedef struct aq_creds aq_creds;
+aq_creds *aq_creds_new(const aq_config *cfg, char *err, size_t errlen);
+void aq_creds_free(aq_creds *creds);
+
 /* host_cid: the connection ID we give out first (cfg->cid_len bytes), or NULL for a random
- * one.  A server connection starts with the first valid client Initial it receives. */
+ * one.  A server connection starts with the first valid client Initial it receives.  creds:
+ * credentials to borrow (from aq_creds_new with the same TLS fields as cfg), or NULL to load
+ * cfg's own. */
 aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t host_cid_len,
-                           char *err, size_t errlen);
+                           aq_creds *creds, char *err, size_t errlen);
 /* Client: start the handshake towards `addr`.  dcid: the Initial's destination connection ID
  * (NULL: random).  Returns the connection handle, 0 with err filled. */
 uint64_t aq_sansio_connect(aq_endpoint *ep, uint32_t addr, const char *server_name,

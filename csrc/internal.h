@@ -167,6 +167,7 @@ typedef struct aq_ctx {
   uint8_t *alpn; /* owned copy of cfg.alpn */
   size_t alpn_len;
   gnutls_certificate_credentials_t cred;
+  int cred_borrowed; /* cred belongs to an aq_creds the caller frees, not to this driver */
   uint8_t reset_secret[32];
   uint8_t token_secret[32]; /* keys Retry and NEW_TOKEN tokens (admit.c, conn.c) */
   uint8_t *token;           /* client: owned copy of cfg.token */

@@ -58,8 +58,38 @@ static void sio_cid_removed(void *driver, aq_conn *c, const ngtcp2_cid *cid) {
                         cid->datalen);
 }
 
+struct aq_creds {
+  gnutls_certificate_credentials_t cred;
+};
+
+aq_creds *aq_creds_new(const aq_config *cfg, char *err, size_t errlen) {
+  aq_creds *creds = calloc(1, sizeof(*creds));
+  aq_ctx *tmp = calloc(1, sizeof(*tmp));
+  if (!creds || !tmp) {
+    free(creds);
+    free(tmp);
+    AQ_ERR(err, errlen, "out of memory");
+    return NULL;
+  }
+  tmp->cfg = *cfg;
+  int rv = aq_tls_load(tmp, err, errlen);
+  creds->cred = tmp->cred;
+  free(tmp);
+  if (rv != 0) {
+    aq_creds_free(creds);
+    return NULL;
+  }
+  return creds;
+}
+
+void aq_creds_free(aq_creds *creds) {
+  if (!creds) return;
+  if (creds->cred) gnutls_certificate_free_credentials(creds->cred);
+  free(creds);
+}
+
 aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t host_cid_len,
-                           char *err, size_t errlen) {
+                           aq_creds *creds, char *err, size_t errlen) {
   if (cfg->cid_len > NGTCP2_MAX_CIDLEN || host_cid_len > NGTCP2_MAX_CIDLEN ||
       (host_cid && host_cid_len == 0)) {
     AQ_ERR(err, errlen, "connection ID length must be 1..%d", NGTCP2_MAX_CIDLEN);
@@ -90,7 +120,12 @@ aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t
     ep->ctx.alpn_len = cfg->alpn_len;
   }
   ep->ctx.cfg.alpn = ep->ctx.alpn;
-  if (aq_tls_load(&ep->ctx, err, errlen) != 0) goto fail;
+  if (creds) {
+    ep->ctx.cred = creds->cred;
+    ep->ctx.cred_borrowed = 1;
+  } else if (aq_tls_load(&ep->ctx, err, errlen) != 0) {
+    goto fail;
+  }
   ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
   ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
   if (aq_sink_init(&ep->sink, AQ_SIO_EVENTS, 0) ||

@@ -9,6 +9,7 @@ the threaded endpoint (two real loopback endpoints, driven through ``QuicEndpoin
 
 from __future__ import annotations
 
+import os
 import random
 import select
 import time
@@ -489,3 +490,31 @@ def test_buffer_serves_aioquic_api():
     with pytest.raises(BufferWriteError):
         Buffer(data=b"x").push_uint8(1)
     assert issubclass(BufferWriteError, BufferReadError)
+
+
+def test_connections_share_credentials_and_reload_a_changed_cafile(sansio, certs, tmp_path,
+                                                                   client_config):
+    """Sans-IO connections with the same TLS material borrow one loaded copy of it (a
+    server parses its key once, not per client); a CA file that changed on disk is read
+    again, so a client configured with a new CA does not keep trusting the old one."""
+    from aiopquic.quic import sansio as sansio_module
+
+    sansio_module._CREDS_CACHE.clear()
+    first = sansio()
+    second = sansio()
+    assert first.server is not None and second.server is not None
+    assert first.server._engine._creds is second.server._engine._creds
+    assert first.client._engine._creds is second.client._engine._creds
+    assert first.server._engine._creds is not first.client._engine._creds
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(open(certs.ca, "rb").read())
+    cfg = client_config(cafile=str(ca))
+    a = QuicConnection(configuration=cfg)
+    ca.write_bytes(open(certs.ca, "rb").read() + b"\n")  # new size: changed on disk
+    b = QuicConnection(configuration=cfg)
+    assert a._engine._creds is not b._engine._creds
+    ca.write_bytes(b"not a certificate")
+    os.utime(ca, ns=(1, 1))
+    with pytest.raises(Exception, match="cafile"):
+        QuicConnection(configuration=cfg)

@@ -226,6 +226,24 @@ NO_EXPIRY = (1 << 64) - 1
 _TX_ENTRIES = 512
 
 
+class Credentials:
+    """TLS credentials (certificate and key, trust anchors) loaded once from the TLS fields
+    of ``config`` and lent to many :class:`SansioEngine` objects: a server that makes one
+    sans-IO connection per client then parses its key once, not per handshake.  Raises
+    :class:`NativeError` naming the cause, as :class:`SansioEngine` does.  Freed when the
+    last engine that borrowed it is gone (each engine keeps a reference)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        keep: list[Any] = []
+        cfg = _make_config(config, keep)
+        err = _errbuf()
+        ptr = lib.aq_creds_new(cfg, err, _ERRLEN)
+        keep.clear()
+        if ptr == ffi.NULL:
+            raise NativeError(_errtext(err))
+        self.ptr: Any = ffi.gc(ptr, lib.aq_creds_free)
+
+
 class SansioEngine:
     """One connection driven synchronously on the caller's thread: no socket, no thread,
     no clock.  Times are integer nanoseconds on the caller's clock; addresses are opaque
@@ -235,15 +253,19 @@ class SansioEngine:
     :attr:`ptr` and the connection's handle and apply at once.  ``host_cid`` is the
     connection ID the connection gives out first (``None``: random, ``cid_len`` bytes from
     ``config``).  Raises :class:`NativeError` naming the cause (bad TLS material, bad
-    connection ID length).
+    connection ID length).  ``creds``: :class:`Credentials` made from the same TLS fields
+    to borrow instead of loading ``config``'s own.
     """
 
-    def __init__(self, config: dict[str, Any], host_cid: Optional[bytes] = None) -> None:
+    def __init__(self, config: dict[str, Any], host_cid: Optional[bytes] = None,
+                 creds: Optional[Credentials] = None) -> None:
         keep: list[Any] = []
         cfg = _make_config(config, keep)
         err = _errbuf()
         cid = host_cid if host_cid is not None else ffi.NULL
-        ptr = lib.aq_sansio_new(cfg, cid, len(host_cid or b""), err, _ERRLEN)
+        self._creds = creds  # outlives the engine's native side, which borrows it
+        ptr = lib.aq_sansio_new(cfg, cid, len(host_cid or b""),
+                                creds.ptr if creds is not None else ffi.NULL, err, _ERRLEN)
         keep.clear()
         if ptr == ffi.NULL:
             raise NativeError(_errtext(err))

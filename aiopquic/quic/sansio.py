@@ -60,6 +60,41 @@ def _ns(now: float) -> int:
     return t if t > 0 else 1
 
 
+
+_TLS_FIELDS = ("is_server", "cert_pem", "key_pem", "key_password", "ca_file", "ca_path",
+               "ca_pem", "verify_peer")
+_CREDS_CACHE: OrderedDict[tuple[Any, ...], _native.Credentials] = OrderedDict()
+_CREDS_CACHE_SIZE = 8
+
+
+def _file_stamp(path: Optional[str]) -> Any:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _shared_credentials(config: dict[str, Any]) -> _native.Credentials:
+    """Credentials for ``config``'s TLS fields, loaded once and shared by every sans-IO
+    connection that has the same fields (a server parses its key once, not per client).
+    A CA file or directory that changed on disk (mtime, size, inode) is loaded again.
+    Raises :class:`~aiopquic._native.NativeError` as loading them for one connection does."""
+    key = tuple(config.get(f) for f in _TLS_FIELDS) + (
+        _file_stamp(config.get("ca_file")), _file_stamp(config.get("ca_path")))
+    creds = _CREDS_CACHE.get(key)
+    if creds is None:
+        creds = _native.Credentials(config)
+        _CREDS_CACHE[key] = creds
+        if len(_CREDS_CACHE) > _CREDS_CACHE_SIZE:
+            _CREDS_CACHE.popitem(last=False)
+    else:
+        _CREDS_CACHE.move_to_end(key)
+    return creds
+
+
 class _Driver:
     """What :class:`QuicConnection` needs from its driver, for the synchronous engine."""
 
@@ -138,7 +173,7 @@ class SansioQuicConnection(QuicConnection):
         config = native_config(configuration)
         config["cid_len"] = cid_len
         try:
-            engine = _native.SansioEngine(config, host_cid)
+            engine = _native.SansioEngine(config, host_cid, _shared_credentials(config))
         except _native.NativeError as exc:
             raise _name_credentials(exc, configuration) from None
         driver = _Driver(configuration, engine)
