@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 USAGE = """usage: python -m aiopquic COMMAND [options]
+       python -m aiopquic --version
 
 commands:
   serve     HTTP/3 server: files under --root (GET/HEAD), POST/PUT echo, WebTransport
@@ -27,6 +28,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command in ("-V", "--version"):
+        from aiopquic import __version__
+
+        sys.stdout.write(f"aiopquic {__version__}\n")
+        return 0
     if command == "perf":
         from aiopquic.perf import main as perf_main
 

@@ -24,7 +24,7 @@ import ssl
 import sys
 import time
 from collections import deque
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from aiopquic import __version__ as _version
@@ -310,8 +310,11 @@ def _cert_fingerprint(cert_pem: bytes) -> bytes:
 
 async def run_server(host: str, port: int, cert: Optional[str], key: Optional[str],
                      root: Optional[str], quiet: bool,
-                     ready: Optional[asyncio.Future[int]] = None) -> int:
-    """Run ``serve`` until SIGINT/SIGTERM (or cancellation)."""
+                     ready: Optional[asyncio.Future[int]] = None,
+                     write_cert: Optional[str] = None) -> int:
+    """Run ``serve`` until SIGINT/SIGTERM (or cancellation).  ``write_cert``: a file to
+    write the certificate chain to (PEM), for clients' ``--cacert``; raises
+    :class:`OSError` naming it when it cannot be written."""
     config = QuicConfiguration(is_client=False, alpn_protocols=["h3"],
                                max_datagram_frame_size=65535)
     if cert:
@@ -322,6 +325,13 @@ async def run_server(host: str, port: int, cert: Optional[str], key: Optional[st
         config.private_key = key_pem
     assert config.certificate_chain is not None
     digest = _cert_fingerprint(config.certificate_chain)
+    if write_cert:
+        try:
+            with open(write_cert, "wb") as f:
+                f.write(config.certificate_chain)
+        except OSError as exc:
+            raise OSError(exc.errno, f"--write-cert {write_cert!r}: cannot write there "
+                          f"({exc.strerror})") from None
 
     class Protocol(HttpServerProtocol):
         pass
@@ -342,6 +352,11 @@ async def run_server(host: str, port: int, cert: Optional[str], key: Optional[st
                   f"  new WebTransport(\"https://{shown}:{server.local_port}/echo\", "
                   "{serverCertificateHashes: [{algorithm: \"sha-256\", "
                   f"value: new Uint8Array([{arr}])}}]}})\n")
+    if write_cert:
+        name = "localhost" if host in ("127.0.0.1", "::1", "::", "0.0.0.0") else shown
+        out.write(f"certificate written to {write_cert}; try:\n"
+                  f"  python -m aiopquic get --cacert {write_cert} "
+                  f"https://{name}:{server.local_port}/\n")
     out.write(f"listening on {shown}:{server.local_port}\n")
     out.flush()
     if ready is not None and not ready.done():
@@ -380,6 +395,9 @@ def serve_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--key", help="PEM private key (default: from --cert)")
     parser.add_argument("--root", help="directory whose files GET serves")
     parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    parser.add_argument("--write-cert", metavar="FILE",
+                        help="write the server's certificate (PEM) to FILE, for clients' "
+                        "--cacert")
     args = parser.parse_args(argv)
     if args.key and not args.cert:
         parser.error("--key needs --cert")
@@ -389,7 +407,7 @@ def serve_main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--port {args.port} is out of range")
     try:
         return asyncio.run(run_server(args.host, args.port, args.cert, args.key, args.root,
-                                      args.quiet))
+                                      args.quiet, write_cert=args.write_cert))
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"serve: {exc}\n")
         return 1
@@ -464,10 +482,14 @@ class _ClientProtocol(WebTransportProtocol):
                 queue.put_nowait(None)
 
 
-async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
+async def fetch(url: str, out: Any, *, configuration: QuicConfiguration,
                 method: str = "GET", body: Optional[bytes] = None,
-                progress: Optional[_Progress] = None) -> tuple[int, Headers, int]:
-    """Request ``url`` over HTTP/3 and write the response body to ``out``.
+                progress: Optional[_Progress] = None, headers: Optional[Headers] = None,
+                on_headers: Optional[Callable[[int, Headers], None]] = None,
+                ) -> tuple[int, Headers, int]:
+    """Request ``url`` over HTTP/3 and write the response body to ``out`` (anything with a
+    ``write(bytes)`` method).  ``headers`` are added to the request; ``on_headers(status,
+    headers)`` is called when the final response headers arrive.
 
     Returns ``(status, headers, body_bytes)``.  Raises :class:`ValueError` for a bad URL,
     :class:`ConnectionError` when the connection fails or the response is cut short."""
@@ -490,11 +512,11 @@ async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
         http.send_headers(stream_id, [
             (b":method", method.encode()), (b":scheme", b"https"),
             (b":authority", authority.encode()), (b":path", path.encode()),
-            (b"user-agent", SERVER_NAME)], end_stream=body is None)
+            (b"user-agent", SERVER_NAME)] + list(headers or []), end_stream=body is None)
         if body is not None:
             http.send_data(stream_id, body, end_stream=True)
         status = 0
-        headers: Headers = []
+        response_headers: Headers = []
         received = 0
         while True:
             event = await queue.get()
@@ -509,7 +531,9 @@ async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
                     if code.startswith(b"1"):
                         continue
                     status = int(code)
-                    headers = event.headers
+                    response_headers = event.headers
+                    if on_headers is not None:
+                        on_headers(status, response_headers)
                     length = fields.get(b"content-length")
                     if progress is not None and length is not None and length.isdigit():
                         progress.total = int(length)
@@ -522,7 +546,7 @@ async def fetch(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
             if isinstance(event, (HeadersReceived, DataReceived)) and event.stream_ended:
                 break
         del proto.responses[stream_id]
-    return status, headers, received
+    return status, response_headers, received
 
 
 async def fetch_h0(url: str, out: IO[bytes], *, configuration: QuicConfiguration,
@@ -556,10 +580,39 @@ async def fetch_h0(url: str, out: IO[bytes], *, configuration: QuicConfiguration
     return 200, [], received
 
 
+_GET_EPILOG = """\
+examples:
+  python -m aiopquic get https://127.0.0.1:4433/file -o file --cacert cert.pem
+  python -m aiopquic get -k -i https://127.0.0.1:4433/          (headers, then the body)
+  python -m aiopquic get -k -I https://127.0.0.1:4433/big       (HEAD: headers only)
+  python -m aiopquic get -k -d 'hello' -H 'content-type: text/plain' https://127.0.0.1:4433/echo
+  python -m aiopquic get -k -d @body.bin https://127.0.0.1:4433/upload
+"""
+
+
+def _parse_header(text: str) -> tuple[bytes, bytes]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() for c in name):
+        raise ValueError(f"-H {text!r}: expected 'Name: value'")
+    return name.lower().encode(), value.strip().encode()
+
+
+def _format_headers(status: int, headers: Headers, proto: str) -> str:
+    lines = [f"{proto} {status}"]
+    for name, value in headers:
+        if not name.startswith(b":"):
+            lines.append(f"{name.decode('latin-1')}: {value.decode('latin-1')}")
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
 def get_main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``python -m aiopquic get``."""
+    """Entry point of ``python -m aiopquic get`` (curl-like options; user mistakes print one
+    line on stderr and exit with status 2, failures with status 1, never a traceback)."""
     parser = argparse.ArgumentParser(prog="python -m aiopquic get",
-                                     description="Fetch a URL over HTTP/3.")
+                                     description="Fetch a URL over HTTP/3.",
+                                     epilog=_GET_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="https://host[:port]/path")
     parser.add_argument("-o", "--output", help="write the body to this file (default stdout)")
     group = parser.add_mutually_exclusive_group()
@@ -568,21 +621,48 @@ def get_main(argv: Optional[list[str]] = None) -> int:
                        help="do not verify the server certificate")
     parser.add_argument("--server-name", help="name to verify the certificate against "
                         "(default: the URL's host)")
-    parser.add_argument("-X", "--method", default="GET", help="request method (default GET)")
-    parser.add_argument("--data", help="request body from this file (with -X POST)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="give up after this many seconds (default: no limit)")
-    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+    parser.add_argument("-X", "--method", help="request method (default GET, or POST with "
+                        "-d, HEAD with -I)")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="add a request header (repeatable)")
+    parser.add_argument("-d", "--data", help="request body: the text itself, or @FILE for a "
+                        "file's bytes (@- for stdin); implies POST")
+    parser.add_argument("-i", "--include", action="store_true",
+                        help="write the response status and headers before the body")
+    parser.add_argument("-I", "--head", action="store_true",
+                        help="HEAD request; write the status and headers only")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the request and response headers on stderr")
+    parser.add_argument("-m", "--max-time", "--timeout", dest="timeout", type=float,
+                        metavar="SECONDS",
+                        default=300.0, help="give up after this many seconds (default 300; "
+                        "0: no limit)")
+    parser.add_argument("--connect-timeout", "--handshake-timeout", dest="handshake_timeout",
+                        type=float, default=10.0, metavar="SECONDS",
                         help="give up on the handshake after this many seconds (default 10; "
                         "raise it on lossy paths, where retransmissions back off)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    parser.add_argument("-q", "--quiet", "-s", "--silent", dest="quiet", action="store_true",
+                        help="no progress or summary")
     parser.add_argument("--legacy-http", action="store_true",
                         help="use HTTP/0.9 over QUIC (ALPN hq-interop) instead of HTTP/3")
     args = parser.parse_args(argv)
     if not 0 < args.handshake_timeout <= 3600:
-        parser.error("--handshake-timeout must be in (0, 3600] seconds")
-    if args.legacy_http and (args.data is not None or args.method.upper() != "GET"):
-        parser.error("--legacy-http sends only GET requests (no -X, no --data)")
+        parser.error("--connect-timeout must be in (0, 3600] seconds")
+    if args.timeout < 0:
+        parser.error("--max-time must be >= 0 seconds")
+    if args.head and args.data is not None:
+        parser.error("-I (HEAD) sends no body: drop -d")
+    method = (args.method or ("HEAD" if args.head else
+                              "POST" if args.data is not None else "GET")).upper()
+    extra: Headers = []
+    for text in args.header:
+        try:
+            extra.append(_parse_header(text))
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.legacy_http and (args.data is not None or method != "GET" or extra
+                             or args.include or args.head):
+        parser.error("--legacy-http sends only plain GET requests (no -X, -d, -H, -i, -I)")
     config = QuicConfiguration(is_client=True,
                                alpn_protocols=H0_ALPN if args.legacy_http else ["h3"],
                                server_name=args.server_name,
@@ -595,17 +675,40 @@ def get_main(argv: Optional[list[str]] = None) -> int:
         config.cafile = args.cacert
     body = None
     if args.data is not None:
-        with open(args.data, "rb") as f:
-            body = f.read()
-    progress = _Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
+        if args.data.startswith("@"):
+            source = args.data[1:]
+            try:
+                if source == "-":
+                    body = sys.stdin.buffer.read()
+                else:
+                    with open(source, "rb") as f:
+                        body = f.read()
+            except OSError as exc:
+                parser.error(f"-d @{source}: {exc.strerror or exc}")
+        else:
+            body = args.data.encode()
     out: IO[bytes]
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+    if args.output:
+        try:
+            out = open(args.output, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            parser.error(f"-o {args.output!r}: cannot write there ({exc.strerror or exc})")
+    else:
+        out = sys.stdout.buffer
+    progress = _Progress(sys.stderr, sys.stderr.isatty() and not args.quiet
+                         and not args.verbose)
+    proto_name = "HTTP/0.9" if args.legacy_http else "HTTP/3"
+    if args.verbose:
+        sys.stderr.write(f"> {method} {args.url} ({proto_name})\n")
+        for name, value in extra:
+            sys.stderr.write(f"> {name.decode()}: {value.decode()}\n")
     try:
         if args.legacy_http:
             coro = fetch_h0(args.url, out, configuration=config, progress=progress)
         else:
-            coro = fetch(args.url, out, configuration=config, method=args.method.upper(),
-                         body=body, progress=progress)
+            sink = _HeaderSink(out, args.include or args.head, args.verbose, proto_name)
+            coro = fetch(args.url, sink, configuration=config, method=method, body=body,
+                         progress=progress, headers=extra, on_headers=sink.headers)
         start = time.perf_counter()
         if args.timeout > 0:
             status, _, received = asyncio.run(_with_timeout(coro, args.timeout))
@@ -625,10 +728,31 @@ def get_main(argv: Optional[list[str]] = None) -> int:
             out.flush()
     progress.finish()
     if not args.quiet:
-        proto_name = "HTTP/0.9" if args.legacy_http else "HTTP/3"
         sys.stderr.write(f"{proto_name} {status}, {received} bytes in {elapsed:.3f} s "
                          f"({received / max(elapsed, 1e-9) / (1 << 20):.1f} MiB/s)\n")
     return 0 if 200 <= status < 300 else 1
+
+
+class _HeaderSink:
+    """The output of ``get``: with -i/-I the status and headers go before the body; with -v
+    they also go to stderr."""
+
+    def __init__(self, out: IO[bytes], include: bool, verbose: bool, proto: str) -> None:
+        self.out = out
+        self.include = include
+        self.verbose = verbose
+        self.proto = proto
+
+    def headers(self, status: int, headers: Headers) -> None:
+        text = _format_headers(status, headers, self.proto)
+        if self.include:
+            self.out.write(text.encode("latin-1"))
+        if self.verbose:
+            for line in text.rstrip("\r\n").split("\r\n"):
+                sys.stderr.write(f"< {line}\n")
+
+    def write(self, data: bytes) -> int:
+        return self.out.write(data)
 
 
 async def _with_timeout(coro: Any, timeout: float) -> Any:

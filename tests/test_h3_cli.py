@@ -170,3 +170,78 @@ def test_fingerprint_helper_matches_der_hash():
     cert, _ = make_self_signed("localhost")
     der = ssl.PEM_cert_to_DER_cert(cert.decode())
     assert _cert_fingerprint(cert) == hashlib.sha256(der).digest()
+
+
+async def run_cli(tmp_path, name: str, *args: str, timeout: float = 60) -> tuple[int, bytes,
+                                                                                    str]:
+    """Run ``python -m aiopquic ARGS``; return (exit status, stdout bytes, stderr text)."""
+    async with subprocess_peer(*cli(*args), log_dir=str(tmp_path), name=name) as process:
+        with anyio.fail_after(timeout):
+            rc = await process.wait()
+    return rc, (tmp_path / f"{name}.out").read_bytes(), tail(str(tmp_path / f"{name}.err"))
+
+
+async def test_get_speaks_curl(served):
+    """-i / -I / -v / -H / -d (text, @file, implies POST), --version, and serve's
+    --write-cert with the --cacert hint it prints."""
+    port, _, tmp_path = served
+    url = f"https://{HOST}:{port}"
+    rc, out, _ = await run_cli(tmp_path, "include", "get", "-k", "-i", f"{url}/hello.txt")
+    assert rc == 0
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.split(b"\r\n")[0] == b"HTTP/3 200" and b"content-length: 18" in head
+    assert body == b"hello over HTTP/3\n"
+    rc, out, _ = await run_cli(tmp_path, "head", "get", "-k", "-I", f"{url}/hello.txt")
+    assert rc == 0 and out.startswith(b"HTTP/3 200\r\n") and out.endswith(b"\r\n\r\n")
+    assert b"hello over" not in out
+    (tmp_path / "body.bin").write_bytes(b"\x00\x01 from a file")
+    rc, out, err = await run_cli(tmp_path, "post-file", "get", "-k", "-v", "-d",
+                               "@" + str(tmp_path / "body.bin"), "-H", "X-Test: yes", f"{url}/echo")
+    assert rc == 0 and out == b"\x00\x01 from a file", err
+    assert "> POST" in err and "> x-test: yes" in err and "< HTTP/3 200" in err
+    rc, out, _ = await run_cli(tmp_path, "post-text", "get", "-k", "-q", "-d", "plain text",
+                               f"{url}/echo")
+    assert rc == 0 and out == b"plain text"
+    rc, out, _ = await run_cli(tmp_path, "version", "--version")
+    assert rc == 0 and out.startswith(b"aiopquic ")
+
+    pem = tmp_path / "served.pem"
+    argv = cli("serve", "--host", HOST, "--port", "0", "--write-cert", str(pem))
+    async with subprocess_peer(*argv, log_dir=str(tmp_path), name="serve2",
+                               stdout_pipe=True) as process:
+        err_path = str(tmp_path / "serve2.err")
+        hint = await read_line_with(process, "  python -m aiopquic get --cacert", 60, err_path)
+        line = await read_line_with(process, "listening on", 30, err_path)
+        port2 = int(line.rsplit(":", 1)[1])
+        assert hint.split()[-1] == f"https://localhost:{port2}/"
+        rc, out, err = await run_cli(tmp_path, "verified", "get", "--cacert", str(pem),
+                                     f"https://localhost:{port2}/")
+        assert rc == 0 and "HTTP/3 200" in err, err  # verified: no --insecure
+
+
+async def test_user_mistakes_print_one_line_never_a_traceback(tmp_path):
+    """Every mistake a user can make on the command line exits non-zero with a message
+    naming the culprit, and no Python traceback."""
+    mistakes = [
+        (("get",), "url"),
+        (("get", "-k", "-o", "/nonexistent-dir/x", "https://127.0.0.1:9/"), "-o"),
+        (("get", "-k", "-d", "@/nonexistent-file", "https://127.0.0.1:9/"), "@/nonexistent"),
+        (("get", "-k", "-H", "no colon here", "https://127.0.0.1:9/"), "-H"),
+        (("get", "--cacert", "/nonexistent.pem", "https://127.0.0.1:9/"), "--cacert"),
+        (("get", "-k", "ftp://127.0.0.1/"), "https://"),
+        (("get", "-k", "https://127.0.0.1:99999/"), "port"),
+        (("get", "-k", "--connect-timeout", "0", "https://127.0.0.1:9/"), "--connect-timeout"),
+        (("get", "-k", "-I", "-d", "x", "https://127.0.0.1:9/"), "-I"),
+        (("get", "-k", "--connect-timeout", "1", "https://127.0.0.1:9/"), "127.0.0.1"),
+        (("serve", "--cert", "/nonexistent-cert.pem"), "nonexistent-cert"),
+        (("serve", "--port", "70000"), "--port"),
+        (("serve", "--root", "/nonexistent-root"), "--root"),
+        (("serve", "--port", "0", "--write-cert", "/nonexistent-dir/c.pem"), "--write-cert"),
+        (("frobnicate",), "frobnicate"),
+    ]
+    for i, (args, culprit) in enumerate(mistakes):
+        rc, out, err = await run_cli(tmp_path, f"mistake{i}", *args)
+        text = err + out.decode(errors="replace")
+        assert rc != 0, (args, text)
+        assert "Traceback" not in text, (args, text)
+        assert culprit in text, (args, culprit, text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Optional
+from typing import Callable, Optional
 
 import anyio
 
@@ -47,18 +47,36 @@ async def connect(
     cancellation closes it at once.  The exception propagates unchanged (not wrapped in an
     exception group), on asyncio and on trio.
     """
+    configuration = check_client_arguments("connect()", host, configuration)
+    async with open_connection(host, port, configuration, local_port, Connection) as conn:
+        yield conn
+
+
+def check_client_arguments(what: str, host: object,
+                           configuration: Optional[QuicConfiguration]) -> QuicConfiguration:
+    """The argument checks of every anyio client entry point (``what`` names it in the
+    messages); returns the configuration to use (a default client one for ``None``)."""
     if not isinstance(host, str):
-        raise TypeError(f"connect() host must be a str, got {type(host).__name__}")
+        raise TypeError(f"{what} host must be a str, got {type(host).__name__}")
     if configuration is not None and not isinstance(configuration, QuicConfiguration):
-        raise TypeError(f"connect() configuration must be a QuicConfiguration, "
+        raise TypeError(f"{what} configuration must be a QuicConfiguration, "
                         f"got {type(configuration).__name__}")
-    port = check_port(port, allow_zero=False)
-    local_port = check_port(local_port, "local_port")
     if configuration is None:
         configuration = QuicConfiguration(is_client=True)
     configuration.validate()
     if not configuration.is_client:
-        raise ValueError("connect() needs a client configuration (is_client=True)")
+        raise ValueError(f"{what} needs a client configuration (is_client=True)")
+    return configuration
+
+
+@asynccontextmanager
+async def open_connection(host: str, port: int, configuration: QuicConfiguration,
+                          local_port: int,
+                          factory: Callable[..., Connection]) -> AsyncIterator[Connection]:
+    """What :func:`connect` does after its argument checks, with ``factory(quic, endpoint,
+    local_host=...)`` making the :class:`Connection` (the HTTP/3 layer passes its own)."""
+    port = check_port(port, allow_zero=False)
+    local_port = check_port(local_port, "local_port")
     ip, rport = await resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
@@ -67,7 +85,7 @@ async def connect(
     connection: Optional[Connection] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
-        connection = Connection(quic, endpoint, local_host=bind)
+        connection = factory(quic, endpoint, local_host=bind)
         endpoint.on_events = lambda q: connection._on_events()
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive, endpoint)

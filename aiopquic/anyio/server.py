@@ -101,7 +101,9 @@ class Server(Listener[Connection]):
     ``local_port`` and ``family``.
     """
 
-    def __init__(self, endpoint: QuicEndpoint, local_host: str) -> None:
+    def __init__(self, endpoint: QuicEndpoint, local_host: str,
+                 connection_factory: Callable[..., Connection] = Connection) -> None:
+        self._factory = connection_factory
         self._endpoint = endpoint
         self._local_host = local_host
         self._connections: dict[int, Connection] = {}
@@ -169,7 +171,8 @@ class Server(Listener[Connection]):
                 async with anyio.create_task_group() as tg:
 
                     def on_accept(quic: QuicConnection) -> None:
-                        connection = Connection(quic, endpoint, local_host=self._local_host)
+                        connection = self._factory(quic, endpoint,
+                                                   local_host=self._local_host)
                         self._connections[quic._handle] = connection
                         name = f"aiopquic handler {quic.peer_address}"
                         if task_group is None:

@@ -54,6 +54,7 @@ from aiopquic.h3.connection import (
 )
 from aiopquic.h3.events import DataReceived, H3Event, Headers, HeadersReceived
 from aiopquic.h3.webtransport import (
+    DEFAULT_DATAGRAM_FRAME_SIZE,
     WT_ALPN_ERROR,
     WT_PROTOCOL_TOKENS,
     SessionClosed,
@@ -70,6 +71,7 @@ from aiopquic.h3.webtransport import (
     WebTransportConnection,
     WebTransportEvent,
     encode_sf_string_list,
+    h3_configuration,
     parse_sf_string_list,
 )
 from aiopquic.quic import events as quic_events
@@ -103,7 +105,7 @@ WEBTRANSPORT_PROTOCOLS = WT_PROTOCOL_TOKENS
 
 _DATAGRAM_QUEUE = 1024  # datagrams kept per session before the oldest are dropped
 _MAX_PENDING_STREAMS = 256  # peer streams waiting for accept_stream() before refusals
-_DEFAULT_DATAGRAM_FRAME = 65535
+_DEFAULT_DATAGRAM_FRAME = DEFAULT_DATAGRAM_FRAME_SIZE
 _RESET_DELAY = 3.0  # seconds a locally closed session waits for the peer's end of CONNECT
 
 WebTransportHandler = Callable[["WebTransportSession"], Awaitable[None]]
@@ -1963,15 +1965,7 @@ class WebTransportServer:
 
 
 def _with_h3(configuration: QuicConfiguration, what: str) -> QuicConfiguration:
-    changes: dict[str, Any] = {}
-    alpn = configuration.alpn_protocols
-    if alpn is None:
-        changes["alpn_protocols"] = list(H3_ALPN)
-    elif "h3" not in alpn:
-        raise ValueError(f"{what}: configuration.alpn_protocols {alpn!r} lacks 'h3'")
-    if not configuration.max_datagram_frame_size:
-        changes["max_datagram_frame_size"] = _DEFAULT_DATAGRAM_FRAME
-    return dataclasses.replace(configuration, **changes) if changes else configuration
+    return h3_configuration(configuration, what)
 
 
 async def _serve_url_api(

@@ -19,6 +19,7 @@ Receive credit follows the application: stream payload is credited when the adap
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from aiopquic.h3.events import (
     HeadersReceived,
     WebTransportStreamDataReceived,
 )
+from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.events import (
     ConnectionTerminated,
     QuicEvent,
@@ -314,6 +316,29 @@ class SessionDatagram(WebTransportEvent):
 
     session_id: int
     data: bytes
+
+
+DEFAULT_DATAGRAM_FRAME_SIZE = 65535
+"""``max_datagram_frame_size`` given to a configuration that has none, where WebTransport
+(which needs QUIC datagrams) is served or used."""
+
+
+def h3_configuration(configuration: QuicConfiguration, what: str,
+                     datagrams: bool = True) -> QuicConfiguration:
+    """``configuration`` ready for HTTP/3 (and WebTransport when ``datagrams``): ALPN
+    ``h3`` when it has no ALPN list, and ``max_datagram_frame_size``
+    (:data:`DEFAULT_DATAGRAM_FRAME_SIZE`) when it has none.  The caller's object is never
+    changed: a modified copy is returned.  Raises :class:`ValueError` naming ``what`` when its
+    ALPN list lacks ``h3``."""
+    changes: dict[str, Any] = {}
+    alpn = configuration.alpn_protocols
+    if alpn is None:
+        changes["alpn_protocols"] = ["h3"]
+    elif "h3" not in alpn:
+        raise ValueError(f"{what}: configuration.alpn_protocols {alpn!r} lacks 'h3'")
+    if datagrams and not configuration.max_datagram_frame_size:
+        changes["max_datagram_frame_size"] = DEFAULT_DATAGRAM_FRAME_SIZE
+    return dataclasses.replace(configuration, **changes) if changes else configuration
 
 
 # ---------------------------------------------------------------------- state
