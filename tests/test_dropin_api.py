@@ -396,3 +396,52 @@ async def test_asyncio_quickstart_server_survives_every_kind_of_close(server_con
             assert server.protocols == [server.protocols[0]]
             assert not bystander._quic.closed
     assert errors == []
+
+
+def test_aioquic_constants_enums_and_error_names():
+    """The names aioquic programs import besides the classes: frame and packet types, the
+    smallest datagram size, the HTTP/3 protocol error classes with their codes."""
+    from aiopquic.h3 import connection as h3c
+    from aiopquic.h3.exceptions import FrameUnexpected
+    from aiopquic.quic import configuration, connection, logger, packet
+
+    assert configuration.SMALLEST_MAX_DATAGRAM_SIZE == connection.SMALLEST_MAX_DATAGRAM_SIZE \
+        == 1200
+    with pytest.raises(ValueError, match="max_datagram_size"):
+        configuration.QuicConfiguration(
+            max_datagram_size=configuration.SMALLEST_MAX_DATAGRAM_SIZE - 1).validate()
+    assert configuration.QuicLogger is QuicLogger and configuration.SessionTicket is SessionTicket
+    assert configuration.CipherSuite is CipherSuite
+    assert packet.QuicFrameType.DATAGRAM == 0x30 and packet.QuicFrameType.HANDSHAKE_DONE == 0x1E
+    assert logger.QuicFrameType is packet.QuicFrameType is connection.QuicFrameType
+    assert logger.PACKET_TYPE_NAMES[packet.QuicPacketType.ONE_RTT] == "1RTT"
+    assert packet.pretty_protocol_version(1) == "VERSION_1 (0x00000001)"
+    assert packet.pretty_protocol_version(0x1A2A3A4A).startswith("UNKNOWN")
+    assert packet.QuicFrameType.ACK in packet.NON_ACK_ELICITING_FRAME_TYPES
+    assert FrameUnexpected("x").error_code == h3c.ErrorCode.H3_FRAME_UNEXPECTED
+    for name, code in (("ProtocolError", "H3_GENERAL_PROTOCOL_ERROR"),
+                       ("FrameError", "H3_FRAME_ERROR"), ("IdError", "H3_ID_ERROR"),
+                       ("MissingSettingsError", "H3_MISSING_SETTINGS"),
+                       ("SettingsError", "H3_SETTINGS_ERROR"),
+                       ("StreamCreationError", "H3_STREAM_CREATION_ERROR"),
+                       ("QpackDecompressionFailed", "QPACK_DECOMPRESSION_FAILED")):
+        cls = getattr(h3c, name)
+        assert issubclass(cls, h3c.ProtocolError)
+        assert cls.error_code == h3c.ErrorCode[code]
+    assert h3c.Setting.DUMMY == 0x21
+    assert h3c.stream_is_request_response(0) and not h3c.stream_is_request_response(2)
+    assert h3c.stream_is_client_initiated(4) and h3c.stream_is_unidirectional(2)
+
+
+@anyio_test
+async def test_connection_state_follows_the_connection(server_config, client_config):
+    from aiopquic.quic.connection import QuicConnectionState
+
+    async with running_server(server_config()) as server:
+        async with client(server.local_port, client_config()) as protocol:
+            quic = protocol._quic
+            assert quic.state is QuicConnectionState.CONNECTED
+            protocol.close()  # graceful: CONNECTED until the CONNECTION_CLOSE goes out
+            with anyio.fail_after(10):
+                await protocol.wait_closed()
+            assert quic.state is QuicConnectionState.TERMINATED

@@ -6,6 +6,9 @@ aioquic's (the real package, in a subprocess); 16 MiB bodies both ways, byte-ver
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 import sys
 
 import anyio
@@ -123,3 +126,20 @@ async def test_a_client_vanishing_mid_body_does_not_hurt_others(certs, hypercorn
                                    body=payload)
     assert (status, out.getvalue().decode()) == \
         (200, f"LENGTH {1 << 20} SHA256 {hypercorn_peer.pattern_sha256(1 << 20)}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and ip (network namespaces)")
+def test_16_mib_both_ways_at_mtu_1500():
+    """The 16 MiB tests above (our client and aioquic's, GET and POST) again inside a network
+    namespace whose loopback MTU is 1500: Hypercorn's socket, not ours, sends every packet,
+    and the kernel refuses what is larger than the link (DF)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = "ip link set lo mtu 1500 && ip link set lo up && exec \"$@\""
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script, "sh", sys.executable, "-m", "pytest", "-q",
+         "-p", "no:cacheprovider", os.path.join(here, "test_hypercorn.py"),
+         "-k", "16_mib and not mtu"],
+        capture_output=True, text=True, timeout=220, cwd=os.path.dirname(here))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "4 passed" in proc.stdout, proc.stdout[-2000:]

@@ -37,7 +37,13 @@ from aiopquic.h3.events import (
     HeadersReceived,
     WebTransportStreamDataReceived,
 )
-from aiopquic.h3.exceptions import FrameUnexpected, H3Error, InvalidStreamTypeError
+from aiopquic.h3.exceptions import (
+    FrameUnexpected,
+    H3Error,
+    InvalidStreamTypeError,
+    NoAvailablePushIDError,
+)
+from aiopquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
 from aiopquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -48,6 +54,25 @@ from aiopquic.quic.events import (
 )
 
 __all__ = [
+    "ClosedCriticalStream",
+    "DatagramError",
+    "FrameError",
+    "FrameUnexpected",
+    "H3Error",
+    "IdError",
+    "InvalidStreamTypeError",
+    "MessageError",
+    "MissingSettingsError",
+    "NoAvailablePushIDError",
+    "ProtocolError",
+    "QpackDecoderStreamError",
+    "QpackDecompressionFailed",
+    "QpackEncoderStreamError",
+    "SettingsError",
+    "StreamCreationError",
+    "stream_is_client_initiated",
+    "stream_is_request_response",
+    "stream_is_unidirectional",
     "H3_ALPN",
     "ErrorCode",
     "FrameType",
@@ -127,6 +152,7 @@ class Setting(IntEnum):
     WEBTRANSPORT_MAX_SESSIONS = 0xC671706A  # draft-07
     WT_MAX_SESSIONS = 0x14E9CD29  # draft-13/14 (Safari)
     WT_ENABLED = 0x2C7CF000  # draft-15
+    DUMMY = 0x21  # a reserved ("grease") identifier, aioquic's name; never sent here
 
 
 # WebTransport stream error codes (draft-ietf-webtrans-http3).
@@ -240,6 +266,28 @@ class _QpackEncoderStreamError(_ProtocolError):
 
 class _QpackDecoderStreamError(_ProtocolError):
     error_code = ErrorCode.QPACK_DECODER_STREAM_ERROR
+
+
+# aioquic's public names for the HTTP/3 protocol errors.  They are never raised to the
+# caller here: a peer's protocol error closes the connection with the exception's
+# ``error_code`` (an :class:`ErrorCode`).
+ProtocolError = _ProtocolError
+ClosedCriticalStream = _ClosedCriticalStream
+DatagramError = _DatagramError
+FrameError = _FrameError
+IdError = _IdError
+MessageError = _MessageError
+MissingSettingsError = _MissingSettings
+SettingsError = _SettingsError
+StreamCreationError = _StreamCreationError
+QpackDecompressionFailed = _QpackDecompressionFailed
+QpackEncoderStreamError = _QpackEncoderStreamError
+QpackDecoderStreamError = _QpackDecoderStreamError
+
+
+def stream_is_request_response(stream_id: int) -> bool:
+    """True for a client-initiated bidirectional stream (where requests go)."""
+    return stream_id % 4 == 0
 
 
 class _Stream:
@@ -704,8 +752,6 @@ class H3Connection:
         :class:`RuntimeError` (only a server may push)."""
         if self._is_client:
             raise RuntimeError("only a server may send a push promise")
-        from aiopquic.h3.exceptions import NoAvailablePushIDError
-
         raise NoAvailablePushIDError(
             f"no push id available for stream {stream_id}: server push is not supported")
 

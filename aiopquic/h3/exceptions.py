@@ -23,3 +23,6 @@ class NoAvailablePushIDError(H3Error):
 class FrameUnexpected(H3Error):
     """A frame cannot be sent in the stream's current state (DATA before HEADERS, anything
     after the stream was ended, a third header section)."""
+
+    error_code = 0x105
+    "H3_FRAME_UNEXPECTED, as on aioquic's exception of this name."

@@ -27,7 +27,16 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO, Union
 
+from aiopquic.quic.logger import QuicLogger  # re-exported, as aioquic does
+from aiopquic.quic.packet import QuicProtocolVersion  # re-exported
+from aiopquic.tls import CipherSuite, SessionTicket  # re-exported
+
 __all__ = [
+    "CipherSuite",
+    "QuicLogger",
+    "QuicProtocolVersion",
+    "SMALLEST_MAX_DATAGRAM_SIZE",
+    "SessionTicket",
     "CONGESTION_CONTROL_ALGORITHMS",
     "CONGESTION_CONTROL_ALIASES",
     "CONNECTION_ID_LENGTH",
@@ -75,6 +84,11 @@ _PEM_CERTIFICATE_RE = re.compile(
 _PEM_PRIVATE_KEY_RE = re.compile(
     rb"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL
 )
+
+
+SMALLEST_MAX_DATAGRAM_SIZE = 1200
+"""The smallest UDP payload every QUIC path must carry (RFC 9000 section 14), aioquic's name;
+``max_datagram_size`` may not go below it here."""
 
 
 @dataclass
@@ -985,3 +999,4 @@ def _check_int_range(name: str, value: object, low: int, high: int, hint: str = 
         raise ValueError(
             f"QuicConfiguration.{name} must be between {low} and {high}, got {value!r}{hint}"
         )
+

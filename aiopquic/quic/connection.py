@@ -25,6 +25,7 @@ import os
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import IO, Any, Callable, Optional, Union
 
 from aiopquic import _native
@@ -43,11 +44,19 @@ from aiopquic.quic._qlog import ConnectionTrace, logger_for
 from aiopquic.quic.configuration import (
     CONGESTION_CONTROL_ALIASES,
     MIN_STREAM_BUFFER_SIZE,
+    SMALLEST_MAX_DATAGRAM_SIZE,
     QuicConfiguration,
 )
-from aiopquic.quic.packet import QuicErrorCode
+from aiopquic.quic.packet import (  # QuicFrameType etc.: re-exported, as aioquic does
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    QuicProtocolVersion,
+)
 
-__all__ = ["QuicConnection", "QuicConnectionStats", "QuicEndpoint", "QuicConnectionError",
+__all__ = ["QuicConnection", "QuicConnectionState", "QuicConnectionStats", "QuicEndpoint",
+           "QuicFrameType", "QuicPacketType", "QuicProtocolVersion", "SMALLEST_MAX_DATAGRAM_SIZE",
+           "QuicConnectionError",
            "StreamFinishedError",
            "QuicErrorCode", "StreamStateError", "MAX_QUEUED_EVENTS", "PROCESS_BATCH", "PeerAddress",
            "stream_is_client_initiated", "stream_is_unidirectional"]
@@ -143,6 +152,18 @@ class StreamStateError(ValueError):
 class StreamFinishedError(StreamStateError, RuntimeError):
     """Sending after the stream's FIN or after resetting it.  Also a :class:`RuntimeError`,
     which is what aioquic raises there (dropin helper's hunk)."""
+
+
+
+class QuicConnectionState(Enum):
+    """aioquic's connection states; :attr:`QuicConnection.state` *(aiopquic)* tells which
+    one a connection is in (``FIRSTFLIGHT`` until the handshake completed)."""
+
+    FIRSTFLIGHT = 0
+    CONNECTED = 1
+    CLOSING = 2
+    DRAINING = 3
+    TERMINATED = 4
 
 
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
@@ -343,6 +364,19 @@ class QuicConnection(Compat061Connection):
     def closed(self) -> bool:
         """True once the connection is closed or closing (no more sends)."""
         return self._closed
+
+    @property
+    def state(self) -> QuicConnectionState:
+        """*(aiopquic)* Where the connection is, in aioquic's terms: ``FIRSTFLIGHT`` before
+        the handshake completed, ``CONNECTED``, ``CLOSING`` once closed but before the end
+        was reported, ``TERMINATED`` after :class:`~aiopquic.quic.events.ConnectionTerminated`."""
+        if self._closed:
+            if self.close_event is not None:
+                return QuicConnectionState.TERMINATED
+            return QuicConnectionState.CLOSING
+        if self.handshake_complete:
+            return QuicConnectionState.CONNECTED
+        return QuicConnectionState.FIRSTFLIGHT
 
     @property
     def negotiated_version(self) -> Optional[int]:

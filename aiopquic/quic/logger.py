@@ -19,7 +19,20 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["QLOG_VERSION", "QuicFileLogger", "QuicLogger", "QuicLoggerTrace", "hexdump"]
+from aiopquic.quic.packet import QuicFrameType, QuicPacketType  # re-exported, as aioquic does
+
+__all__ = ["PACKET_TYPE_NAMES", "QLOG_VERSION", "QuicFileLogger", "QuicFrameType", "QuicLogger",
+           "QuicLoggerTrace", "QuicPacketType", "hexdump"]
+
+PACKET_TYPE_NAMES = {
+    QuicPacketType.INITIAL: "initial",
+    QuicPacketType.HANDSHAKE: "handshake",
+    QuicPacketType.ZERO_RTT: "0RTT",
+    QuicPacketType.ONE_RTT: "1RTT",
+    QuicPacketType.RETRY: "retry",
+    QuicPacketType.VERSION_NEGOTIATION: "version_negotiation",
+}
+"""qlog's name of each packet type (aioquic's table)."""
 
 QLOG_VERSION = "0.3"
 """The qlog schema version written in :meth:`QuicLogger.to_dict`."""

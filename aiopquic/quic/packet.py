@@ -18,6 +18,15 @@ from aiopquic.buffer import Buffer
 
 __all__ = [
     "CONNECTION_ID_MAX_SIZE",
+    "NON_ACK_ELICITING_FRAME_TYPES",
+    "NON_IN_FLIGHT_FRAME_TYPES",
+    "PACKET_NUMBER_MAX_SIZE",
+    "PROBING_FRAME_TYPES",
+    "QuicFrameType",
+    "RETRY_INTEGRITY_TAG_SIZE",
+    "STATELESS_RESET_TOKEN_SIZE",
+    "UINT_VAR_MAX_SIZE",
+    "pretty_protocol_version",
     "PACKET_FIXED_BIT",
     "PACKET_LONG_HEADER",
     "PACKET_SPIN_BIT",
@@ -95,6 +104,64 @@ PACKET_TYPE_ZERO_RTT = QuicPacketType.ZERO_RTT
 PACKET_TYPE_HANDSHAKE = QuicPacketType.HANDSHAKE
 PACKET_TYPE_RETRY = QuicPacketType.RETRY
 PACKET_TYPE_ONE_RTT = QuicPacketType.ONE_RTT
+
+PACKET_NUMBER_MAX_SIZE = 4
+RETRY_INTEGRITY_TAG_SIZE = 16
+STATELESS_RESET_TOKEN_SIZE = 16
+UINT_VAR_MAX_SIZE = 8
+
+
+class QuicFrameType(IntEnum):
+    """QUIC frame types (RFC 9000 section 19, RFC 9221 DATAGRAM), aioquic's names.  For
+    reading qlog traces and logs: the engine builds and parses frames itself."""
+
+    PADDING = 0x00
+    PING = 0x01
+    ACK = 0x02
+    ACK_ECN = 0x03
+    RESET_STREAM = 0x04
+    STOP_SENDING = 0x05
+    CRYPTO = 0x06
+    NEW_TOKEN = 0x07
+    STREAM_BASE = 0x08
+    MAX_DATA = 0x10
+    MAX_STREAM_DATA = 0x11
+    MAX_STREAMS_BIDI = 0x12
+    MAX_STREAMS_UNI = 0x13
+    DATA_BLOCKED = 0x14
+    STREAM_DATA_BLOCKED = 0x15
+    STREAMS_BLOCKED_BIDI = 0x16
+    STREAMS_BLOCKED_UNI = 0x17
+    NEW_CONNECTION_ID = 0x18
+    RETIRE_CONNECTION_ID = 0x19
+    PATH_CHALLENGE = 0x1A
+    PATH_RESPONSE = 0x1B
+    TRANSPORT_CLOSE = 0x1C
+    APPLICATION_CLOSE = 0x1D
+    HANDSHAKE_DONE = 0x1E
+    DATAGRAM = 0x30
+    DATAGRAM_WITH_LENGTH = 0x31
+
+
+NON_ACK_ELICITING_FRAME_TYPES = frozenset(
+    [QuicFrameType.ACK, QuicFrameType.ACK_ECN, QuicFrameType.PADDING,
+     QuicFrameType.TRANSPORT_CLOSE, QuicFrameType.APPLICATION_CLOSE])
+NON_IN_FLIGHT_FRAME_TYPES = frozenset(
+    [QuicFrameType.ACK, QuicFrameType.ACK_ECN, QuicFrameType.TRANSPORT_CLOSE,
+     QuicFrameType.APPLICATION_CLOSE])
+PROBING_FRAME_TYPES = frozenset(
+    [QuicFrameType.PATH_CHALLENGE, QuicFrameType.PATH_RESPONSE, QuicFrameType.PADDING,
+     QuicFrameType.NEW_CONNECTION_ID])
+
+
+def pretty_protocol_version(version: int) -> str:
+    """A version number as text: ``"VERSION_1 (0x00000001)"``, or hex for unknown ones."""
+    try:
+        name = QuicProtocolVersion(version).name
+    except ValueError:
+        name = "UNKNOWN"
+    return f"{name} (0x{version:08x})"
+
 
 # the 2-bit long packet type field (first byte, bits 4-5): v1 (RFC 9000) and v2 (RFC 9369)
 _LONG_TYPES_V1 = (QuicPacketType.INITIAL, QuicPacketType.ZERO_RTT, QuicPacketType.HANDSHAKE,
