@@ -71,6 +71,10 @@ typedef struct aq_stats {
   uint64_t blackholes;        /* times packets stopped getting through and the size fell back */
   uint64_t max_datagram_payload; /* largest datagram that fits a packet now (0: no datagrams) */
   uint64_t path_max_udp_payload; /* what PMTUD found (max_udp_payload is after any cap) */
+  uint64_t ecn_sent;      /* packets sent with an ECT codepoint (ECN validation decides) */
+  uint64_t ecn_ect0_recv; /* packets received marked ECT(0), ECT(1), CE */
+  uint64_t ecn_ect1_recv;
+  uint64_t ecn_ce_recv;
 } aq_stats;
 
 /* AQ_EV_* flags */

@@ -1063,6 +1063,7 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
   if (c->state >= AQ_ST_DRAINING) return;
   c->read_ts = now; /* the time callbacks of this read see (handshake_completed_cb) */
   ngtcp2_pkt_info pi = {.ecn = (uint8_t)(ecn & 3)};
+  c->ecn_rx[ecn & 3]++;
   aq_cur_conn = c;
   c->pkts_recv++;
   c->bytes_recv += len;
@@ -1478,6 +1479,10 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
       st.datagrams_dropped = c->dg_dropped;
       st.emsgsize = c->emsgsize;
       st.blackholes = c->blackholes;
+      st.ecn_sent = c->ecn_sent;
+      st.ecn_ect0_recv = c->ecn_rx[2];
+      st.ecn_ect1_recv = c->ecn_rx[1];
+      st.ecn_ce_recv = c->ecn_rx[3];
       st.max_datagram_payload = max_dgram_payload(c, path_size(c));
       st.path_max_udp_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
       aq_sink_emit_simple(c->ctx->sink, AQ_EV_STATS, c->handle, -1, cmd->code, 0, 0, &st,
@@ -1531,8 +1536,9 @@ static void write_ping(aq_conn *c, aq_txq *q, size_t room, ngtcp2_tstamp now) {
   ngtcp2_conn_set_keep_alive_timeout(
       c->conn, c->ctx->cfg.keep_alive_ns ? c->ctx->cfg.keep_alive_ns : UINT64_MAX);
   if (n <= 0) return;
+  if (pi.ecn) c->ecn_sent++;
   aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-                c->handle, (size_t)n, 0, 1);
+                c->handle, (size_t)n, AQ_TX_ECN(pi.ecn), 1);
   ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
   c->ping_pending &= ~1;
   for (aq_pingreq *p = c->pings; p; p = p->next)
@@ -1679,8 +1685,9 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
     tried_dg = tried_st = 0;
     c->dg_first = !c->dg_first;
     if (c->ctx->test_loss_ppm && test_drop(c->ctx)) continue; /* the packet is "lost" */
+    if (pi.ecn) c->ecn_sent++;
     aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-                  c->handle, n, n > pktmax ? AQ_TX_PROBE : 0, maxsegs);
+                  c->handle, n, (n > pktmax ? AQ_TX_PROBE : 0) | AQ_TX_ECN(pi.ecn), maxsegs);
   }
   aq_cur_conn = NULL;
   aq_txq_seal(q);

@@ -219,7 +219,7 @@ static void touch(struct aq_endpoint *ep, aq_conn *c) {
 }
 
 static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, socklen_t fromlen,
-                     const uint8_t *data, size_t len, ngtcp2_tstamp now) {
+                     const uint8_t *data, size_t len, uint32_t ecn, ngtcp2_tstamp now) {
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, ep->ctx.cid_len);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
@@ -270,7 +270,7 @@ static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, sock
       return;
     }
   }
-  aq_conn_read(c, &path, data, len, 0, now, &ep->txq);
+  aq_conn_read(c, &path, data, len, ecn, now, &ep->txq);
   touch(ep, c);
   follow(ep, c);
 }
@@ -297,7 +297,7 @@ static void read_packets(struct aq_endpoint *ep) {
     for (int i = 0; i < n; i++) {
       for (size_t off = 0; off < msgs[i].len; off += msgs[i].seg) {
         size_t l = msgs[i].len - off < msgs[i].seg ? msgs[i].len - off : msgs[i].seg;
-        dispatch(ep, &msgs[i].from, msgs[i].fromlen, msgs[i].data + off, l, now);
+        dispatch(ep, &msgs[i].from, msgs[i].fromlen, msgs[i].data + off, l, msgs[i].ecn, now);
       }
     }
     now = aq_now();

@@ -225,6 +225,8 @@ typedef struct aq_conn {
   ngtcp2_tstamp last_ack_ts;  /* last time the peer acknowledged something new */
   size_t last_maxpkt;         /* packet size last reported to Python */
   uint64_t emsgsize, blackholes;
+  uint64_t ecn_sent;  /* packets sent marked ECT(0)/ECT(1) (ngtcp2 decides, per path) */
+  uint64_t ecn_rx[4]; /* packets received per ECN codepoint: not-ECT, ECT(1), ECT(0), CE */
   ngtcp2_tstamp refused_since; /* first ICMP refusal since the peer was last heard (0: none) */
   /* graceful close requested by Python: sent when every stream's data is acknowledged */
   int close_pending;

@@ -118,6 +118,10 @@ int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, char *err,
     setsockopt(io->fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
   }
   io->df = set_df(io->fd, ss.ss_family);
+  /* ECN: learn the codepoint of every received datagram (IPv4-mapped peers of an IPv6
+   * socket arrive with IP_TOS) */
+  setsockopt(io->fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
+  if (ss.ss_family == AF_INET6) setsockopt(io->fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
   if (bind(io->fd, (struct sockaddr *)&ss, sl) != 0) {
     ERRF(err, errlen, "cannot bind UDP %s port %d: %s", host, port, strerror(errno));
     close(io->fd);
@@ -147,32 +151,53 @@ int aq_io_local_port(const aq_io *io) {
 
 /* ---------------------------------------------------------------- sending */
 
-/* One sendmsg; 0 or -errno. */
+/* True when a datagram to e->to leaves as IPv4 (an AF_INET peer, or IPv4-mapped). */
+static int is_v4(const aq_txent *e) {
+  if (e->to.ss_family == AF_INET) return 1;
+  const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&e->to;
+  return e->to.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr);
+}
+
+/* One sendmsg; 0 or -errno.  Carries the GSO segment size and the ECN codepoint as cmsgs. */
 static int send_one(aq_io *io, const aq_txent *e, const uint8_t *data, size_t len, size_t seg) {
   struct iovec iov = {(void *)data, len};
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr msg;
   memset(&msg, 0, sizeof(msg));
+  memset(&u, 0, sizeof(u));
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   if (!io->connected) {
     msg.msg_name = (void *)&e->to;
     msg.msg_namelen = e->tolen;
   }
+  msg.msg_control = u.buf;
+  msg.msg_controllen = sizeof(u.buf);
+  size_t used = 0;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
   if (seg && seg < len) {
-    memset(&u, 0, sizeof(u));
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof(u.buf);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
     cm->cmsg_level = SOL_UDP;
     cm->cmsg_type = UDP_SEGMENT;
     cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
     uint16_t s = (uint16_t)seg;
     memcpy(CMSG_DATA(cm), &s, sizeof(s));
+    used += CMSG_SPACE(sizeof(uint16_t));
+    cm = (struct cmsghdr *)(void *)(u.buf + used);
   }
+  int ecn = (int)AQ_TX_ECN_OF(e->flags);
+  if (ecn) {
+    int v4 = is_v4(e);
+    cm->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+    cm->cmsg_type = v4 ? IP_TOS : IPV6_TCLASS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &ecn, sizeof(ecn));
+    used += CMSG_SPACE(sizeof(int));
+  }
+  msg.msg_controllen = used;
+  if (!used) msg.msg_control = NULL;
   for (;;) {
     if (sendmsg(io->fd, &msg, 0) >= 0) return 0;
     if (errno == EINTR) continue;
@@ -258,7 +283,7 @@ int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
   struct mmsghdr msgs[AQ_RX_BATCH];
   struct iovec iov[AQ_RX_BATCH];
   union {
-    char buf[CMSG_SPACE(sizeof(int)) + 64];
+    char buf[3 * CMSG_SPACE(sizeof(int)) + 64];
     struct cmsghdr align;
   } ctl[AQ_RX_BATCH];
   for (int i = 0; i < AQ_RX_BATCH; i++) {
@@ -285,12 +310,21 @@ int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
     out[i].data = iov[i].iov_base;
     out[i].len = msgs[i].msg_len;
     out[i].seg = out[i].len;
+    out[i].ecn = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm;
          cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
       if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
         int s;
         memcpy(&s, CMSG_DATA(cm), sizeof(s));
         if (s > 0) out[i].seg = (size_t)s;
+      } else if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS &&
+                 cm->cmsg_len >= CMSG_LEN(1)) {
+        out[i].ecn = CMSG_DATA(cm)[0] & 3; /* one byte on receive */
+      } else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_TCLASS &&
+                 cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        int tc;
+        memcpy(&tc, CMSG_DATA(cm), sizeof(tc));
+        out[i].ecn = (uint8_t)(tc & 3);
       }
     }
     if (out[i].seg == 0) out[i].seg = 1; /* never loop forever on a bogus cmsg */

@@ -18,7 +18,8 @@
 
 enum {
   AQ_TX_PROBE = 1,  /* a PMTUD probe: always alone; its loss says nothing about the path */
-  AQ_TX_SEALED = 2  /* no later packet may join this batch */
+  AQ_TX_SEALED = 2, /* no later packet may join this batch */
+  AQ_TX_ECN_SHIFT = 8 /* bits 8-9: the ECN codepoint to send the batch with (0: not-ECT) */
 };
 
 /* One batch: nseg packets of seg bytes each (the last may be shorter), sent with one
@@ -104,7 +105,11 @@ typedef struct aq_rxmsg {
   socklen_t fromlen;
   uint8_t *data;
   size_t len, seg; /* seg: GRO segment size (== len when not coalesced) */
+  uint8_t ecn;     /* the ECN codepoint of the IP header (GRO keeps it equal for a batch) */
 } aq_rxmsg;
+
+#define AQ_TX_ECN(ecn) (((uint32_t)(ecn) & 3u) << AQ_TX_ECN_SHIFT)
+#define AQ_TX_ECN_OF(flags) (((flags) >> AQ_TX_ECN_SHIFT) & 3u)
 
 /* Reads up to AQ_RX_BATCH datagrams into mem (AQ_RX_BATCH * AQ_RX_BUFSZ bytes).  Returns the
  * count, 0 when nothing is waiting, or -errno (ECONNREFUSED: an ICMP error on a connected

@@ -52,6 +52,7 @@ void aq_txq_commit(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64
   aq_txent *last = q->nents > q->head ? &q->ents[q->nents - 1] : NULL;
   if (last && !(last->flags & (AQ_TX_SEALED | AQ_TX_PROBE)) && !(flags & AQ_TX_PROBE) &&
       last->owner == owner && len <= last->seg && last->nseg < maxsegs &&
+      AQ_TX_ECN_OF(last->flags) == AQ_TX_ECN_OF(flags) &&
       last->len + len <= q->max_batch && last->off + last->len == q->used &&
       same_addr(last, to, tolen)) {
     last->len += len;

@@ -147,15 +147,15 @@ class ProtocolCollector:
 
 @asynccontextmanager
 async def running_server(configuration, *, stream_handler=None, create_protocol=None,
-                         **serve_kwargs: Any):
-    """serve() on 127.0.0.1 port 0 (``serve_kwargs`` go to serve(), e.g. ``retry``); closes
-    the server on exit."""
+                         host: str = HOST, **serve_kwargs: Any):
+    """serve() on ``host`` (127.0.0.1) port 0 (``serve_kwargs`` go to serve(), e.g.
+    ``retry``); closes the server on exit."""
     kwargs: dict = {"configuration": configuration, "stream_handler": stream_handler,
                     **serve_kwargs}
     if create_protocol is not None:
         kwargs["create_protocol"] = create_protocol
     with anyio.fail_after(10):
-        server = await serve(HOST, 0, **kwargs)
+        server = await serve(host, 0, **kwargs)
     try:
         port = server.local_port
         assert isinstance(port, int) and 0 < port < 65536, port

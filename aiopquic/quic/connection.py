@@ -133,6 +133,16 @@ class QuicConnectionStats:
     received_datagrams_dropped: int = 0
     """Datagrams received and dropped because :data:`MAX_QUEUED_EVENTS` events were waiting
     to be delivered (the application did not keep up)."""
+    ecn_sent: int = 0
+    """Packets sent with an ECN-capable codepoint (ECT(0)).  ngtcp2 validates ECN per path
+    (RFC 9000 section 13.4): on a path that drops or bleaches the marks it stops marking."""
+    ecn_ect0_received: int = 0
+    """Packets received marked ECT(0) (the peer marks; the path kept the mark)."""
+    ecn_ect1_received: int = 0
+    """Packets received marked ECT(1)."""
+    ecn_ce_received: int = 0
+    """Packets received marked Congestion Experienced (a router signalled congestion; the
+    peer's congestion controller reacts as to a loss, without the loss)."""
 
 
 class QuicConnectionError(ConnectionError):
@@ -982,7 +992,9 @@ class QuicConnection(Compat061Connection):
                     emsgsize=raw.emsgsize, blackholes=raw.blackholes,
                     max_datagram_payload=raw.max_datagram_payload,
                     path_max_udp_payload=raw.path_max_udp_payload,
-                    received_datagrams_dropped=self.received_datagrams_dropped),
+                    received_datagrams_dropped=self.received_datagrams_dropped,
+                    ecn_sent=raw.ecn_sent, ecn_ect0_received=raw.ecn_ect0_recv,
+                    ecn_ect1_received=raw.ecn_ect1_recv, ecn_ce_received=raw.ecn_ce_recv),
                     self)
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
