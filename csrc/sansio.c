@@ -13,9 +13,9 @@
 
 #include <arpa/inet.h>
 
-#define AQ_SIO_TXQ_BYTES (256 * 1024)
-#define AQ_SIO_TXQ_ENTS 512
-#define AQ_SIO_EVENTS 256 /* ring entries; more wait in the sink's overflow list */
+#define AQ_SIO_TXQ_BYTES (64 * 1024) /* per connection: drained by every transmit call */
+#define AQ_SIO_TXQ_ENTS 64
+#define AQ_SIO_EVENTS 64 /* ring entries; more wait in the sink's overflow list */
 
 static void sio_addr(struct sockaddr_in6 *sa, uint32_t id) {
   memset(sa, 0, sizeof(*sa));

@@ -223,7 +223,7 @@ class Endpoint:
 NO_EXPIRY = (1 << 64) - 1
 """What :meth:`SansioEngine.expiry` returns when no timer is needed."""
 
-_TX_ENTRIES = 512
+_TX_ENTRIES = 64  # packets per aq_sansio_transmit call (the C queue holds 64)
 
 
 class Credentials:
@@ -270,7 +270,7 @@ class SansioEngine:
         if ptr == ffi.NULL:
             raise NativeError(_errtext(err))
         self._ptr: Any = ptr
-        self._events = ffi.new("aq_event[]", 256)
+        self._events = ffi.new("aq_event[]", 64)
         self._pkts = ffi.new("aq_sio_pkt[]", _TX_ENTRIES)
         self._more = ffi.new("int *")
 
