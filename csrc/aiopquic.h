@@ -138,6 +138,11 @@ typedef struct aq_config {
   uint64_t socket_buffer;   /* SO_SNDBUF/SO_RCVBUF to ask for (0 = 8 MiB; the kernel clamps) */
   uint64_t datagram_queue;  /* bytes of datagrams that may wait to be sent (0 = 1 MiB) */
   uint32_t cid_len;         /* length of the connection IDs we issue, 1..20 (0 = 18) */
+  /* QUIC-LB plaintext connection IDs (draft-ietf-quic-load-balancers): when lb_sid_len > 0,
+   * every ID we issue is [config_id << 5 | (len - 1) & 31] [server ID] [random nonce] */
+  uint8_t lb_sid[15];
+  uint32_t lb_sid_len;
+  uint32_t lb_config_id;
   /* server admission (admit.c): Retry mode, the half-open count at which the automatic mode
    * asks for Retry (0 = max_half_open / 4), new handshakes per second per source address
    * (bursts of twice that; 0 = no limit) */

@@ -430,11 +430,20 @@ static void rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *ctx) {
   aq_rand_bytes(dest, destlen);
 }
 
+void aq_fill_cid(const aq_ctx *ctx, uint8_t *cid, size_t len) {
+  aq_rand_bytes(cid, len);
+  size_t sid = ctx->cfg.lb_sid_len;
+  if (sid && len >= 1 + sid + 4 && sid <= sizeof(ctx->cfg.lb_sid)) {
+    cid[0] = (uint8_t)(((ctx->cfg.lb_config_id & 7u) << 5) | ((len - 1) & 31u));
+    memcpy(cid + 1, ctx->cfg.lb_sid, sid);
+  }
+}
+
 static int get_new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen,
                           void *ud) {
   aq_conn *c = ud;
   (void)conn;
-  aq_rand_bytes(cid->data, cidlen);
+  aq_fill_cid(c->ctx, cid->data, cidlen);
   cid->datalen = cidlen;
   if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ctx->reset_secret,
                                                    sizeof(c->ctx->reset_secret), cid) != 0)
@@ -784,7 +793,7 @@ static void make_cid(const aq_ctx *ctx, ngtcp2_cid *cid, const ngtcp2_cid *given
     return;
   }
   cid->datalen = ctx->cid_len < minlen ? minlen : ctx->cid_len;
-  aq_rand_bytes(cid->data, cid->datalen);
+  aq_fill_cid(ctx, cid->data, cid->datalen);
 }
 
 aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,

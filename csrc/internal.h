@@ -327,6 +327,8 @@ aq_conn *aq_sched_top(struct aq_endpoint *ep);
 
 /* conn.c: one connection, sans-IO.  Every call may emit events (ctx->sink), change
  * c->want_write / c->expiry / c->state, and (write, on_expiry, read) queue packets in q. */
+/* Fill a connection ID we issue: random, or QUIC-LB plaintext when ctx->cfg.lb_sid_len. */
+void aq_fill_cid(const aq_ctx *ctx, uint8_t *cid, size_t len);
 /* dcid/scid: NULL for random ones of ctx->cid_len bytes (the Initial DCID at least 8). */
 aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,
                             socklen_t locallen, const struct sockaddr *remote,

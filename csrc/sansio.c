@@ -138,7 +138,7 @@ aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t
   if (host_cid)
     memcpy(ep->sio_scid.data, host_cid, host_cid_len);
   else
-    aq_rand_bytes(ep->sio_scid.data, ep->sio_scid.datalen);
+    aq_fill_cid(&ep->ctx, ep->sio_scid.data, ep->sio_scid.datalen);
   /* no ACK floor: the caller's clock decides when packets leave */
   ep->ctx.ack_floor_ns = 0;
   return ep;

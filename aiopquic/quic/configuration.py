@@ -344,6 +344,19 @@ class QuicConfiguration:
     """Length of the connection IDs we issue, 8 to 20 bytes (aioquic's default, 8: servers
     that own their socket route short-header packets by it)."""
 
+    quic_lb_server_id: Optional[bytes] = None
+    """*(aiopquic)* Server: encode this server ID (1 to 15 bytes) in every connection ID it
+    issues, in the plaintext format of QUIC-LB (draft-ietf-quic-load-balancers): first byte
+    = :attr:`quic_lb_config_id` in its top 3 bits and the ID length minus one in the low 5,
+    then the server ID, then a random nonce of at least 4 bytes (so
+    ``connection_id_length >= 1 + len(quic_lb_server_id) + 4``).  A load balancer that
+    speaks QUIC-LB routes every packet of the connection to this server by it.  ``None``:
+    fully random connection IDs."""
+
+    quic_lb_config_id: int = 0
+    """*(aiopquic)* The QUIC-LB config rotation codepoint (0..6) in the first byte of the
+    connection IDs when :attr:`quic_lb_server_id` is set (7 marks unroutable IDs)."""
+
     token: Optional[bytes] = b""
     """Client: an address validation token the server gave on an earlier connection (a
     NEW_TOKEN frame, delivered to ``connect(token_handler=...)``), sent in the first
@@ -694,6 +707,20 @@ class QuicConfiguration:
                 )
         _check_optional_number("initial_rtt", self.initial_rtt, 0.0001, 60)
         _check_int_range("connection_id_length", self.connection_id_length, 8, 20)
+        _check_int_range("quic_lb_config_id", self.quic_lb_config_id, 0, 6)
+        if self.quic_lb_server_id is not None:
+            sid = self.quic_lb_server_id
+            if not isinstance(sid, (bytes, bytearray)):
+                raise TypeError(f"QuicConfiguration.quic_lb_server_id must be bytes, got "
+                                f"{type(sid).__name__}")
+            if not 1 <= len(sid) <= 15:
+                raise ValueError(f"QuicConfiguration.quic_lb_server_id must be 1 to 15 bytes, "
+                                 f"got {len(sid)}")
+            if self.connection_id_length < 1 + len(sid) + 4:
+                raise ValueError(
+                    f"QuicConfiguration.connection_id_length {self.connection_id_length} is "
+                    f"too short for quic_lb_server_id of {len(sid)} bytes: QUIC-LB needs at "
+                    f"least {1 + len(sid) + 4} (1 + server ID + a 4-byte nonce)")
         if self.token is not None and not isinstance(self.token, (bytes, bytearray)):
             raise TypeError(
                 f"QuicConfiguration.token must be bytes, got {type(self.token).__name__}"

@@ -176,6 +176,19 @@ class QuicConnectionState(Enum):
     TERMINATED = 4
 
 
+
+def new_connection_id(cfg: QuicConfiguration) -> bytes:
+    """A connection ID of ``cfg.connection_id_length`` bytes to issue: random, or in QUIC-LB's
+    plaintext format when ``cfg.quic_lb_server_id`` is set (the same layout the engine uses
+    for every later ID)."""
+    length = int(cfg.connection_id_length)
+    cid = bytearray(os.urandom(length))
+    sid = cfg.quic_lb_server_id
+    if sid:
+        cid[0] = ((int(cfg.quic_lb_config_id) & 7) << 5) | ((length - 1) & 31)
+        cid[1:1 + len(sid)] = sid
+    return bytes(cid)
+
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
 
@@ -224,6 +237,9 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[
         "handshake_rate": float(cfg.handshake_rate_per_source or 0),
         "token": bytes(cfg.token) if cfg.is_client and cfg.token else None,
         "cid_len": int(cfg.connection_id_length),
+        "lb_sid": list(cfg.quic_lb_server_id or b"") or None,
+        "lb_sid_len": len(cfg.quic_lb_server_id or b""),
+        "lb_config_id": int(cfg.quic_lb_config_id),
         "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,

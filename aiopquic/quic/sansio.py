@@ -43,6 +43,7 @@ from aiopquic.quic.connection import (
     _name_credentials,
     _open_keylog,
     native_config,
+    new_connection_id,
 )
 
 __all__ = ["SansioQuicConnection", "NetworkAddress"]
@@ -169,7 +170,7 @@ class SansioQuicConnection(QuicConnection):
             if original_destination_connection_id is None:
                 raise ValueError("original_destination_connection_id is required for a server")
         cid_len = int(configuration.connection_id_length)
-        host_cid = os.urandom(cid_len)
+        host_cid = new_connection_id(configuration)
         config = native_config(configuration)
         config["cid_len"] = cid_len
         try:
