@@ -143,6 +143,12 @@ typedef struct aq_config {
   uint8_t lb_sid[15];
   uint32_t lb_sid_len;
   uint32_t lb_config_id;
+  /* server workers: `workers` endpoints share one port (SO_REUSEPORT), this one is number
+   * `worker` (0-based, bound in that order); the connection IDs each issues carry its number
+   * in the byte classic BPF steers by, so every packet of a connection reaches its worker.
+   * workers <= 1: a plain socket. */
+  uint32_t workers;
+  uint32_t worker;
   /* server admission (admit.c): Retry mode, the half-open count at which the automatic mode
    * asks for Retry (0 = max_half_open / 4), new handshakes per second per source address
    * (bursts of twice that; 0 = no limit) */
@@ -178,6 +184,8 @@ typedef struct aq_admit_stats {
   uint64_t stateless_dropped; /* stateless resets / version negotiation suppressed by the limit */
   uint64_t prio_applied;  /* set_stream_priority commands applied to a stream (any endpoint) */
   uint64_t prio_rejected; /* ... refused: the stream was closed or never opened */
+  uint64_t stray;         /* short-header packets for no connection of this endpoint (with
+                           * workers: packets the steering sent to the wrong worker) */
 } aq_admit_stats;
 
 /* Versions of the libraries actually loaded. */

@@ -430,12 +430,25 @@ static void rand_cb(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *ctx) {
   aq_rand_bytes(dest, destlen);
 }
 
+size_t aq_worker_byte(const aq_config *cfg) {
+  size_t sid = cfg->lb_sid_len <= sizeof(cfg->lb_sid) ? cfg->lb_sid_len : 0;
+  return sid ? 1 + sid : 0;
+}
+
 void aq_fill_cid(const aq_ctx *ctx, uint8_t *cid, size_t len) {
   aq_rand_bytes(cid, len);
   size_t sid = ctx->cfg.lb_sid_len;
   if (sid && len >= 1 + sid + 4 && sid <= sizeof(ctx->cfg.lb_sid)) {
     cid[0] = (uint8_t)(((ctx->cfg.lb_config_id & 7u) << 5) | ((len - 1) & 31u));
     memcpy(cid + 1, ctx->cfg.lb_sid, sid);
+  }
+  uint32_t n = ctx->cfg.workers;
+  size_t pos = aq_worker_byte(&ctx->cfg);
+  if (n > 1 && n <= 256 && pos < len) {
+    /* this byte modulo the worker count is our worker number: what the BPF program reads */
+    unsigned v = cid[pos] - cid[pos] % n + ctx->cfg.worker % n;
+    if (v > 255) v -= n;
+    cid[pos] = (uint8_t)v;
   }
 }
 

@@ -266,6 +266,7 @@ static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, sock
       c->half_counted = 1; /* follow() and conn_release() subtract it, whatever the path */
       ep->half_open++;
     } else {
+      ep->stray++;
       send_stateless_reset(ep, &vc, len, (struct sockaddr *)from, fromlen);
       return;
     }
@@ -509,7 +510,18 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   if (aq_tls_load(&ep->ctx, err, errlen) != 0) goto fail;
   ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
   ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
-  if (aq_io_open(&ep->io, host, port, (size_t)cfg->socket_buffer, err, errlen) != 0) goto fail;
+  if (cfg->workers > 256 || (cfg->workers > 1 && cfg->worker >= cfg->workers) ||
+      (cfg->workers > 1 && !cfg->is_server)) {
+    AQ_ERR(err, errlen, "workers: a server's worker number must be below workers (<= 256)");
+    goto fail;
+  }
+  if (aq_io_open(&ep->io, host, port, (size_t)cfg->socket_buffer, cfg->workers > 1, err,
+                 errlen) != 0)
+    goto fail;
+  /* the first worker attaches the steering program for the whole SO_REUSEPORT group */
+  if (cfg->workers > 1 && cfg->worker == 0 &&
+      aq_io_steer(&ep->io, aq_worker_byte(cfg), cfg->workers, err, errlen) != 0)
+    goto fail;
   if (aq_ring_init(&ep->cmds, cfg->cmd_ring_size ? cfg->cmd_ring_size : 4096, sizeof(aq_cmd)) ||
       aq_sink_init(&ep->sink, cfg->event_ring_size, 1) ||
       aq_txq_init(&ep->txq, AQ_TXQ_BYTES, AQ_TXQ_ENTS) ||
@@ -683,6 +695,7 @@ void aq_endpoint_admit_stats(aq_endpoint *ep, aq_admit_stats *out) {
   out->stateless_dropped = atomic_load_explicit(&ep->stateless_dropped, memory_order_relaxed);
   out->prio_applied = atomic_load_explicit(&ep->ctx.prio_applied, memory_order_relaxed);
   out->prio_rejected = atomic_load_explicit(&ep->ctx.prio_rejected, memory_order_relaxed);
+  out->stray = atomic_load_explicit(&ep->stray, memory_order_relaxed);
 }
 
 int aq_endpoint_event_fd(aq_endpoint *ep) { return ep->sink.efd; }

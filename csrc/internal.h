@@ -298,6 +298,7 @@ struct aq_endpoint {
   double stateless_tokens;
   ngtcp2_tstamp stateless_ts; /* last refill (0: never; the bucket starts full) */
   _Atomic uint64_t stateless_dropped; /* answers suppressed by the limit */
+  _Atomic uint64_t stray; /* short-header packets for no connection here */
   /* the synchronous sans-IO driver (sansio.c): no socket, no thread, one connection; the
    * caller's thread applies commands at once and passes the time in */
   int sansio;
@@ -327,8 +328,10 @@ aq_conn *aq_sched_top(struct aq_endpoint *ep);
 
 /* conn.c: one connection, sans-IO.  Every call may emit events (ctx->sink), change
  * c->want_write / c->expiry / c->state, and (write, on_expiry, read) queue packets in q. */
-/* Fill a connection ID we issue: random, or QUIC-LB plaintext when ctx->cfg.lb_sid_len. */
+/* Fill a connection ID we issue: random, or QUIC-LB plaintext when ctx->cfg.lb_sid_len;
+ * with workers, the byte at aq_worker_byte() is congruent to our worker number. */
 void aq_fill_cid(const aq_ctx *ctx, uint8_t *cid, size_t len);
+size_t aq_worker_byte(const aq_config *cfg);
 /* dcid/scid: NULL for random ones of ctx->cid_len bytes (the Initial DCID at least 8). */
 aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,
                             socklen_t locallen, const struct sockaddr *remote,

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE 1
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <netinet/udp.h>
 #include <stdio.h>
 #include <string.h>
@@ -84,7 +85,7 @@ static int set_df(int fd, int family) {
   return ok;
 }
 
-int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, char *err,
+int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport, char *err,
                size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t sl;
@@ -118,6 +119,12 @@ int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, char *err,
     setsockopt(io->fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
   }
   io->df = set_df(io->fd, ss.ss_family);
+  if (reuseport && setsockopt(io->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    ERRF(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+    close(io->fd);
+    io->fd = -1;
+    return -1;
+  }
   /* ECN: learn the codepoint of every received datagram (IPv4-mapped peers of an IPv6
    * socket arrive with IP_TOS) */
   setsockopt(io->fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
@@ -130,6 +137,32 @@ int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, char *err,
   }
   io->locallen = sizeof(io->local);
   getsockname(io->fd, (struct sockaddr *)&io->local, &io->locallen);
+  return 0;
+}
+
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+
+int aq_io_steer(aq_io *io, size_t pos, unsigned workers, char *err, size_t errlen) {
+  /* the program sees the UDP payload; a long header's DCID starts at byte 6, a short
+   * header's at byte 1.  An index >= the group's size (a short packet, say) makes the kernel
+   * fall back to its hash. */
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 0, 3),
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (uint32_t)(6 + pos)),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (uint32_t)(1 + pos)),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+  };
+  struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+  if (setsockopt(io->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) {
+    ERRF(err, errlen, "SO_ATTACH_REUSEPORT_CBPF: %s", strerror(errno));
+    return -1;
+  }
   return 0;
 }
 

@@ -82,7 +82,12 @@ typedef struct aq_txfail {
 enum { AQ_IO_DONE = 0, AQ_IO_BLOCKED = 1 };
 
 /* Binds a UDP socket (numeric host) with DF, GRO, large buffers; err filled on failure. */
-int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, char *err,
+/* Steer the SO_REUSEPORT group of io's socket by connection ID: a classic BPF program
+ * returns (the DCID byte at `pos`) % workers as the socket index, so each packet reaches the
+ * socket bound in that position (Initials with a client-chosen DCID land anywhere, but
+ * consistently).  0, or -1 with err filled. */
+int aq_io_steer(aq_io *io, size_t pos, unsigned workers, char *err, size_t errlen);
+int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport, char *err,
                size_t errlen);
 void aq_io_close(aq_io *io);
 int aq_io_parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);

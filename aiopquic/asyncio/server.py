@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
 from aiopquic.asyncio._transport import EndpointTransport, remember_host
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-from aiopquic.quic._checks import check_port
+from aiopquic.quic._checks import check_int, check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection, QuicEndpoint
 
@@ -16,19 +17,29 @@ __all__ = ["QuicServer", "serve"]
 
 
 class QuicServer:
-    """A listening QUIC endpoint; :meth:`close` stops it and drops its connections."""
+    """A listening QUIC endpoint (or several worker endpoints sharing the port); :meth:`close`
+    stops it and drops its connections."""
 
     def __init__(self, endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
                  create_protocol: Callable[..., QuicConnectionProtocol],
-                 stream_handler: Optional[QuicStreamHandler]) -> None:
+                 stream_handler: Optional[QuicStreamHandler],
+                 more_endpoints: Sequence[QuicEndpoint] = ()) -> None:
         self._endpoint = endpoint
+        self._endpoints = [endpoint, *more_endpoints]
         self._loop = loop
         self._create_protocol = create_protocol
         self._stream_handler = stream_handler
-        self._protocols: dict[int, QuicConnectionProtocol] = {}
+        self._protocols: dict[QuicConnection, QuicConnectionProtocol] = {}
         self._closed = False
-        endpoint.on_accept = self._on_accept
-        _loop.attach(endpoint, loop, self._protocol_for)
+        for ep in self._endpoints:
+            ep.on_accept = self._on_accept
+            _loop.attach(ep, loop, self._protocol_for)
+
+    @property
+    def workers(self) -> list[QuicEndpoint]:
+        """*(aiopquic)* The worker endpoints (one network thread and socket each) serving
+        the port; one unless ``serve(workers=...)`` asked for more."""
+        return list(self._endpoints)
 
     @property
     def local_port(self) -> int:
@@ -54,17 +65,21 @@ class QuicServer:
         progress now), ``stateless_dropped``.  Raises :class:`RuntimeError` once closed."""
         if self._closed:
             raise RuntimeError("the server is closed")
-        return self._endpoint.admission_stats()
+        total: dict[str, int] = {}
+        for ep in self._endpoints:
+            for key, value in ep.admission_stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def _on_accept(self, quic: QuicConnection) -> None:
-        self._protocols[quic._handle] = self._create_protocol(
+        self._protocols[quic] = self._create_protocol(
             quic, stream_handler=self._stream_handler)
 
     def _protocol_for(self, quic: QuicConnection) -> Optional[QuicConnectionProtocol]:
-        proto = self._protocols.get(quic._handle)
+        proto = self._protocols.get(quic)
         if proto is not None and quic.closed:
             # deliver the final events, then forget the connection
-            self._loop.call_soon(self._protocols.pop, quic._handle, None)
+            self._loop.call_soon(self._protocols.pop, quic, None)
         return proto
 
     def close(self) -> None:
@@ -74,7 +89,8 @@ class QuicServer:
         if self._closed:
             return
         self._closed = True
-        _loop.detach(self._endpoint, self._loop)
+        for ep in self._endpoints:
+            _loop.detach(ep, self._loop)
         for proto in self._protocols.values():
             proto._closed.set()
         self._protocols.clear()
@@ -118,6 +134,8 @@ async def serve(
     session_ticket_handler: Optional[Callable[..., None]] = None,
     retry: Optional[bool] = None,
     stream_handler: Optional[QuicStreamHandler] = None,
+    workers: int = 1,
+    worker_index: Optional[int] = None,
 ) -> QuicServer:
     """Listen for QUIC connections on ``host``:``port`` (``host`` is bound as given: use
     ``"::"`` or ``"0.0.0.0"`` explicitly for all interfaces; port 0 picks a free port, see
@@ -137,6 +155,19 @@ async def serve(
     (the default) does so automatically while ``configuration.retry_threshold`` handshakes
     are in progress -- under a handshake flood.  A client that comes back with an invalid
     Retry token is closed with INVALID_TOKEN.  See :meth:`QuicServer.admission_stats`.
+
+    ``workers`` *(aiopquic)* runs that many network threads, each with its own socket bound
+    to the same port (SO_REUSEPORT): a classic BPF program attached to the group steers each
+    packet by a byte of its destination connection ID, which each worker's connection IDs
+    encode, so every packet of a connection reaches the thread that owns it (a client's first
+    Initial, whose connection ID the client chose, lands on any worker, which then owns the
+    connection).  Python still sees one server; the event loop stays one thread, so use
+    workers when packet work (crypto, GSO/GRO, loss recovery) is what limits you.
+    ``worker_index`` (with ``workers``) makes this process serve only that worker, for N
+    processes on one port (as gunicorn-style deployments run): start them in index order
+    0..N-1, since the kernel numbers the sockets of the group in the order they were bound.
+    Raises :class:`ValueError` for ``workers`` outside 1..64 or ``worker_index`` outside
+    0..workers-1.
     """
     loop = asyncio.get_running_loop()
     if not isinstance(configuration, QuicConfiguration):  # dropin helper: name the culprit
@@ -148,13 +179,26 @@ async def serve(
         raise ValueError("serve() needs a server configuration (is_client=False)")
     if not configuration.certificate_chain or not configuration.private_key:
         raise ValueError("serve() needs a certificate: call configuration.load_cert_chain()")
+    workers = check_int("workers", workers, 1, 65)
+    if worker_index is not None:
+        worker_index = check_int("worker_index", worker_index, 0, workers,
+                                 high_text=f"workers ({workers})")
     ip, rport = await _loop.resolve(host, port)
-    endpoint = QuicEndpoint(configuration, ip, rport, retry=retry)
+    indexes = range(workers) if worker_index is None else [worker_index]
+    endpoints: list[QuicEndpoint] = []
     try:
-        remember_host(endpoint, ip)  # dropin helper: server._transport (aioquic's hook)
-        server = QuicServer(endpoint, loop, create_protocol, stream_handler)
-        endpoint.start()
+        for i in indexes:
+            # bound in worker order: the kernel numbers the group's sockets that way
+            endpoints.append(QuicEndpoint(configuration, ip, rport if not endpoints else
+                                          endpoints[0].local_port, retry=retry, worker=i,
+                                          workers=workers))
+        remember_host(endpoints[0], ip)  # dropin helper: server._transport (aioquic's hook)
+        server = QuicServer(endpoints[0], loop, create_protocol, stream_handler,
+                            endpoints[1:])
+        for ep in endpoints:
+            ep.start()
     except BaseException:
-        endpoint.close()
+        for ep in endpoints:
+            ep.close()
         raise
     return server

@@ -1176,9 +1176,11 @@ class QuicEndpoint:
     """
 
     def __init__(self, configuration: QuicConfiguration, host: str, port: int,
-                 retry: Optional[bool] = None) -> None:
+                 retry: Optional[bool] = None, worker: int = 0, workers: int = 1) -> None:
         """Bind ``host`` (numeric) ``port`` and load the TLS credentials (``retry``: see
-        :func:`aiopquic.asyncio.serve`).
+        :func:`aiopquic.asyncio.serve`).  ``workers`` > 1 (servers): this endpoint is worker
+        number ``worker`` of that many sharing the port (SO_REUSEPORT, bound in worker order,
+        steered by connection ID; see :func:`aiopquic.asyncio.serve`).
 
         Raises :class:`ValueError` / :class:`TypeError` for a port outside 0..65535,
         :class:`OSError` when the key log file cannot be opened, and
@@ -1196,7 +1198,10 @@ class QuicEndpoint:
         elif log is not None:
             self._keylog = log
         try:
-            self._native = _native.Endpoint(native_config(configuration, retry), host, port)
+            config = native_config(configuration, retry)
+            config["workers"] = int(workers)
+            config["worker"] = int(worker)
+            self._native = _native.Endpoint(config, host, port)
         except _native.NativeError as exc:
             if self._own_keylog and self._keylog is not None:
                 self._keylog.close()
@@ -1243,8 +1248,17 @@ class QuicEndpoint:
         if self._native.ptr is None:
             raise RuntimeError("the endpoint is closed")
         stats = self._native.admit_stats()
-        del stats["prio_applied"], stats["prio_rejected"]
+        del stats["prio_applied"], stats["prio_rejected"], stats["stray"]
         return stats
+
+    @property
+    def stray_packets(self) -> int:
+        """*(aiopquic)* Short-header packets that matched no connection of this endpoint (a
+        stateless reset answers them).  With server workers, a packet the steering sent to
+        the wrong worker would count here: it stays 0 when steering works."""
+        if self._native.ptr is None:
+            return 0
+        return int(self._native.admit_stats()["stray"])
 
     @property
     def counters(self) -> dict[str, int]:
