@@ -149,6 +149,13 @@ typedef struct aq_config {
    * workers <= 1: a plain socket. */
   uint32_t workers;
   uint32_t worker;
+  /* tuning (see docs/guides/tuning.md); -1 = the environment variable or the built-in
+   * default: the network thread's poll before sleeping (us, default 100), the shortest wait
+   * before a pure ACK (us, default 1000), a stream's first receive window (bytes, default
+   * 256 KiB; 0 = max_stream_data) */
+  int64_t spin_us;
+  int64_t ack_floor_us;
+  int64_t stream_window_start;
   /* server admission (admit.c): Retry mode, the half-open count at which the automatic mode
    * asks for Retry (0 = max_half_open / 4), new handshakes per second per source address
    * (bursts of twice that; 0 = no limit) */

@@ -535,16 +535,21 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   {
     /* tuning: how long the network thread polls before it sleeps (default 100 us; 0 = never) */
     const char *spin = getenv("AIOPQUIC_SPIN_US");
-    ep->spin_ns = (spin ? strtoull(spin, NULL, 10) : 100) * 1000;
+    ep->spin_ns = (cfg->spin_us >= 0 ? (uint64_t)cfg->spin_us
+                                     : spin ? strtoull(spin, NULL, 10) : 100) * 1000;
     /* tuning: how long a connection with nothing to send may hold a pure ACK (default
      * 1 ms, well inside the 25 ms max_ack_delay we advertise) */
     const char *floor = getenv("AIOPQUIC_ACK_FLOOR_US");
-    ep->ctx.ack_floor_ns = (floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
+    ep->ctx.ack_floor_ns = (cfg->ack_floor_us >= 0 ? (uint64_t)cfg->ack_floor_us
+                            : floor ? strtoull(floor, NULL, 10) : 1000) * 1000;
     /* tuning: a stream's receive window starts at this size and grows (ngtcp2's auto-tuning)
      * up to max_stream_data while the reader keeps up within a few RTTs (default 256 KiB;
      * 0 = start at max_stream_data) */
     const char *win = getenv("AIOPQUIC_STREAM_WINDOW_START");
-    ep->ctx.stream_window_start = win ? strtoull(win, NULL, 10) : 256 * 1024;
+    ep->ctx.stream_window_start = cfg->stream_window_start >= 0
+                                      ? (uint64_t)cfg->stream_window_start
+                                  : win ? strtoull(win, NULL, 10)
+                                        : 256 * 1024;
     /* fault injection for tests: drop sent packets at random */
     const char *loss = getenv("AIOPQUIC_TEST_LOSS_PPM");
     if (loss) ep->ctx.test_loss_ppm = (uint32_t)strtoul(loss, NULL, 10);

@@ -285,3 +285,26 @@ async def test_arguments_are_checked(server_config, client_config):
     with pytest.raises(ValueError, match="lacks 'h3'"):
         async with http3.connect_http3(HOST, 1, configuration=client_config()):
             pass
+
+
+async def test_stream_window_start_is_a_configuration_field(server_config, client_config):
+    """stream_window_start bounds what a slow reader has queued before the window grows
+    (here 64 KiB instead of the default 256 KiB)."""
+    async with running(server_config) as server:
+        cfg = client_config(alpn_protocols=["h3"], max_stream_data=MiB, max_data=4 * MiB,
+                            stream_window_start=64 * 1024, network_poll_us=0,
+                            ack_floor_us=500)
+        async with http3.connect_http3(HOST, server.local_port, configuration=cfg) as h:
+            with anyio.fail_after(90):
+                r = await h.request("GET", "/bytes/2097152", stream=True)
+                peak = total = 0
+                while True:
+                    peak = max(peak, r._inbox.nbytes)
+                    try:
+                        chunk = await r.receive(16 * 1024)
+                    except anyio.EndOfStream:
+                        break
+                    total += len(chunk)
+                    await anyio.sleep(0.002)  # a slow consumer, not a synchronisation
+                assert total == 2 * MiB
+                assert 16 * 1024 < peak <= 64 * 1024 + 16 * 1024, peak

@@ -353,6 +353,23 @@ class QuicConfiguration:
     speaks QUIC-LB routes every packet of the connection to this server by it.  ``None``:
     fully random connection IDs."""
 
+    network_poll_us: Optional[int] = None
+    """*(aiopquic)* Microseconds the network thread keeps polling after it sent, before it
+    sleeps, so the application's answer is picked up without a thread wake-up (yielding the
+    CPU while it polls).  ``None``: ``AIOPQUIC_SPIN_US`` from the environment, else 100.
+    ``0`` saves that CPU on servers with many idle connections.  See docs/guides/tuning.md."""
+
+    ack_floor_us: Optional[int] = None
+    """*(aiopquic)* Shortest wait (microseconds) before a connection with nothing of its own
+    to send sends a pure ACK, so the application's answer carries it.  ``None``:
+    ``AIOPQUIC_ACK_FLOOR_US`` from the environment, else 1000 (inside the 25 ms
+    max_ack_delay advertised)."""
+
+    stream_window_start: Optional[int] = None
+    """*(aiopquic)* Bytes of a stream's first receive window, which grows towards
+    :attr:`max_stream_data` while the reader keeps up (``0``: ``max_stream_data`` from the
+    start).  ``None``: ``AIOPQUIC_STREAM_WINDOW_START`` from the environment, else 256 KiB."""
+
     quic_lb_config_id: int = 0
     """*(aiopquic)* The QUIC-LB config rotation codepoint (0..6) in the first byte of the
     connection IDs when :attr:`quic_lb_server_id` is set (7 marks unroutable IDs)."""
@@ -708,6 +725,10 @@ class QuicConfiguration:
         _check_optional_number("initial_rtt", self.initial_rtt, 0.0001, 60)
         _check_int_range("connection_id_length", self.connection_id_length, 8, 20)
         _check_int_range("quic_lb_config_id", self.quic_lb_config_id, 0, 6)
+        for name, high in (("network_poll_us", 1_000_000), ("ack_floor_us", 25_000),
+                           ("stream_window_start", 1 << 40)):
+            if getattr(self, name) is not None:
+                _check_int_range(name, getattr(self, name), 0, high)
         if self.quic_lb_server_id is not None:
             sid = self.quic_lb_server_id
             if not isinstance(sid, (bytes, bytearray)):

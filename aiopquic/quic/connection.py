@@ -240,6 +240,10 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[
         "lb_sid": list(cfg.quic_lb_server_id or b"") or None,
         "lb_sid_len": len(cfg.quic_lb_server_id or b""),
         "lb_config_id": int(cfg.quic_lb_config_id),
+        "spin_us": -1 if cfg.network_poll_us is None else int(cfg.network_poll_us),
+        "ack_floor_us": -1 if cfg.ack_floor_us is None else int(cfg.ack_floor_us),
+        "stream_window_start": -1 if cfg.stream_window_start is None
+        else int(cfg.stream_window_start),
         "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
