@@ -119,7 +119,9 @@ def measure(workers: int, cert: str, key: str, ca: str, jobs: list[list[str]]) -
         for job in jobs:
             res = subprocess.run([sys.executable, __file__, "client", "--port", str(port),
                                   "--ca", ca, *job], capture_output=True, text=True,
-                                 timeout=300, check=True)
+                                 timeout=300, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"client {job} failed: {res.stderr[-2000:]}")
             value = json.loads(res.stdout.strip().splitlines()[-1])
             out.append(float(value.get("mbps", value.get("per_s", 0.0))))
         server.stdin.write(b"\n")
