@@ -37,8 +37,27 @@ enum {
   AQ_EV_CID_ISSUED = 16,    /* sans-IO driver only: conn, data = a connection ID we issued */
   AQ_EV_CID_RETIRED = 17,   /* sans-IO driver only: conn, data = one of ours no longer used */
   AQ_EV_NEW_TOKEN = 18,     /* client conn: data = a NEW_TOKEN token for later connections */
-  AQ_EV_CONN_INFO = 19      /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
+  AQ_EV_CONN_INFO = 19,     /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
+  AQ_EV_SESSION_TICKET = 20 /* client conn: data = a resumption ticket (AQ_TICKET_* format)
+                             * to pass as aq_config.session_ticket on a later connection */
 };
+
+/* AQ_EV_HANDSHAKE_DONE flags */
+enum {
+  AQ_HS_RESUMED = 1,        /* the TLS session was resumed from a ticket */
+  AQ_HS_EARLY_ACCEPTED = 2, /* 0-RTT data was accepted (server: received some may follow) */
+  AQ_HS_EARLY_REJECTED = 4  /* client: 0-RTT was attempted and refused; the streams opened
+                             * before the handshake were opened again and their data resent */
+};
+
+/* The session ticket blob (AQ_EV_SESSION_TICKET, aq_config.session_ticket), big-endian:
+ *   "AQST" | u8 version (1) | u32 tls_len | tls_len bytes: gnutls_session_get_data2
+ *   | u32 tp_len | tp_len bytes: ngtcp2_conn_encode_0rtt_transport_params
+ *   | u64 issued (Unix seconds) | u32 lifetime (s; 0: not known)
+ *   | u32 max_early_data (0: no 0-RTT)
+ *   | u16 TLS cipher suite (0x1301...) | u8 alpn_len | alpn | u16 server_name_len | server_name
+ * Nothing may follow. */
+#define AQ_TICKET_VERSION 1
 
 /* One side's transport parameters as the handshake settled them (AQ_EV_CONN_INFO). */
 typedef struct aq_tp_info {
@@ -151,6 +170,12 @@ typedef struct aq_config {
   uint32_t versions[4];
   uint32_t nversions;
   uint32_t client_version;
+  /* client: a ticket from AQ_EV_SESSION_TICKET (session resumption, 0-RTT) */
+  const uint8_t *session_ticket;
+  size_t session_ticket_len;
+  /* server: refuse 0-RTT (tickets are still issued; resumption still works); client: send
+   * nothing before the handshake completes even when the ticket allows 0-RTT */
+  int no_early_data;
 } aq_config;
 
 #define AQ_RETRY_AUTO 0

@@ -453,8 +453,10 @@ class TransportContext:
         return quic.alpn_protocol if quic is not None else None
 
     def session_resumed(self, cnx_ptr: int) -> bool:
-        """False: session resumption is not supported yet."""
-        return False
+        """True when the connection's handshake resumed a TLS session from a ticket
+        (``session_ticket_file``); False before the handshake or for an unknown one."""
+        quic = self.connection(cnx_ptr)
+        return bool(quic.session_resumed) if quic is not None else False
 
     def peer_address(self, cnx_ptr: int) -> Optional[tuple[str, int]]:
         """The peer's ``(host, port)`` (None for an unknown connection)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Optional
+from typing import Callable, Optional
 
 import anyio
 
@@ -14,6 +14,7 @@ from aiopquic.anyio._io import drive, resolve
 from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
+from aiopquic.tls import SessionTicket
 
 __all__ = ["connect"]
 
@@ -25,6 +26,7 @@ async def connect(
     *,
     configuration: Optional[QuicConfiguration] = None,
     local_port: int = 0,
+    session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None,
 ) -> AsyncIterator[Connection]:
     """Connect to the QUIC server at ``host``:``port`` and yield a :class:`Connection` once
     the handshake has completed.
@@ -32,6 +34,9 @@ async def connect(
     ``host`` is a name or an IPv4/IPv6 address (resolved with :func:`anyio.getaddrinfo`);
     the configuration's ``server_name`` defaults to it.  ``configuration=None`` means
     ``QuicConfiguration(is_client=True)``.  ``local_port`` is the UDP port to bind (0: any).
+    ``session_ticket_handler(ticket)`` is called with each session ticket the server sends
+    (a :class:`aiopquic.tls.SessionTicket`; pass it as ``configuration.session_ticket`` on a
+    later connection to resume, as with :func:`aiopquic.asyncio.connect`).
 
     Raises :class:`TypeError` when ``host`` is not a str or ``configuration`` is not a
     :class:`QuicConfiguration` (or None), :class:`ValueError` for a server configuration
@@ -62,11 +67,12 @@ async def connect(
     ip, rport = await resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
-    endpoint = QuicEndpoint(configuration, bind, local_port)
+    endpoint = QuicEndpoint(configuration, bind, local_port, server_name=server_name)
     body_error: Optional[BaseException] = None
     connection: Optional[Connection] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
+        quic._session_ticket_handler = session_ticket_handler
         connection = Connection(quic, endpoint, local_host=bind)
         endpoint.on_events = lambda q: connection._on_events()
         async with anyio.create_task_group() as tg:

@@ -46,6 +46,13 @@ from aiopquic.quic.configuration import (
     QuicConfiguration,
 )
 from aiopquic.quic.packet import QuicErrorCode
+from aiopquic.tls import (
+    SessionTicket,
+    load_session_ticket,
+    save_session_ticket,
+    session_ticket_blob,
+    session_ticket_from_blob,
+)
 
 __all__ = ["QuicConnection", "QuicConnectionStats", "QuicEndpoint", "QuicConnectionError",
            "StreamFinishedError",
@@ -148,9 +155,21 @@ class StreamFinishedError(StreamStateError, RuntimeError):
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
 
-def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[str, Any]:
+def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
+                  server_name: Optional[str] = None) -> dict[str, Any]:
     """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields
-    (``retry``: ``None`` automatic, ``True`` always, ``False`` never; servers only)."""
+    (``retry``: ``None`` automatic, ``True`` always, ``False`` never; servers only).
+
+    A client resumes with ``cfg.session_ticket``, else with the newest ticket for
+    ``server_name`` (default ``cfg.server_name``) in ``cfg.session_ticket_file``."""
+    ticket: Optional[bytes] = None
+    if cfg.is_client:
+        if cfg.session_ticket is not None:
+            ticket = session_ticket_blob(cfg.session_ticket)
+        elif cfg.session_ticket_file is not None:
+            found = load_session_ticket(cfg.session_ticket_file,
+                                        server_name or cfg.server_name)
+            ticket = found.ticket if found is not None else None
     alpn = b""
     for proto in cfg.alpn_protocols or []:
         raw = proto.encode()
@@ -196,6 +215,8 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[
         "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
+        "session_ticket": ticket,
+        "no_early_data": 0 if cfg.early_data else 1,
     }
 
 
@@ -331,6 +352,16 @@ class QuicConnection(Compat061Connection):
             self._qlog = ConnectionTrace(qlog_logger, self._is_client)
             self._quic_logger = self._qlog.trace
         self._token_handler: Optional[Callable[[bytes], None]] = None  # connect(token_handler=)
+        # connect(session_ticket_handler=): called with each SessionTicket the server sends
+        self._session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None
+        self.session_resumed = False
+        """True once the handshake resumed a TLS session from a ticket (both sides)."""
+        self.early_data_accepted = False
+        """True once the handshake accepted 0-RTT data (both sides)."""
+        self.early_data_rejected = False
+        """Client: 0-RTT was attempted and the server refused it.  Streams written before
+        the handshake were opened again and their data sent again after it (datagrams sent
+        as 0-RTT are lost, as datagrams may be)."""
         self._seed_init()  # aiopquic 0.6.1's face (_compat061.py)
         self.peer_address = None  # (host, port), also callable as 0.6.1's peer_address()
         # aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk)
@@ -879,10 +910,16 @@ class QuicConnection(Compat061Connection):
             self._peer_max_datagram = ev.code
             self._remote_max_datagram_frame_size = ev.code or None
             self.alpn_protocol = ev.data.decode("ascii", "replace") if ev.data else None
+            self.session_resumed = bool(ev.flags & lib.AQ_HS_RESUMED)
+            self.early_data_accepted = bool(ev.flags & lib.AQ_HS_EARLY_ACCEPTED)
+            self.early_data_rejected = bool(ev.flags & lib.AQ_HS_EARLY_REJECTED)
             self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
             self._events.append(events.HandshakeCompleted(
-                alpn_protocol=self.alpn_protocol, early_data_accepted=False,
-                session_resumed=False))
+                alpn_protocol=self.alpn_protocol,
+                early_data_accepted=self.early_data_accepted,
+                session_resumed=self.session_resumed))
+        elif t == _native.EV_SESSION_TICKET:
+            self._on_session_ticket(ev.data)
         elif t == _native.EV_STREAM_RESET:
             self._events.append(events.StreamReset(error_code=ev.code, stream_id=ev.stream_id))
         elif t == _native.EV_STOP_SENDING:
@@ -951,6 +988,19 @@ class QuicConnection(Compat061Connection):
                     received_datagrams_dropped=self.received_datagrams_dropped),
                     self)
 
+    def _on_session_ticket(self, blob: bytes) -> None:
+        """A ticket for resuming later: to ``session_ticket_file`` and the handler."""
+        try:
+            ticket = session_ticket_from_blob(blob)
+        except ValueError:  # pragma: no cover - the engine made it
+            _log.warning("aiopquic: dropped a malformed session ticket from the engine")
+            return
+        path = self.configuration.session_ticket_file
+        if path is not None:
+            self._endpoint._call_user(lambda t: save_session_ticket(path, t), ticket, self)
+        if self._session_ticket_handler is not None:
+            self._endpoint._call_user(self._session_ticket_handler, ticket, self)
+
     def _on_closed(self, ev: _native.NativeEvent) -> None:
         self._closed = True
         self._close_flags = ev.flags
@@ -1011,6 +1061,8 @@ class QuicConnection(Compat061Connection):
             log("recovery", "ping_acknowledged", {"uid": ev.code})
         elif t == _native.EV_NEW_TOKEN:
             log("transport", "new_token_received", {"length": len(ev.data)})
+        elif t == _native.EV_SESSION_TICKET:
+            log("security", "session_ticket_received", {"length": len(ev.data)})
         elif t == _native.EV_CONN_INFO:
             local, remote, cids = _parse_conn_info(ev.data)
             # name the trace (and a QuicFileLogger's file) by the original destination
@@ -1114,9 +1166,10 @@ class QuicEndpoint:
     """
 
     def __init__(self, configuration: QuicConfiguration, host: str, port: int,
-                 retry: Optional[bool] = None) -> None:
+                 retry: Optional[bool] = None, server_name: Optional[str] = None) -> None:
         """Bind ``host`` (numeric) ``port`` and load the TLS credentials (``retry``: see
-        :func:`aiopquic.asyncio.serve`).
+        :func:`aiopquic.asyncio.serve`; ``server_name``: the client's server name, which
+        picks the ticket in ``configuration.session_ticket_file``).
 
         Raises :class:`ValueError` / :class:`TypeError` for a port outside 0..65535,
         :class:`OSError` when the key log file cannot be opened, and
@@ -1134,7 +1187,8 @@ class QuicEndpoint:
         elif log is not None:
             self._keylog = log
         try:
-            self._native = _native.Endpoint(native_config(configuration, retry), host, port)
+            self._native = _native.Endpoint(native_config(configuration, retry, server_name),
+                                            host, port)
         except _native.NativeError as exc:
             if self._own_keylog and self._keylog is not None:
                 self._keylog.close()
@@ -1218,7 +1272,12 @@ class QuicEndpoint:
         """Create the client connection to ``host`` (numeric) ``port`` and start the thread.
         Raises :class:`ValueError` / :class:`TypeError` unless ``port`` is in 1..65535."""
         port = check_int("port", port, 1, 65536)
-        handle = self._native.connect(host, port, server_name)
+        try:
+            handle = self._native.connect(host, port, server_name)
+        except _native.NativeError as exc:
+            if str(exc).startswith("session_ticket"):  # GnuTLS refused the ticket's data
+                raise ValueError(f"QuicConfiguration.{exc}") from None
+            raise
         quic = QuicConnection(configuration=self.configuration, endpoint=self, handle=handle)
         quic.peer_address = (host, port)
         self.connections[handle] = quic
