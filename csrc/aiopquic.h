@@ -20,7 +20,9 @@ typedef struct aq_txbuf aq_txbuf;
 enum {
   AQ_EV_HANDSHAKE_DONE = 1, /* conn; data = negotiated ALPN; code = peer max datagram size;
                              * code2 = the QUIC version negotiated */
-  AQ_EV_ACCEPTED = 2,       /* server: new conn; data = "host\0port" of the peer */
+  AQ_EV_ACCEPTED = 2,       /* server: new conn; data = "host port" of the peer; with flag
+                             * AQ_ACCEPT_EARLY (0-RTT data arrived before the handshake
+                             * completed; it follows) "host port\nALPN" */
   AQ_EV_STREAM_DATA = 3,    /* conn, stream_id, data/len (malloc'd, consumer frees), flags FIN */
   AQ_EV_STREAM_RESET = 4,   /* conn, stream_id, code; code2 = final size */
   AQ_EV_STOP_SENDING = 5,   /* conn, stream_id, code */
@@ -41,6 +43,9 @@ enum {
   AQ_EV_SESSION_TICKET = 20 /* client conn: data = a resumption ticket (AQ_TICKET_* format)
                              * to pass as aq_config.session_ticket on a later connection */
 };
+
+/* AQ_EV_ACCEPTED flags */
+enum { AQ_ACCEPT_EARLY = 1 };
 
 /* AQ_EV_HANDSHAKE_DONE flags */
 enum {

@@ -501,12 +501,23 @@ static void emit_conn_info(aq_conn *c) {
 
 /* Server: the connection becomes visible to Python (at the end of the handshake, or earlier
  * when 0-RTT data arrives for it). */
-static void emit_accepted(aq_conn *c) {
+static void emit_accepted(aq_conn *c, int early) {
   if (c->accepted_emitted) return;
-  char addr[NI_MAXHOST + NI_MAXSERV + 2];
-  peer_addr_text(c, addr, sizeof(addr));
+  char addr[NI_MAXHOST + NI_MAXSERV + 2 + 256];
+  peer_addr_text(c, addr, NI_MAXHOST + NI_MAXSERV + 2);
+  size_t n = strlen(addr);
+  if (early) { /* the ALPN the ClientHello settled, so the application can pick by it */
+    gnutls_datum_t alpn = {NULL, 0};
+    gnutls_alpn_get_selected_protocol(c->tls, &alpn);
+    addr[n++] = '\n';
+    if (alpn.size && alpn.size < 255) {
+      memcpy(addr + n, alpn.data, alpn.size);
+      n += alpn.size;
+    }
+  }
   c->accepted_emitted = 1;
-  aq_sink_emit_simple(c->ctx->sink, AQ_EV_ACCEPTED, c->handle, -1, 0, 0, 0, addr, strlen(addr));
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_ACCEPTED, c->handle, -1, 0, 0,
+                      early ? AQ_ACCEPT_EARLY : 0, addr, n);
 }
 
 static void open_local_streams(aq_conn *c);
@@ -546,7 +557,7 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   }
   c->state = AQ_ST_OPEN;
   c->last_ack_ts = 0;
-  if (c->ctx->cfg.is_server) emit_accepted(c);
+  if (c->ctx->cfg.is_server) emit_accepted(c, 0);
   uint32_t hs = aq_tls_handshake_flags(c);
   if (!c->ctx->cfg.is_server && c->early_attempted && !(hs & AQ_HS_EARLY_ACCEPTED)) {
     /* GnuTLS reports a refused 0-RTT only now: the engine drops the streams opened in
@@ -591,7 +602,7 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
   aq_conn *c = ud;
   aq_stream *s = sud ? sud : stream_get_or_create(c, sid);
   (void)offset;
-  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c); /* 0-RTT data */
+  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c, 1); /* 0-RTT data */
   if (!s) return NGTCP2_ERR_CALLBACK_FAILURE;
   if (!sud) {
     s->in_engine = 1;
@@ -713,7 +724,7 @@ static int recv_datagram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *da
   aq_conn *c = ud;
   (void)conn;
   (void)flags;
-  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c); /* 0-RTT data */
+  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c, 1); /* 0-RTT data */
   flush_dirty(c); /* stream data that arrived before this datagram is delivered first */
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_DATAGRAM, c->handle, -1, 0, 0, 0, data, len);
   return 0;

@@ -215,7 +215,11 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
       parse_nst(msg->data, msg->size, &lifetime, &early) != 0)
     early = 0;
   gnutls_datum_t data = {NULL, 0};
-  if (gnutls_session_get_data2(s, &data) < 0 || !data.size) return 0;
+  if (gnutls_session_get_data2(s, &data) < 0) return 0;
+  if (!data.size) {
+    gnutls_free(data.data);
+    return 0;
+  }
   uint8_t tp[256];
   ngtcp2_ssize tplen = ngtcp2_conn_encode_0rtt_transport_params(c->conn, tp, sizeof(tp));
   if (tplen < 0) tplen = 0;

@@ -25,6 +25,7 @@ import sys
 import anyio
 import pytest
 from h3_helpers import read_line_with, subprocess_peer, tail
+from impair import Relay
 from quic_helpers import (
     HOST,
     ProtocolCollector,
@@ -80,7 +81,6 @@ async def early_exchange(port: int, configuration: QuicConfiguration, *, streams
     echo streams (+ FIN) and one datagram; return the protocol and the echoes."""
     async with client(port, configuration, wait_connected=False,
                       create_protocol=RecordingProtocol) as proto:
-        assert not proto._quic._handshake_done
         readers = []
         for i in range(streams):
             reader, writer = await proto.create_stream()
@@ -118,18 +118,26 @@ async def test_resume_with_0rtt_stream_and_datagram(scfg, ccfg):
                                        CipherSuite.CHACHA20_POLY1305_SHA256)
         assert ticket.is_valid and ticket.ticket[:4] == b"AQST"
 
-        proto, echoes = await early_exchange(srv.local_port, ccfg(session_ticket=ticket),
-                                             streams=2)
-        assert echoes == [b"A" * 1000, b"B" * 1000]
-        done = [e for e in proto.seen if isinstance(e, events.HandshakeCompleted)]
-        assert len(done) == 1
-        assert done[0].session_resumed is True and done[0].early_data_accepted is True
-        assert proto._quic.early_data_rejected is False
+        # 20 ms each way: Python writes long before the handshake could complete, so what
+        # it writes must travel as 0-RTT (on bare loopback a slow interpreter may lose
+        # that race and send in 1-RTT).  The relay stays up until the server has seen the
+        # client's Finished (the client closes as soon as its echoes are in).
+        with Relay(upstream=(HOST, srv.local_port), listen_host=HOST, delay_ms=20) as relay:
+            proto, echoes = await early_exchange(relay.address[1],
+                                                 ccfg(session_ticket=ticket), streams=2)
+            assert echoes == [b"A" * 1000, b"B" * 1000]
+            done = [e for e in proto.seen if isinstance(e, events.HandshakeCompleted)]
+            assert len(done) == 1
+            assert done[0].session_resumed is True and done[0].early_data_accepted is True
+            assert proto._quic.early_data_rejected is False
 
-        server = await coll.next()
-        with anyio.fail_after(5):
-            await server.wait_event(events.DatagramFrameReceived,
-                                    lambda e: e.data == b"early datagram")
+            server = await coll.next()
+            with anyio.fail_after(5):
+                while not ({"DatagramFrameReceived", "HandshakeCompleted"}
+                           <= set(kinds(server))):
+                    await asyncio.sleep(0.01)
+        assert [e.data for e in server.seen
+                if isinstance(e, events.DatagramFrameReceived)] == [b"early datagram"]
         sdone = [e for e in server.seen if isinstance(e, events.HandshakeCompleted)]
         assert sdone and sdone[0].session_resumed and sdone[0].early_data_accepted
         seen = kinds(server)
@@ -154,8 +162,10 @@ async def test_other_server_falls_back_and_resends_0rtt_streams(scfg, ccfg):
     # a fresh server has another ticket key: full handshake, 0-RTT refused
     async with running_server(scfg(), create_protocol=coll,
                               stream_handler=echo_stream_handler) as srv:
-        proto, echoes = await early_exchange(srv.local_port, ccfg(session_ticket=ticket),
-                                             streams=3, size=20000)
+        with Relay(upstream=(HOST, srv.local_port), listen_host=HOST, delay_ms=20) as relay:
+            proto, echoes = await early_exchange(relay.address[1],
+                                                 ccfg(session_ticket=ticket),
+                                                 streams=3, size=20000)
         assert echoes == [bytes([65 + i]) * 20000 for i in range(3)]
         done = [e for e in proto.seen if isinstance(e, events.HandshakeCompleted)]
         assert done[0].session_resumed is False and done[0].early_data_accepted is False

@@ -1160,9 +1160,9 @@ class QuicConnection(Compat061Connection):
 class QuicEndpoint:
     """One native endpoint (socket + network thread) and the connections it carries.
 
-    ``on_accept(quic)`` is called for every connection a server accepts, after its handshake
-    (``quic.alpn_protocol`` is set); ``on_events(quic)`` after native events for ``quic`` were
-    queued.
+    ``on_accept(quic)`` is called for every connection a server accepts, after its handshake,
+    or as soon as 0-RTT data arrives for it (``quic.alpn_protocol`` is set either way);
+    ``on_events(quic)`` after native events for ``quic`` were queued.
     """
 
     def __init__(self, configuration: QuicConfiguration, host: str, port: int,
@@ -1338,7 +1338,8 @@ class QuicEndpoint:
                 if ev.type == _native.EV_ACCEPTED:
                     quic = QuicConnection(configuration=self.configuration, endpoint=self,
                                           handle=ev.conn)
-                    host, _, port = ev.data.decode().rpartition(" ")
+                    addr, _, alpn = ev.data.decode("utf-8", "replace").partition("\n")
+                    host, _, port = addr.rpartition(" ")
                     quic.peer_address = (host, int(port or 0))
                     conns[ev.conn] = quic
                     most = self.configuration.max_connections
@@ -1346,6 +1347,13 @@ class QuicEndpoint:
                         # over QuicConfiguration.max_connections: refuse, never hand it out
                         self._refused.add(ev.conn)
                         quic.close(_CONNECTION_REFUSED, 0, "server at max_connections")
+                        continue
+                    if ev.flags & lib.AQ_ACCEPT_EARLY:
+                        # 0-RTT data follows: the application takes the connection now (the
+                        # ClientHello settled the ALPN) and answers before the handshake ends
+                        quic.alpn_protocol = alpn or None
+                        if self.on_accept is not None:
+                            self._call(self.on_accept, quic)
                         continue
                     # on_accept runs once the handshake event (next in the ring) has given
                     # the connection its ALPN, so a server can choose the protocol by it
