@@ -141,9 +141,12 @@ async def test_resume_with_0rtt_stream_and_datagram(scfg, ccfg):
         sdone = [e for e in server.seen if isinstance(e, events.HandshakeCompleted)]
         assert sdone and sdone[0].session_resumed and sdone[0].early_data_accepted
         seen = kinds(server)
-        # 0-RTT: the data reached the server before its handshake completed
+        # 0-RTT: the data reached the server before its handshake completed, after the ALPN
+        # (aioquic's order: ProtocolNegotiated, the 0-RTT data, HandshakeCompleted)
         assert seen.index("StreamDataReceived") < seen.index("HandshakeCompleted"), seen
         assert seen.index("DatagramFrameReceived") < seen.index("HandshakeCompleted"), seen
+        assert seen[0] == "ProtocolNegotiated" and seen.count("ProtocolNegotiated") == 1, seen
+        assert server._quic.alpn_protocol == "test"
 
 
 async def test_tickets_resume_more_than_once(scfg, ccfg):
@@ -428,3 +431,33 @@ async def test_gtlsclient_resumes_with_0rtt_against_our_cli_server(tmp_path, mon
         # the second run sent its request in 0-RTT packets and the server took them
         assert "type=0RTT" in log_out
         assert "Early data was rejected" not in log_out
+
+
+async def test_061_transport_context_ticket_file(certs, tmp_path):
+    """aiopquic 0.6.1's TransportContext(ticket_file=...): the first connection stores the
+    ticket, the second resumes from it (session_resumed)."""
+    from test_seed_api import _drain_until
+
+    from aiopquic._binding import _transport as tc
+
+    path = str(tmp_path / "tickets.bin")
+    server = tc.TransportContext()
+    server.start(port=0, cert_file=certs.cert, key_file=certs.key, alpn="moq-00",
+                 is_client=False, host=HOST)
+    client_tc = tc.TransportContext()
+    try:
+        client_tc.start(port=0, alpn="moq-00", is_client=True, ca_file=certs.ca,
+                        ticket_file=path)
+        port = server.endpoints[0].local_port
+        resumed = []
+        for _ in range(2):
+            cnx = client_tc.create_client_connection(HOST, port, sni="localhost", alpn="moq-00")
+            await _drain_until([server, client_tc], lambda s, cnx=cnx: any(
+                c is client_tc and e[0] == tc.EVT_READY and e[5] == cnx for c, e in s))
+            resumed.append(client_tc.session_resumed(cnx))
+            # the ticket comes after the handshake: keep pumping events until it is stored
+            await _drain_until([server, client_tc], lambda s: os.path.exists(path))
+        assert resumed == [False, True]
+    finally:
+        client_tc.stop()
+        server.stop()

@@ -124,11 +124,12 @@ async def serve(
     :attr:`QuicServer.local_port`).
 
     ``create_protocol(quic, stream_handler=...)`` builds one protocol per connection once its
-    handshake completes.  Raises :class:`ValueError` for a configuration without a
-    certificate or a ``port`` outside 0..65535 (:class:`TypeError` if not an integer),
-    :class:`OSError` when the address cannot be bound, and
-    :class:`~aiopquic._native.NativeError` (an :class:`OSError`) naming the certificate and
-    key files when GnuTLS rejects them.
+    handshake completes, or as soon as 0-RTT data arrives for it (then ``ProtocolNegotiated``
+    and the 0-RTT data come before ``HandshakeCompleted``, as in aioquic).  Raises
+    :class:`ValueError` for a configuration without a certificate or a ``port`` outside
+    0..65535 (:class:`TypeError` if not an integer), :class:`OSError` when the address
+    cannot be bound, and :class:`~aiopquic._native.NativeError` (an :class:`OSError`)
+    naming the certificate and key files when GnuTLS rejects them.
 
     Session resumption and 0-RTT need no ticket store here: after each handshake the server
     sends one session ticket that GnuTLS encrypts under a key of this server (stateless

@@ -354,6 +354,7 @@ class QuicConnection(Compat061Connection):
         self._token_handler: Optional[Callable[[bytes], None]] = None  # connect(token_handler=)
         # connect(session_ticket_handler=): called with each SessionTicket the server sends
         self._session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None
+        self._alpn_reported = False  # ProtocolNegotiated queued (early on 0-RTT servers)
         self.session_resumed = False
         """True once the handshake resumed a TLS session from a ticket (both sides)."""
         self.early_data_accepted = False
@@ -913,7 +914,9 @@ class QuicConnection(Compat061Connection):
             self.session_resumed = bool(ev.flags & lib.AQ_HS_RESUMED)
             self.early_data_accepted = bool(ev.flags & lib.AQ_HS_EARLY_ACCEPTED)
             self.early_data_rejected = bool(ev.flags & lib.AQ_HS_EARLY_REJECTED)
-            self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+            if not self._alpn_reported:
+                self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+            self._alpn_reported = True
             self._events.append(events.HandshakeCompleted(
                 alpn_protocol=self.alpn_protocol,
                 early_data_accepted=self.early_data_accepted,
@@ -987,6 +990,14 @@ class QuicConnection(Compat061Connection):
                     path_max_udp_payload=raw.path_max_udp_payload,
                     received_datagrams_dropped=self.received_datagrams_dropped),
                     self)
+
+    def _negotiated_early(self, alpn: Optional[str]) -> None:
+        """Server, 0-RTT data arrives before the handshake completes: report the ALPN the
+        ClientHello settled first, as aioquic does (``ProtocolNegotiated`` precedes the 0-RTT
+        ``StreamDataReceived`` events; ``HandshakeCompleted`` follows them)."""
+        self.alpn_protocol = alpn
+        self._alpn_reported = True
+        self._events.append(events.ProtocolNegotiated(alpn_protocol=alpn))
 
     def _on_session_ticket(self, blob: bytes) -> None:
         """A ticket for resuming later: to ``session_ticket_file`` and the handler."""
@@ -1351,7 +1362,7 @@ class QuicEndpoint:
                     if ev.flags & lib.AQ_ACCEPT_EARLY:
                         # 0-RTT data follows: the application takes the connection now (the
                         # ClientHello settled the ALPN) and answers before the handshake ends
-                        quic.alpn_protocol = alpn or None
+                        quic._negotiated_early(alpn or None)
                         if self.on_accept is not None:
                             self._call(self.on_accept, quic)
                         continue
