@@ -544,6 +544,14 @@ static void reopen_after_rejection(aq_conn *c) {
   c->next_local_bidi = 0;
   c->next_local_uni = 2;
   open_local_streams(c);
+  /* a stream reset before the handshake is reset again (the engine forgot that too) */
+  for (size_t i = 0; i < c->streams.cap; i++) {
+    aq_map_slot *sl = &c->streams.slots[i];
+    if (sl->state != 1) continue;
+    aq_stream *s = sl->val;
+    if (s->local_reset && s->in_engine)
+      ngtcp2_conn_shutdown_stream_write(c->conn, 0, s->id, s->reset_code);
+  }
 }
 
 static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
@@ -1452,6 +1460,8 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
       ngtcp2_conn_shutdown_stream_write(c->conn, 0, cmd->stream_id, cmd->code);
       if (s) {
         s->shut_wr = 1;
+        s->local_reset = 1;
+        s->reset_code = cmd->code;
         deactivate(c, s);
         release_writer(c, s);
       }

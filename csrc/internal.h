@@ -87,9 +87,10 @@ typedef struct aq_stream {
   uint8_t *rx;
   size_t rxlen, rxcap;
   uint64_t rx_total; /* bytes received on this stream so far */
+  uint64_t reset_code; /* the code of our RESET_STREAM (local_reset) */
   uint8_t prio; /* lower is served first; odd: FIFO by stream id, even: round robin */
   unsigned active : 1, dirty : 1, rx_fin : 1, fin_sent : 1, shut_wr : 1, blocked : 1,
-      stop_reported : 1, in_engine : 1, reset_reported : 1;
+      stop_reported : 1, in_engine : 1, reset_reported : 1, local_reset : 1;
 } aq_stream;
 
 /* Active streams of one priority (a connection keeps them sorted by priority). */

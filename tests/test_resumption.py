@@ -182,6 +182,31 @@ async def test_other_server_falls_back_and_resends_0rtt_streams(scfg, ccfg):
         assert ids == [0, 4, 8]
 
 
+async def test_stream_reset_in_refused_0rtt_is_reset_again(scfg, ccfg):
+    async with running_server(scfg(), stream_handler=echo_stream_handler) as srv:
+        ticket = await get_ticket(srv.local_port, ccfg())
+    coll = ProtocolCollector()
+    async with running_server(scfg(), create_protocol=coll,
+                              stream_handler=echo_stream_handler) as srv:
+        with Relay(upstream=(HOST, srv.local_port), listen_host=HOST, delay_ms=20) as relay:
+            async with client(relay.address[1], ccfg(session_ticket=ticket),
+                              wait_connected=False, create_protocol=RecordingProtocol) as proto:
+                quic = proto._quic
+                doomed = quic.get_next_available_stream_id()
+                quic.send_stream_data(doomed, b"never mind" * 100)
+                quic.reset_stream(doomed, 7)
+                reader, writer = await proto.create_stream()
+                writer.write(b"kept")
+                writer.write_eof()
+                with anyio.fail_after(10):
+                    assert await reader.read() == b"kept"
+                server = await coll.next()
+                reset = await server.wait_event(events.StreamReset,
+                                                lambda e: e.stream_id == doomed)
+                assert reset.error_code == 7
+            assert quic.early_data_rejected is True
+
+
 async def test_server_without_early_data_resumes_without_0rtt(scfg, ccfg):
     coll = ProtocolCollector()
     async with running_server(scfg(early_data=False), create_protocol=coll,
