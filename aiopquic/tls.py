@@ -11,7 +11,8 @@ with a :class:`SessionTicket` for each ticket the server sends; pass one as
 resume (and send 0-RTT data when the ticket allows it).  Its :attr:`SessionTicket.ticket` is
 an opaque blob made by the native engine (GnuTLS session data plus the server's 0-RTT
 transport parameters); the other fields describe it.  GnuTLS servers issue stateless tickets
-(encrypted under a key of the server endpoint), so a server needs no ticket store: ``serve()``
+(encrypted under a key drawn once per server configuration object), so a server needs no
+ticket store: ``serve()``
 accepts aioquic's ``session_ticket_fetcher`` / ``session_ticket_handler`` and never calls them
 (see docs/migrating.md).
 """

@@ -181,6 +181,10 @@ typedef struct aq_config {
   /* server: refuse 0-RTT (tickets are still issued; resumption still works); client: send
    * nothing before the handshake completes even when the ticket allows 0-RTT */
   int no_early_data;
+  /* server: the 64-byte key that encrypts session tickets (every context given the same key
+   * resumes the others' tickets); NULL: a random key of this context */
+  const uint8_t *ticket_key;
+  size_t ticket_key_len;
 } aq_config;
 
 #define AQ_RETRY_AUTO 0

@@ -15,6 +15,7 @@ static const char AQ_PRIORITY[] =
 
 /* ---------------------------------------------------------------- session tickets */
 
+#define AQ_TICKET_KEY_LEN 64 /* GnuTLS's ticket master key size */
 #define AQ_REPLAY_SWEEP 4096    /* entries before expired ones are swept out */
 #define AQ_REPLAY_MAX (1 << 18) /* past this, 0-RTT is refused (the handshake goes on) */
 
@@ -56,8 +57,24 @@ static int replay_add(void *ptr, time_t exp, const gnutls_datum_t *key, const gn
 /* Server: one ticket key per context (tickets are stateless: the key encrypts them, so a
  * ticket resumes only on the endpoint that issued it) and the anti-replay state. */
 static int server_tickets_init(aq_ctx *ctx, char *err, size_t errlen) {
-  int rv = gnutls_session_ticket_key_generate(&ctx->ticket_key);
-  if (rv < 0) {
+  const uint8_t *given = ctx->cfg.ticket_key;
+  size_t given_len = ctx->cfg.ticket_key_len;
+  ctx->cfg.ticket_key = NULL; /* never a dangling copy of the caller's buffer */
+  ctx->cfg.ticket_key_len = 0;
+  int rv;
+  if (given && given_len) {
+    if (given_len != AQ_TICKET_KEY_LEN) {
+      AQ_ERR(err, errlen, "ticket key: %zu bytes, need %d", given_len, AQ_TICKET_KEY_LEN);
+      return -1;
+    }
+    ctx->ticket_key.data = gnutls_malloc(AQ_TICKET_KEY_LEN);
+    if (!ctx->ticket_key.data) {
+      AQ_ERR(err, errlen, "out of memory");
+      return -1;
+    }
+    memcpy(ctx->ticket_key.data, given, AQ_TICKET_KEY_LEN);
+    ctx->ticket_key.size = AQ_TICKET_KEY_LEN;
+  } else if ((rv = gnutls_session_ticket_key_generate(&ctx->ticket_key)) < 0) {
     AQ_ERR(err, errlen, "gnutls_session_ticket_key_generate: %s", gnutls_strerror(rv));
     return -1;
   }
@@ -84,6 +101,8 @@ static int client_ticket_load(aq_ctx *ctx, char *err, size_t errlen) {
   size_t n = ctx->cfg.session_ticket_len;
   ctx->cfg.session_ticket = NULL; /* never a dangling copy of the caller's buffer */
   ctx->cfg.session_ticket_len = 0;
+  ctx->cfg.ticket_key = NULL; /* a server's */
+  ctx->cfg.ticket_key_len = 0;
   if (!p || !n) return 0;
   const uint8_t *end = p + n, *q = p;
   if (n < 5 || memcmp(q, "AQST", 4) != 0) goto bad;

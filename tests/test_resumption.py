@@ -354,17 +354,49 @@ async def test_garbage_transport_parameters_in_a_real_ticket(scfg, ccfg):
 # ------------------------------------------------------------------------ sans-IO driver
 
 
-def test_sansio_client_gets_tickets_and_falls_back_on_another_server(client_config,
-                                                                     server_config):
+def _sansio_resume(client_config, first_server, second_server):
     from test_sansio import SansioPair, _has
 
     tickets: list[SessionTicket] = []
-    pair = SansioPair(client_config(), server_config())
+    pair = SansioPair(client_config(), first_server)
     pair.client._session_ticket_handler = tickets.append
     pair.run_until(lambda: bool(tickets), "a session ticket")
-    assert tickets[0].max_early_data_size
 
-    pair = SansioPair(client_config(session_ticket=tickets[0]), server_config())
+    pair = SansioPair(client_config(session_ticket=tickets[0]), second_server)
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(sid, b"sent before the handshake", end_stream=True)
+    pair.run_until(lambda: _has(pair.server_events, events.StreamDataReceived,
+                                lambda e: e.end_stream), "the stream's data")
+    data = b"".join(e.data for e in pair.server_events
+                    if isinstance(e, events.StreamDataReceived))
+    assert data == b"sent before the handshake"
+    return tickets[0], pair
+
+
+def test_sansio_server_connections_of_one_configuration_resume(client_config, server_config):
+    shared = server_config()
+    ticket, pair = _sansio_resume(client_config, shared, shared)
+    # sans-IO server connections share the configuration's ticket key but refuse 0-RTT
+    assert ticket.max_early_data_size is None
+    assert pair.client.session_resumed is True and pair.server.session_resumed is True
+    assert not pair.client.early_data_accepted and not pair.client.early_data_rejected
+
+
+def test_sansio_client_with_0rtt_falls_back_on_another_server(client_config, server_config,
+                                                             scfg, ccfg):
+    # a ticket allowing 0-RTT (from a socket server) against a sans-IO server of another
+    # configuration: full handshake, the early data is sent again
+    import asyncio as _asyncio
+
+    async def ticket_from_socket_server() -> SessionTicket:
+        async with running_server(scfg(), stream_handler=echo_stream_handler) as srv:
+            return await get_ticket(srv.local_port, ccfg())
+
+    ticket = _asyncio.run(ticket_from_socket_server())
+    assert ticket.max_early_data_size
+    from test_sansio import SansioPair, _has
+
+    pair = SansioPair(client_config(session_ticket=ticket), server_config())
     sid = pair.client.get_next_available_stream_id()
     pair.client.send_stream_data(sid, b"0-RTT attempt", end_stream=True)
     pair.run_until(lambda: _has(pair.server_events, events.StreamDataReceived,
@@ -372,8 +404,24 @@ def test_sansio_client_gets_tickets_and_falls_back_on_another_server(client_conf
     data = b"".join(e.data for e in pair.server_events
                     if isinstance(e, events.StreamDataReceived))
     assert data == b"0-RTT attempt"
-    # a sans-IO server connection has a ticket key of its own: no resumption, data resent
     assert pair.client.session_resumed is False and pair.client.early_data_rejected is True
+
+
+async def test_servers_of_one_configuration_resume_each_others_tickets(scfg, ccfg):
+    shared = scfg()
+    async with running_server(shared, stream_handler=echo_stream_handler) as one:
+        ticket = await get_ticket(one.local_port, ccfg())
+    async with running_server(shared, stream_handler=echo_stream_handler) as two:
+        with Relay(upstream=(HOST, two.local_port), listen_host=HOST, delay_ms=20) as relay:
+            proto, echoes = await early_exchange(relay.address[1], ccfg(session_ticket=ticket),
+                                                 streams=2)
+    assert echoes == [b"A" * 1000, b"B" * 1000]
+    # the key is the configuration's, so the session resumes; but GnuTLS's anti-replay
+    # refuses 0-RTT with a ticket issued before this server started (it cannot know
+    # whether that ClientHello was seen before): resumed, 0-RTT refused, data resent
+    assert proto._quic.session_resumed is True
+    assert proto._quic.early_data_accepted is False
+    assert proto._quic.early_data_rejected is True
 
 
 # ------------------------------------------------------------------------ interop

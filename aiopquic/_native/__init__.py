@@ -327,6 +327,6 @@ class SansioEngine:
 
 
 _LEN_FIELDS = {"cert_pem_len", "key_pem_len", "ca_pem_len", "alpn_len", "token_len",
-               "session_ticket_len"}
+               "session_ticket_len", "ticket_key_len"}
 _ADMIT_FIELDS = ("retries", "tokens_ok", "tokens_bad", "dropped_full", "rate_limited",
                  "half_open", "stateless_dropped", "prio_applied", "prio_rejected")

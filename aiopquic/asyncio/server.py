@@ -132,13 +132,15 @@ async def serve(
     naming the certificate and key files when GnuTLS rejects them.
 
     Session resumption and 0-RTT need no ticket store here: after each handshake the server
-    sends one session ticket that GnuTLS encrypts under a key of this server (stateless
-    tickets), and a client that comes back with it resumes; its 0-RTT data is accepted
+    sends one session ticket that GnuTLS encrypts under a key drawn once per
+    ``configuration`` object (stateless tickets; servers made from the same object resume
+    each other's), and a client that comes back with it resumes; its 0-RTT data is accepted
     unless ``configuration.early_data`` is False (GnuTLS's anti-replay check refuses a
-    ClientHello it has seen within its window).  aioquic's ``session_ticket_fetcher`` and
-    ``session_ticket_handler`` are therefore accepted for aioquic's signature and never
-    called: the tickets never exist in Python on a server.  Tickets do not survive the
-    server (a restarted server has a new key: clients fall back to a full handshake).
+    ClientHello it has seen within its window, and any ticket issued before this server
+    started).  aioquic's ``session_ticket_fetcher`` and ``session_ticket_handler`` are
+    therefore accepted for aioquic's signature and never called: the tickets never exist in
+    Python on a server.  Tickets do not outlive the process (clients then fall back to a
+    full handshake).
 
     ``retry`` chooses address validation (RFC 9000 8.1): ``True`` answers every client
     Initial without a valid token with a Retry packet (one extra round trip per handshake,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Union
@@ -217,7 +218,24 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
         "session_ticket": ticket,
         "no_early_data": 0 if cfg.early_data else 1,
+        "ticket_key": None if cfg.is_client else _ticket_key(cfg),
     }
+
+
+_TICKET_KEYS: dict[int, bytes] = {}  # id(server configuration) -> its ticket key
+
+
+def _ticket_key(cfg: QuicConfiguration) -> bytes:
+    """The session ticket key of a server configuration: drawn once per configuration object
+    (kept beside it, not in it: a pickled or printed configuration never carries it, and it
+    is forgotten with the object), so every endpoint and every sans-IO connection built
+    from the same object resumes the others' tickets."""
+    key = _TICKET_KEYS.get(id(cfg))
+    if key is None:
+        key = os.urandom(64)
+        _TICKET_KEYS[id(cfg)] = key
+        weakref.finalize(cfg, _TICKET_KEYS.pop, id(cfg), None)
+    return key
 
 
 _TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",

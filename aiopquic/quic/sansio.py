@@ -106,10 +106,11 @@ class SansioQuicConnection(QuicConnection):
     ``session_ticket_fetcher`` and ``token_handler`` are accepted for aioquic's signature
     (Retry and tokens are not offered here).  A client's ``session_ticket_handler`` is
     called with each :class:`aiopquic.tls.SessionTicket` the server sends, and
-    ``configuration.session_ticket`` resumes (with 0-RTT) as on the socket driver.  A server
-    connection here issues tickets under a key of its own, so a later connection (another
-    object) cannot resume them: it falls back to a full handshake, and 0-RTT data is sent
-    again after it.
+    ``configuration.session_ticket`` resumes (with 0-RTT) as on the socket driver.  Server
+    connections built from one configuration object share its ticket key, so a client
+    resumes on a later connection; they refuse 0-RTT (each connection is an engine of its
+    own, with no anti-replay state shared between them), so a client's early data is sent
+    again after the handshake.
 
     Raises :class:`ValueError` as aioquic does (a client given an original destination
     connection ID, a server without one or without a certificate), and
@@ -142,6 +143,11 @@ class SansioQuicConnection(QuicConnection):
         host_cid = os.urandom(cid_len)
         config = native_config(configuration)
         config["cid_len"] = cid_len
+        if not configuration.is_client:
+            # each connection here is its own engine: GnuTLS's anti-replay store would see
+            # one ClientHello each, so a server connection refuses 0-RTT (resumption works:
+            # connections of one configuration share its ticket key)
+            config["no_early_data"] = 1
         try:
             engine = _native.SansioEngine(config, host_cid)
         except _native.NativeError as exc:
