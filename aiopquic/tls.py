@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import os
 import struct
 import tempfile
@@ -97,6 +98,7 @@ SessionTicketHandler = Callable[[SessionTicket], None]
 # ------------------------------------------------------------------ the engine's ticket blob
 
 _MAGIC = b"AQST"
+_DIGEST = 32  # SHA-256 of the rest, at the end
 _MAX_LIFETIME = 7 * 86400  # RFC 8446 4.6.1: no ticket lives longer
 _VERSION = 1  # AQ_TICKET_VERSION in csrc/aiopquic.h
 _MAX_BLOB = 1 << 20
@@ -133,8 +135,12 @@ def _parse_blob(blob: bytes) -> dict[str, Any]:
         pos += sni_len
     except struct.error:
         raise bad from None
-    if pos != len(blob) or tls_len == 0 or len(alpn) != alpn_len or len(sni) != sni_len:
+    if pos + _DIGEST != len(blob) or tls_len == 0 or len(alpn) != alpn_len or \
+            len(sni) != sni_len:
         raise bad
+    if hashlib.sha256(blob[:pos]).digest() != blob[pos:]:
+        raise ValueError("QuicConfiguration.session_ticket is damaged: its SHA-256 digest "
+                         "does not match (session resumption)")
     return {"issued": issued, "lifetime": lifetime, "early": early, "suite": suite,
             "alpn": alpn.decode("ascii", "replace") or None,
             "server_name": sni.decode("utf-8", "replace")}

@@ -61,7 +61,10 @@ enum {
  *   | u64 issued (Unix seconds) | u32 lifetime (s; 0: not known)
  *   | u32 max_early_data (0: no 0-RTT)
  *   | u16 TLS cipher suite (0x1301...) | u8 alpn_len | alpn | u16 server_name_len | server_name
- * Nothing may follow. */
+ *   | 32 bytes: SHA-256 of everything before it
+ * Nothing may follow.  The digest keeps damaged tickets (a corrupted file, a truncated copy)
+ * away from GnuTLS's session parser, which does not survive every malformed input (3.7.9
+ * crashes in gnutls_deinit after some failed gnutls_session_set_data calls). */
 #define AQ_TICKET_VERSION 1
 
 /* One side's transport parameters as the handshake settled them (AQ_EV_CONN_INFO). */

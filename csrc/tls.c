@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <time.h>
 
@@ -16,6 +17,7 @@ static const char AQ_PRIORITY[] =
 /* ---------------------------------------------------------------- session tickets */
 
 #define AQ_TICKET_KEY_LEN 64 /* GnuTLS's ticket master key size */
+#define AQ_TICKET_DIGEST 32  /* SHA-256 at the end of a ticket blob */
 #define AQ_REPLAY_SWEEP 4096    /* entries before expired ones are swept out */
 #define AQ_REPLAY_MAX (1 << 18) /* past this, 0-RTT is refused (the handshake goes on) */
 
@@ -133,7 +135,13 @@ static int client_ticket_load(aq_ctx *ctx, char *err, size_t errlen) {
   if (end - q < 2) goto bad;
   size_t sni_len = (size_t)q[0] << 8 | q[1];
   q += 2;
-  if ((size_t)(end - q) != sni_len) goto bad;
+  if ((size_t)(end - q) != sni_len + AQ_TICKET_DIGEST) goto bad;
+  uint8_t digest[AQ_TICKET_DIGEST];
+  if (gnutls_hash_fast(GNUTLS_DIG_SHA256, p, n - AQ_TICKET_DIGEST, digest) != 0 ||
+      memcmp(digest, end - AQ_TICKET_DIGEST, AQ_TICKET_DIGEST) != 0) {
+    AQ_ERR(err, errlen, "session_ticket: damaged (its SHA-256 digest does not match)");
+    return -1;
+  }
   ctx->ticket = malloc(n);
   if (!ctx->ticket) {
     AQ_ERR(err, errlen, "out of memory");
@@ -247,7 +255,8 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
   size_t alen = alpn.size <= 255 ? alpn.size : 0;
   size_t slen = c->server_name ? strlen(c->server_name) : 0;
   if (slen > 65535) slen = 0;
-  size_t n = 5 + 4 + data.size + 4 + (size_t)tplen + 8 + 4 + 4 + 2 + 1 + alen + 2 + slen;
+  size_t n = 5 + 4 + data.size + 4 + (size_t)tplen + 8 + 4 + 4 + 2 + 1 + alen + 2 + slen +
+             AQ_TICKET_DIGEST;
   unsigned suite = 0;
   switch (gnutls_cipher_get(s)) {
     case GNUTLS_CIPHER_AES_128_GCM: suite = 0x1301; break;
@@ -278,7 +287,9 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
     *q++ = (uint8_t)(slen >> 8);
     *q++ = (uint8_t)slen;
     if (slen) memcpy(q, c->server_name, slen);
-    aq_sink_emit_simple(c->ctx->sink, AQ_EV_SESSION_TICKET, c->handle, -1, 0, 0, 0, blob, n);
+    q += slen;
+    if (gnutls_hash_fast(GNUTLS_DIG_SHA256, blob, (size_t)(q - blob), q) == 0)
+      aq_sink_emit_simple(c->ctx->sink, AQ_EV_SESSION_TICKET, c->handle, -1, 0, 0, 0, blob, n);
     free(blob);
   }
   gnutls_free(data.data);

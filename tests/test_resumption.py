@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -288,15 +289,19 @@ async def test_anyio_connect_takes_the_handler_and_resumes(scfg, ccfg):
 # ------------------------------------------------------------------------ bad tickets
 
 
+def _signed(body: bytes) -> bytes:
+    return body + hashlib.sha256(body).digest()
+
+
 def _blob(**over) -> bytes:
     f = {"tls": b"\x01" * 40, "tp": b"", "issued": 1, "lifetime": 0, "early": 0,
          "suite": 0x1301, "alpn": b"test", "sni": b"localhost"}
     f.update(over)
-    return (b"AQST\x01" + struct.pack("!I", len(f["tls"])) + f["tls"]
-            + struct.pack("!I", len(f["tp"])) + f["tp"]
-            + struct.pack("!QIIHB", f["issued"], f["lifetime"], f["early"], f["suite"],
-                          len(f["alpn"])) + f["alpn"]
-            + struct.pack("!H", len(f["sni"])) + f["sni"])
+    return _signed(b"AQST\x01" + struct.pack("!I", len(f["tls"])) + f["tls"]
+                   + struct.pack("!I", len(f["tp"])) + f["tp"]
+                   + struct.pack("!QIIHB", f["issued"], f["lifetime"], f["early"], f["suite"],
+                                 len(f["alpn"])) + f["alpn"]
+                   + struct.pack("!H", len(f["sni"])) + f["sni"])
 
 
 def _ticket(blob: bytes) -> SessionTicket:
@@ -310,8 +315,10 @@ def _ticket(blob: bytes) -> SessionTicket:
     _ticket(b"aioquic's opaque ticket bytes"),
     _ticket(_blob()[:-1]),  # truncated
     _ticket(_blob() + b"x"),  # trailing bytes
+    _ticket(_signed(_blob()[:-32] + b"x")),  # trailing bytes, digest made to match
     _ticket(b"AQST\x09" + _blob()[5:]),  # unknown format version
     _ticket(_blob(tls=b"")),
+    _ticket(_blob()[:20] + bytes([_blob()[20] ^ 1]) + _blob()[21:]),  # one bit flipped
 ])
 def test_bad_ticket_is_a_value_error_naming_session_ticket(value):
     with pytest.raises(ValueError, match="QuicConfiguration.session_ticket"):
@@ -345,7 +352,7 @@ async def test_garbage_transport_parameters_in_a_real_ticket(scfg, ccfg):
         (tls_len,) = struct.unpack_from("!I", raw, 5)
         pos = 9 + tls_len
         (tp_len,) = struct.unpack_from("!I", raw, pos)
-        bad = raw[:pos + 4] + b"\xff" * tp_len + raw[pos + 4 + tp_len:]
+        bad = _signed(raw[:pos + 4] + b"\xff" * tp_len + raw[pos + 4 + tp_len:-32])
         with pytest.raises(ValueError, match="session_ticket"):
             async with client(srv.local_port, ccfg(session_ticket=_ticket(bad))):
                 pass
