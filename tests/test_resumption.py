@@ -541,3 +541,39 @@ async def test_061_transport_context_ticket_file(certs, tmp_path):
     finally:
         client_tc.stop()
         server.stop()
+
+
+async def test_mutated_tickets_never_crash(scfg, ccfg):
+    """Bit flips anywhere: refused by the digest (ValueError at configuration time).
+    Re-signed flips in the transport parameters and metadata: a ValueError, a clean
+    connection error or a working connection -- and the server keeps serving."""
+    import random
+
+    rng = random.Random(11)
+    async with running_server(scfg(), stream_handler=echo_stream_handler) as srv:
+        raw = (await get_ticket(srv.local_port, ccfg())).ticket
+        (tls_len,) = struct.unpack_from("!I", raw, 5)
+        for _ in range(40):
+            flipped = bytearray(raw)
+            pos = rng.randrange(len(raw))
+            flipped[pos] ^= 1 << rng.randrange(8)
+            with pytest.raises(ValueError, match="session_ticket"):
+                ccfg(session_ticket=_ticket(bytes(flipped)))
+        outcomes = set()
+        for _ in range(15):
+            body = bytearray(raw[:-32])
+            pos = rng.randrange(9 + tls_len, len(body))
+            body[pos] ^= 1 << rng.randrange(8)
+            try:
+                cfg = ccfg(session_ticket=_ticket(_signed(bytes(body))), handshake_timeout=3)
+                async with client(srv.local_port, cfg) as proto:
+                    await proto.ping()
+                outcomes.add("connected")
+            except ValueError as exc:
+                assert "session_ticket" in str(exc)
+                outcomes.add("refused")
+            except ConnectionError:
+                outcomes.add("connection error")
+        assert outcomes
+        async with client(srv.local_port, ccfg()) as proto:
+            await proto.ping()
