@@ -20,7 +20,9 @@ typedef struct aq_txbuf aq_txbuf;
 enum {
   AQ_EV_HANDSHAKE_DONE = 1, /* conn; data = negotiated ALPN; code = peer max datagram size;
                              * code2 = the QUIC version negotiated */
-  AQ_EV_ACCEPTED = 2,       /* server: new conn; data = "host\0port" of the peer */
+  AQ_EV_ACCEPTED = 2,       /* server: new conn; data = "host port" of the peer; with flag
+                             * AQ_ACCEPT_EARLY (0-RTT data arrived before the handshake
+                             * completed; it follows) "host port\nALPN" */
   AQ_EV_STREAM_DATA = 3,    /* conn, stream_id, data/len (malloc'd, consumer frees), flags FIN */
   AQ_EV_STREAM_RESET = 4,   /* conn, stream_id, code; code2 = final size */
   AQ_EV_STOP_SENDING = 5,   /* conn, stream_id, code */
@@ -37,8 +39,33 @@ enum {
   AQ_EV_CID_ISSUED = 16,    /* sans-IO driver only: conn, data = a connection ID we issued */
   AQ_EV_CID_RETIRED = 17,   /* sans-IO driver only: conn, data = one of ours no longer used */
   AQ_EV_NEW_TOKEN = 18,     /* client conn: data = a NEW_TOKEN token for later connections */
-  AQ_EV_CONN_INFO = 19      /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
+  AQ_EV_CONN_INFO = 19,     /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
+  AQ_EV_SESSION_TICKET = 20 /* client conn: data = a resumption ticket (AQ_TICKET_* format)
+                             * to pass as aq_config.session_ticket on a later connection */
 };
+
+/* AQ_EV_ACCEPTED flags */
+enum { AQ_ACCEPT_EARLY = 1 };
+
+/* AQ_EV_HANDSHAKE_DONE flags */
+enum {
+  AQ_HS_RESUMED = 1,        /* the TLS session was resumed from a ticket */
+  AQ_HS_EARLY_ACCEPTED = 2, /* 0-RTT data was accepted (server: received some may follow) */
+  AQ_HS_EARLY_REJECTED = 4  /* client: 0-RTT was attempted and refused; the streams opened
+                             * before the handshake were opened again and their data resent */
+};
+
+/* The session ticket blob (AQ_EV_SESSION_TICKET, aq_config.session_ticket), big-endian:
+ *   "AQST" | u8 version (1) | u32 tls_len | tls_len bytes: gnutls_session_get_data2
+ *   | u32 tp_len | tp_len bytes: ngtcp2_conn_encode_0rtt_transport_params
+ *   | u64 issued (Unix seconds) | u32 lifetime (s; 0: not known)
+ *   | u32 max_early_data (0: no 0-RTT)
+ *   | u16 TLS cipher suite (0x1301...) | u8 alpn_len | alpn | u16 server_name_len | server_name
+ *   | 32 bytes: SHA-256 of everything before it
+ * Nothing may follow.  The digest keeps damaged tickets (a corrupted file, a truncated copy)
+ * away from GnuTLS's session parser, which does not survive every malformed input (3.7.9
+ * crashes in gnutls_deinit after some failed gnutls_session_set_data calls). */
+#define AQ_TICKET_VERSION 1
 
 /* One side's transport parameters as the handshake settled them (AQ_EV_CONN_INFO). */
 typedef struct aq_tp_info {
@@ -173,6 +200,16 @@ typedef struct aq_config {
   uint32_t versions[4];
   uint32_t nversions;
   uint32_t client_version;
+  /* client: a ticket from AQ_EV_SESSION_TICKET (session resumption, 0-RTT) */
+  const uint8_t *session_ticket;
+  size_t session_ticket_len;
+  /* server: refuse 0-RTT (tickets are still issued; resumption still works); client: send
+   * nothing before the handshake completes even when the ticket allows 0-RTT */
+  int no_early_data;
+  /* server: the 64-byte key that encrypts session tickets (every context given the same key
+   * resumes the others' tickets); NULL: a random key of this context */
+  const uint8_t *ticket_key;
+  size_t ticket_key_len;
 } aq_config;
 
 #define AQ_RETRY_AUTO 0

@@ -521,6 +521,61 @@ static void emit_conn_info(aq_conn *c) {
                       sizeof(info));
 }
 
+/* Server: the connection becomes visible to Python (at the end of the handshake, or earlier
+ * when 0-RTT data arrives for it). */
+static void emit_accepted(aq_conn *c, int early) {
+  if (c->accepted_emitted) return;
+  char addr[NI_MAXHOST + NI_MAXSERV + 2 + 256];
+  peer_addr_text(c, addr, NI_MAXHOST + NI_MAXSERV + 2);
+  size_t n = strlen(addr);
+  if (early) { /* the ALPN the ClientHello settled, so the application can pick by it */
+    gnutls_datum_t alpn = {NULL, 0};
+    gnutls_alpn_get_selected_protocol(c->tls, &alpn);
+    addr[n++] = '\n';
+    if (alpn.size && alpn.size < 255) {
+      memcpy(addr + n, alpn.data, alpn.size);
+      n += alpn.size;
+    }
+  }
+  c->accepted_emitted = 1;
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_ACCEPTED, c->handle, -1, 0, 0,
+                      early ? AQ_ACCEPT_EARLY : 0, addr, n);
+}
+
+static void open_local_streams(aq_conn *c);
+
+/* Client, 0-RTT refused: ngtcp2 forgot every stream and resets the stream id counters.
+ * Our streams keep their TX rings (nothing sent in 0-RTT was acknowledged), so each local
+ * stream is opened again, in id order (the engine hands out the same ids), and its data
+ * goes out again from the start; datagrams sent in 0-RTT are lost (they are unreliable). */
+static void reopen_after_rejection(aq_conn *c) {
+  for (size_t i = 0; i < c->streams.cap; i++) {
+    aq_map_slot *sl = &c->streams.slots[i];
+    if (sl->state != 1) continue;
+    aq_stream *s = sl->val;
+    if (!is_local(c, s->id)) {
+      stream_free(c, s); /* none can exist before the handshake; never leave one dangling */
+      continue;
+    }
+    deactivate(c, s);
+    s->in_engine = 0;
+    s->fin_sent = 0;
+    s->blocked = 0;
+    if (s->tx) s->tx->sent = atomic_load_explicit(&s->tx->acked, memory_order_acquire);
+  }
+  c->next_local_bidi = 0;
+  c->next_local_uni = 2;
+  open_local_streams(c);
+  /* a stream reset before the handshake is reset again (the engine forgot that too) */
+  for (size_t i = 0; i < c->streams.cap; i++) {
+    aq_map_slot *sl = &c->streams.slots[i];
+    if (sl->state != 1) continue;
+    aq_stream *s = sl->val;
+    if (s->local_reset && s->in_engine)
+      ngtcp2_conn_shutdown_stream_write(c->conn, 0, s->id, s->reset_code);
+  }
+}
+
 static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   aq_conn *c = ud;
   if (c->ctx->cfg.is_server && c->ctx->alpn_len) {
@@ -532,19 +587,25 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   }
   c->state = AQ_ST_OPEN;
   c->last_ack_ts = 0;
-  if (c->ctx->cfg.is_server) {
-    char addr[NI_MAXHOST + NI_MAXSERV + 2];
-    peer_addr_text(c, addr, sizeof(addr));
-    c->accepted_emitted = 1;
-    aq_sink_emit_simple(c->ctx->sink, AQ_EV_ACCEPTED, c->handle, -1, 0, 0, 0, addr, strlen(addr));
+  if (c->ctx->cfg.is_server) emit_accepted(c, 0);
+  uint32_t hs = aq_tls_handshake_flags(c);
+  if (!c->ctx->cfg.is_server && c->early_attempted && !(hs & AQ_HS_EARLY_ACCEPTED)) {
+    /* GnuTLS reports a refused 0-RTT only now: the engine drops the streams opened in
+     * 0-RTT (and their ids); reopen them and resend their bytes from the TX rings */
+    int rv = ngtcp2_conn_tls_early_data_rejected(conn);
+    if (rv != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+    reopen_after_rejection(c);
+    hs |= AQ_HS_EARLY_REJECTED;
   }
   gnutls_datum_t alpn = {NULL, 0};
   gnutls_alpn_get_selected_protocol(c->tls, &alpn);
   const ngtcp2_transport_params *tp = ngtcp2_conn_get_remote_transport_params(conn);
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_HANDSHAKE_DONE, c->handle, -1,
                       tp ? tp->max_datagram_frame_size : 0,
-                      ngtcp2_conn_get_negotiated_version(conn), 0, alpn.data, alpn.size);
+                      ngtcp2_conn_get_negotiated_version(conn), hs, alpn.data, alpn.size);
   emit_conn_info(c);
+  /* one session ticket for resumption and 0-RTT (best effort) */
+  if (c->ctx->cfg.is_server) gnutls_session_ticket_send(c->tls, 1, 0);
   if (c->ctx->cfg.is_server && c->ctx->cfg.retry != AQ_RETRY_NEVER) {
     /* a token for the client's next connection: it proves its address then, without a
      * Retry round trip (admit.c checks it) */
@@ -571,6 +632,7 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
   aq_conn *c = ud;
   aq_stream *s = sud ? sud : stream_get_or_create(c, sid);
   (void)offset;
+  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c, 1); /* 0-RTT data */
   if (!s) return NGTCP2_ERR_CALLBACK_FAILURE;
   if (!sud) {
     s->in_engine = 1;
@@ -692,6 +754,7 @@ static int recv_datagram_cb(ngtcp2_conn *conn, uint32_t flags, const uint8_t *da
   aq_conn *c = ud;
   (void)conn;
   (void)flags;
+  if (c->ctx->cfg.is_server && !c->accepted_emitted) emit_accepted(c, 1); /* 0-RTT data */
   flush_dirty(c); /* stream data that arrived before this datagram is delivered first */
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_DATAGRAM, c->handle, -1, 0, 0, 0, data, len);
   return 0;
@@ -845,6 +908,7 @@ aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr 
   }
   if (aq_tls_session_new(c, server_name, err, errlen) != 0) goto fail;
   ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
+  if (aq_tls_apply_ticket(c, err, errlen) != 0) goto fail;
   if (ctx->cfg.keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn, ctx->cfg.keep_alive_ns);
   if (register_cid(c, &scid) != 0) {
     AQ_ERR(err, errlen, "out of memory");
@@ -1419,6 +1483,8 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
       ngtcp2_conn_shutdown_stream_write(c->conn, 0, cmd->stream_id, cmd->code);
       if (s) {
         s->shut_wr = 1;
+        s->local_reset = 1;
+        s->reset_code = cmd->code;
         deactivate(c, s);
         release_writer(c, s);
       }

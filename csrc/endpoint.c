@@ -677,7 +677,7 @@ void aq_endpoint_free(aq_endpoint *ep) {
   aq_map_destroy(&ep->by_cid);
   aq_map_destroy(&ep->by_handle);
   free(ep->heap);
-  if (ep->ctx.cred && !ep->ctx.cred_borrowed) gnutls_certificate_free_credentials(ep->ctx.cred);
+  aq_tls_unload(&ep->ctx);
   aq_io_close(&ep->io);
   if (ep->epfd >= 0) close(ep->epfd);
   if (ep->timerfd >= 0) close(ep->timerfd);

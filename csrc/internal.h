@@ -87,9 +87,10 @@ typedef struct aq_stream {
   uint8_t *rx;
   size_t rxlen, rxcap;
   uint64_t rx_total; /* bytes received on this stream so far */
+  uint64_t reset_code; /* the code of our RESET_STREAM (local_reset) */
   uint8_t prio; /* lower is served first; odd: FIFO by stream id, even: round robin */
   unsigned active : 1, dirty : 1, rx_fin : 1, fin_sent : 1, shut_wr : 1, blocked : 1,
-      stop_reported : 1, in_engine : 1, reset_reported : 1;
+      stop_reported : 1, in_engine : 1, reset_reported : 1, local_reset : 1;
 } aq_stream;
 
 /* Active streams of one priority (a connection keeps them sorted by priority). */
@@ -183,6 +184,19 @@ typedef struct aq_ctx {
   uint64_t test_rng;
   /* stream priority commands applied / refused (the stream is gone or never opened) */
   _Atomic uint64_t prio_applied, prio_rejected;
+  /* tls.c, resumption.  Client: the owned ticket and views into it */
+  uint8_t *ticket;
+  size_t ticket_len;
+  const uint8_t *ticket_tls, *ticket_tp;
+  size_t ticket_tls_len, ticket_tp_len;
+  uint32_t ticket_early; /* max_early_data of the ticket */
+  /* server: the key that encrypts this context's tickets, and 0-RTT anti-replay (GnuTLS
+   * checks the ticket age; the map remembers ClientHellos seen inside the window) */
+  gnutls_datum_t ticket_key;
+  gnutls_anti_replay_t anti_replay;
+  aq_map replay;
+  uint8_t replay_sipkey[16];
+  size_t replay_sweep_at;
 } aq_ctx;
 
 typedef struct aq_stopreq {
@@ -200,6 +214,7 @@ typedef struct aq_conn {
   int state;
   int accepted_emitted;
   int alpn_missing; /* server: the client offered no protocol we accept */
+  int early_attempted; /* client: a ticket allowing 0-RTT was set before the handshake */
   aq_map streams;
   aq_bucket *buckets;   /* streams with data to send, by priority */
   uint8_t default_prio; /* for streams created from now on */
@@ -365,6 +380,16 @@ void aq_txbuf_decref(aq_txbuf *tx);
 
 /* tls.c */
 int aq_tls_load(aq_ctx *ctx, char *err, size_t errlen);
+/* The two halves of aq_tls_load: the certificate credentials (what sans-IO connections of
+ * one configuration share), and the tickets (server: key and anti-replay; client: the
+ * ticket to resume with). */
+int aq_tls_load_cred(aq_ctx *ctx, char *err, size_t errlen);
+int aq_tls_load_tickets(aq_ctx *ctx, char *err, size_t errlen);
+void aq_tls_unload(aq_ctx *ctx); /* frees what aq_tls_load made (also after it failed) */
+/* client, after the ngtcp2 connection and the TLS session exist: apply ctx's ticket */
+int aq_tls_apply_ticket(aq_conn *c, char *err, size_t errlen);
+/* AQ_HS_* flags for the handshake-done event */
+uint32_t aq_tls_handshake_flags(aq_conn *c);
 int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t errlen);
 void aq_tls_describe_failure(aq_conn *c, char *buf, size_t len);
 

@@ -72,7 +72,7 @@ aq_creds *aq_creds_new(const aq_config *cfg, char *err, size_t errlen) {
     return NULL;
   }
   tmp->cfg = *cfg;
-  int rv = aq_tls_load(tmp, err, errlen);
+  int rv = aq_tls_load_cred(tmp, err, errlen);
   creds->cred = tmp->cred;
   free(tmp);
   if (rv != 0) {
@@ -123,9 +123,10 @@ aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t
   if (creds) {
     ep->ctx.cred = creds->cred;
     ep->ctx.cred_borrowed = 1;
-  } else if (aq_tls_load(&ep->ctx, err, errlen) != 0) {
+  } else if (aq_tls_load_cred(&ep->ctx, err, errlen) != 0) {
     goto fail;
   }
+  if (aq_tls_load_tickets(&ep->ctx, err, errlen) != 0) goto fail;
   ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
   ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
   if (aq_sink_init(&ep->sink, AQ_SIO_EVENTS, 0) ||

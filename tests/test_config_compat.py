@@ -105,7 +105,6 @@ REJECTED = [
     ("cipher_suite", "TLS_AES_128_GCM_SHA256", "GnuTLS"),
     ("cipher_suites", [0x1301], "GnuTLS"),
     ("key_update_interval", 1000, "request_key_update"),
-    ("session_ticket_file", "/tmp/tickets", "resumption"),
     ("session_ticket", object(), "resumption"),
     ("ip_family", socket.AF_INET6, "follows the address"),
     ("pmtud", "delayed", "delayed"),

@@ -279,6 +279,22 @@ async def test_http3_example_get_post_and_legacy(example_trees, certs, tmp_path,
         assert b"</html>" in legacy
         assert b":status" not in legacy
 
+        # session resumption and 0-RTT: -s keeps the pickled SessionTicket the client's
+        # session_ticket_handler received; the second run loads it and, with --zero-rtt,
+        # sends its GET before the handshake completes (connect(wait_connected=False))
+        ticket_file = tmp_path / "session-ticket.pickle"
+        for run in ("first", "resumed"):
+            run_dir = tmp_path / ("zero-rtt-" + run)
+            run_dir.mkdir()
+            out = await run_client(client + ["-s", str(ticket_file), "--zero-rtt",
+                                             "--output-dir", str(run_dir), url + "/"],
+                                   client_dir)
+            assert "Response received for GET /" in out, out
+            if run == "first":  # (a 0-RTT answer may beat the next ticket: no check then)
+                assert "New session ticket received" in out, out
+            assert b"</html>" in (run_dir / "index.html").read_bytes()
+            assert ticket_file.stat().st_size > 0
+
         # WebSocket over HTTP/3 (RFC 9220, extended CONNECT): the demo's /ws echoes
         out = await run_client(client + [f"wss://localhost:{port}/ws"], client_dir)
         assert out.count("< Hello") == 2, out

@@ -133,11 +133,13 @@ class TransportContext:
         :class:`RuntimeError` when already started; :class:`ValueError` for arguments this
         engine cannot honour (``wt_path``/``dual``/``web_folder``: use
         :func:`aiopquic.asyncio.webtransport.serve_webtransport` or
-        :func:`aiopquic.asyncio.dispatch.serve_dispatch`; ``debug_log``; ``retry``; a
-        ``ticket_file``; ``cipher_suite``, ``key_update_interval`` or
+        :func:`aiopquic.asyncio.dispatch.serve_dispatch`; ``debug_log``; ``retry``;
+        ``cipher_suite``, ``key_update_interval`` or
         ``key_exchange_groups`` other than the defaults; ``qlog_dir``) and for what
         :meth:`QuicConfiguration.validate` refuses; :class:`OSError` when the port cannot
-        be bound or the certificate files are rejected."""
+        be bound or the certificate files are rejected.  A client's ``ticket_file`` is
+        ``QuicConfiguration.session_ticket_file``: connections resume from the newest
+        ticket in it for their server name and store new tickets there."""
         if self._started:
             raise RuntimeError("TransportContext already started")
         for name, value in (("wt_path", wt_path), ("web_folder", web_folder),
@@ -304,7 +306,8 @@ class TransportContext:
             import dataclasses
 
             cfg = dataclasses.replace(cfg, alpn_protocols=[alpn])
-        ep = QuicEndpoint(cfg, bind, self._port if not self._endpoints else 0)
+        ep = QuicEndpoint(cfg, bind, self._port if not self._endpoints else 0,
+                          server_name=sni or host)  # picks the ticket_file entry
         self._watch(ep)
         try:
             quic = ep.connect(host, port, sni or host)
@@ -453,8 +456,10 @@ class TransportContext:
         return quic.alpn_protocol if quic is not None else None
 
     def session_resumed(self, cnx_ptr: int) -> bool:
-        """False: session resumption is not supported yet."""
-        return False
+        """True when the connection's handshake resumed a TLS session from a ticket
+        (``session_ticket_file``); False before the handshake or for an unknown one."""
+        quic = self.connection(cnx_ptr)
+        return bool(quic.session_resumed) if quic is not None else False
 
     def peer_address(self, cnx_ptr: int) -> Optional[tuple[str, int]]:
         """The peer's ``(host, port)`` (None for an unknown connection)."""

@@ -36,6 +36,7 @@ EV_PATH = lib.AQ_EV_PATH
 EV_ERROR = lib.AQ_EV_ERROR
 EV_NEW_TOKEN = lib.AQ_EV_NEW_TOKEN
 EV_CONN_INFO = lib.AQ_EV_CONN_INFO
+EV_SESSION_TICKET = lib.AQ_EV_SESSION_TICKET
 EV_CID_ISSUED = lib.AQ_EV_CID_ISSUED
 EV_CID_RETIRED = lib.AQ_EV_CID_RETIRED
 
@@ -347,6 +348,7 @@ class SansioEngine:
 
 
 
-_LEN_FIELDS = {"cert_pem_len", "key_pem_len", "ca_pem_len", "alpn_len", "token_len"}
+_LEN_FIELDS = {"cert_pem_len", "key_pem_len", "ca_pem_len", "alpn_len", "token_len",
+               "session_ticket_len", "ticket_key_len"}
 _ADMIT_FIELDS = ("retries", "tokens_ok", "tokens_bad", "dropped_full", "rate_limited",
                  "half_open", "stateless_dropped", "prio_applied", "prio_rejected", "stray")

@@ -14,6 +14,7 @@ from aiopquic.anyio._io import drive, resolve
 from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
+from aiopquic.tls import SessionTicket
 
 __all__ = ["connect"]
 
@@ -25,6 +26,7 @@ async def connect(
     *,
     configuration: Optional[QuicConfiguration] = None,
     local_port: int = 0,
+    session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None,
 ) -> AsyncIterator[Connection]:
     """Connect to the QUIC server at ``host``:``port`` and yield a :class:`Connection` once
     the handshake has completed.
@@ -32,6 +34,9 @@ async def connect(
     ``host`` is a name or an IPv4/IPv6 address (resolved with :func:`anyio.getaddrinfo`);
     the configuration's ``server_name`` defaults to it.  ``configuration=None`` means
     ``QuicConfiguration(is_client=True)``.  ``local_port`` is the UDP port to bind (0: any).
+    ``session_ticket_handler(ticket)`` is called with each session ticket the server sends
+    (a :class:`aiopquic.tls.SessionTicket`; pass it as ``configuration.session_ticket`` on a
+    later connection to resume, as with :func:`aiopquic.asyncio.connect`).
 
     Raises :class:`TypeError` when ``host`` is not a str or ``configuration`` is not a
     :class:`QuicConfiguration` (or None), :class:`ValueError` for a server configuration
@@ -48,7 +53,8 @@ async def connect(
     exception group), on asyncio and on trio.
     """
     configuration = check_client_arguments("connect()", host, configuration)
-    async with open_connection(host, port, configuration, local_port, Connection) as conn:
+    async with open_connection(host, port, configuration, local_port, Connection,
+                               session_ticket_handler) as conn:
         yield conn
 
 
@@ -70,9 +76,11 @@ def check_client_arguments(what: str, host: object,
 
 
 @asynccontextmanager
-async def open_connection(host: str, port: int, configuration: QuicConfiguration,
-                          local_port: int,
-                          factory: Callable[..., Connection]) -> AsyncIterator[Connection]:
+async def open_connection(
+    host: str, port: int, configuration: QuicConfiguration, local_port: int,
+    factory: Callable[..., Connection],
+    session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None,
+) -> AsyncIterator[Connection]:
     """What :func:`connect` does after its argument checks, with ``factory(quic, endpoint,
     local_host=...)`` making the :class:`Connection` (the HTTP/3 layer passes its own)."""
     port = check_port(port, allow_zero=False)
@@ -80,11 +88,12 @@ async def open_connection(host: str, port: int, configuration: QuicConfiguration
     ip, rport = await resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
-    endpoint = QuicEndpoint(configuration, bind, local_port)
+    endpoint = QuicEndpoint(configuration, bind, local_port, server_name=server_name)
     body_error: Optional[BaseException] = None
     connection: Optional[Connection] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
+        quic._session_ticket_handler = session_ticket_handler
         connection = factory(quic, endpoint, local_host=bind)
         endpoint.on_events = lambda q: connection._on_events()
         async with anyio.create_task_group() as tg:

@@ -14,6 +14,7 @@ from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
+from aiopquic.tls import SessionTicket
 
 __all__ = ["connect"]
 
@@ -25,7 +26,7 @@ async def connect(
     *,
     configuration: Optional[QuicConfiguration] = None,
     create_protocol: Callable[..., QuicConnectionProtocol] = QuicConnectionProtocol,
-    session_ticket_handler: Optional[Callable[..., None]] = None,
+    session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None,
     stream_handler: Optional[QuicStreamHandler] = None,
     token_handler: Optional[Callable[[bytes], None]] = None,
     wait_connected: bool = True,
@@ -46,7 +47,12 @@ async def connect(
     Raises :class:`TypeError` when ``host`` is not a str or ``configuration`` is not a
     :class:`QuicConfiguration` (or None).
 
-    ``session_ticket_handler`` is accepted for aioquic compatibility and not called yet.
+    ``session_ticket_handler(ticket)`` is called with a :class:`aiopquic.tls.SessionTicket`
+    for each session ticket the server sends: pass it as ``configuration.session_ticket`` on
+    a later connection to resume the session.  With ``wait_connected=False`` and a ticket
+    that allows it, stream data and datagrams written before the handshake completes go out
+    as 0-RTT (see ``HandshakeCompleted.early_data_accepted``; if the server refuses them,
+    the stream data is sent again after the handshake).  An exception it raises is logged.
     ``token_handler(token)`` is called with each address validation token the server sends
     (NEW_TOKEN): pass it as ``configuration.token`` on a later connection to the same server
     to skip its Retry round trip.  An exception it raises is logged, not propagated.
@@ -67,12 +73,13 @@ async def connect(
     ip, rport = await _loop.resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
-    endpoint = QuicEndpoint(configuration, bind, local_port)
+    endpoint = QuicEndpoint(configuration, bind, local_port, server_name=server_name)
     remember_host(endpoint, bind)
     protocol: Optional[QuicConnectionProtocol] = None
     try:
         quic = endpoint.connect(ip, rport, server_name)
         quic._token_handler = token_handler
+        quic._session_ticket_handler = session_ticket_handler
         protocol = create_protocol(quic, stream_handler=stream_handler)
         _loop.attach(endpoint, loop, lambda q: protocol)
         if wait_connected:

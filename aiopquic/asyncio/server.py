@@ -142,12 +142,23 @@ async def serve(
     :attr:`QuicServer.local_port`).
 
     ``create_protocol(quic, stream_handler=...)`` builds one protocol per connection once its
-    handshake completes.  Raises :class:`ValueError` for a configuration without a
-    certificate or a ``port`` outside 0..65535 (:class:`TypeError` if not an integer),
-    :class:`OSError` when the address cannot be bound, and
-    :class:`~aiopquic._native.NativeError` (an :class:`OSError`) naming the certificate and
-    key files when GnuTLS rejects them.  The session-ticket hooks are accepted for aioquic
-    compatibility and ignored for now.
+    handshake completes, or as soon as 0-RTT data arrives for it (then ``ProtocolNegotiated``
+    and the 0-RTT data come before ``HandshakeCompleted``, as in aioquic).  Raises
+    :class:`ValueError` for a configuration without a certificate or a ``port`` outside
+    0..65535 (:class:`TypeError` if not an integer), :class:`OSError` when the address
+    cannot be bound, and :class:`~aiopquic._native.NativeError` (an :class:`OSError`)
+    naming the certificate and key files when GnuTLS rejects them.
+
+    Session resumption and 0-RTT need no ticket store here: after each handshake the server
+    sends one session ticket that GnuTLS encrypts under a key drawn once per
+    ``configuration`` object (stateless tickets; servers made from the same object resume
+    each other's), and a client that comes back with it resumes; its 0-RTT data is accepted
+    unless ``configuration.early_data`` is False (GnuTLS's anti-replay check refuses a
+    ClientHello it has seen within its window, and any ticket issued before this server
+    started).  aioquic's ``session_ticket_fetcher`` and ``session_ticket_handler`` are
+    therefore accepted for aioquic's signature and never called: the tickets never exist in
+    Python on a server.  Tickets do not outlive the process (clients then fall back to a
+    full handshake).
 
     ``retry`` chooses address validation (RFC 9000 8.1): ``True`` answers every client
     Initial without a valid token with a Retry packet (one extra round trip per handshake,

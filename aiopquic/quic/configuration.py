@@ -29,7 +29,7 @@ from typing import Any, Optional, TextIO, Union
 
 from aiopquic.quic.logger import QuicLogger  # re-exported, as aioquic does
 from aiopquic.quic.packet import QuicProtocolVersion  # re-exported
-from aiopquic.tls import CipherSuite, SessionTicket  # re-exported
+from aiopquic.tls import CipherSuite, SessionTicket, session_ticket_blob  # re-exported
 
 __all__ = [
     "CipherSuite",
@@ -297,8 +297,10 @@ class QuicConfiguration:
     ``QuicConnection.request_key_update()`` to update keys."""
 
     session_ticket_file: Optional[str] = None
-    """*(aiopquic 0.6.1)* File for resumption tickets.  Only ``None``: no session
-    resumption or 0-RTT yet."""
+    """*(aiopquic 0.6.1)* Client: a file of resumption tickets.  ``connect()`` resumes with the
+    newest valid ticket in it for the server name (unless :attr:`session_ticket` is set) and
+    stores each new ticket the server sends (one per server name and ALPN, mode 0600).  A
+    missing file is created; damaged entries are skipped.  Servers ignore it."""
 
     ip_family: Optional[int] = None
     """*(aiopquic 0.6.1)* Address family of the socket.  Only ``None`` or
@@ -382,7 +384,20 @@ class QuicConfiguration:
     ignores it (and may send a Retry)."""
 
     session_ticket: Any = None
-    """aioquic's session ticket for resumption.  Only ``None``: no resumption yet."""
+    """Client: a :class:`aiopquic.tls.SessionTicket` that ``connect()``'s
+    ``session_ticket_handler`` received on an earlier connection to the same server: the
+    connection resumes the TLS session and, when the ticket allows it
+    (``max_early_data_size``), sends stream data and datagrams written before the handshake
+    completes as 0-RTT.  Tickets of aioquic itself cannot be used (the TLS engine is
+    GnuTLS): :meth:`validate` raises :class:`ValueError` for anything but a ticket this
+    library issued.  ``None``: a full handshake."""
+
+    early_data: bool = True
+    """*(aiopquic)* 0-RTT.  Server: accept early data from resuming clients (GnuTLS's
+    anti-replay check refuses a ClientHello seen before within its window); ``False`` still
+    issues tickets and resumes sessions but refuses 0-RTT.  Client: ``False`` never sends
+    0-RTT even when the ticket allows it.  0-RTT data can be replayed by an attacker:
+    servers whose requests are not idempotent may want ``False``."""
 
     quantum_readiness_test: bool = False
     """aioquic's oversized ClientHello test.  Only ``False``."""
@@ -679,18 +694,18 @@ class QuicConfiguration:
             (None,),
             "no automatic key updates; call QuicConnection.request_key_update()",
         )
-        _only_default(
-            "session_ticket_file",
-            self.session_ticket_file,
-            (None,),
-            "session resumption and 0-RTT are not supported yet",
-        )
-        _only_default(
-            "session_ticket",
-            self.session_ticket,
-            (None,),
-            "session resumption and 0-RTT are not supported yet",
-        )
+        if self.session_ticket_file is not None:
+            self.session_ticket_file = _fspath("QuicConfiguration.session_ticket_file",
+                                               self.session_ticket_file)
+            if os.path.isdir(self.session_ticket_file):
+                raise ValueError(f"QuicConfiguration.session_ticket_file "
+                                 f"{self.session_ticket_file!r} is a directory (session "
+                                 f"resumption needs a file)")
+        if self.session_ticket is not None:
+            session_ticket_blob(self.session_ticket)  # ValueError naming the field
+        if not isinstance(self.early_data, bool):
+            raise TypeError(f"QuicConfiguration.early_data must be a bool, "
+                            f"got {type(self.early_data).__name__}")
         _only_default(
             "ip_family",
             self.ip_family,

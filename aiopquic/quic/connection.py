@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -52,6 +53,13 @@ from aiopquic.quic.packet import (  # QuicFrameType etc.: re-exported, as aioqui
     QuicFrameType,
     QuicPacketType,
     QuicProtocolVersion,
+)
+from aiopquic.tls import (
+    SessionTicket,
+    load_session_ticket,
+    save_session_ticket,
+    session_ticket_blob,
+    session_ticket_from_blob,
 )
 
 __all__ = ["QuicConnection", "QuicConnectionState", "QuicConnectionStats", "QuicEndpoint",
@@ -192,9 +200,21 @@ def new_connection_id(cfg: QuicConfiguration) -> bytes:
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
 
-def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[str, Any]:
+def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
+                  server_name: Optional[str] = None) -> dict[str, Any]:
     """Translate a :class:`QuicConfiguration` into the native ``aq_config`` fields
-    (``retry``: ``None`` automatic, ``True`` always, ``False`` never; servers only)."""
+    (``retry``: ``None`` automatic, ``True`` always, ``False`` never; servers only).
+
+    A client resumes with ``cfg.session_ticket``, else with the newest ticket for
+    ``server_name`` (default ``cfg.server_name``) in ``cfg.session_ticket_file``."""
+    ticket: Optional[bytes] = None
+    if cfg.is_client:
+        if cfg.session_ticket is not None:
+            ticket = session_ticket_blob(cfg.session_ticket)
+        elif cfg.session_ticket_file is not None:
+            found = load_session_ticket(cfg.session_ticket_file,
+                                        server_name or cfg.server_name)
+            ticket = found.ticket if found is not None else None
     alpn = b""
     for proto in cfg.alpn_protocols or []:
         raw = proto.encode()
@@ -247,7 +267,26 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None) -> dict[
         "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
+        "session_ticket": ticket,
+        "no_early_data": 0 if cfg.early_data else 1,
+        "ticket_key": None if cfg.is_client else _ticket_key(cfg),
     }
+
+
+_TICKET_KEYS: dict[int, bytes] = {}  # id(server configuration) -> its ticket key
+
+
+def _ticket_key(cfg: QuicConfiguration) -> bytes:
+    """The session ticket key of a server configuration: drawn once per configuration object
+    (kept beside it, not in it: a pickled or printed configuration never carries it, and it
+    is forgotten with the object), so every endpoint and every sans-IO connection built
+    from the same object resumes the others' tickets."""
+    key = _TICKET_KEYS.get(id(cfg))
+    if key is None:
+        key = os.urandom(64)
+        _TICKET_KEYS[id(cfg)] = key
+        weakref.finalize(cfg, _TICKET_KEYS.pop, id(cfg), None)
+    return key
 
 
 _TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",
@@ -382,6 +421,17 @@ class QuicConnection(Compat061Connection):
             self._qlog = ConnectionTrace(qlog_logger, self._is_client)
             self._quic_logger = self._qlog.trace
         self._token_handler: Optional[Callable[[bytes], None]] = None  # connect(token_handler=)
+        # connect(session_ticket_handler=): called with each SessionTicket the server sends
+        self._session_ticket_handler: Optional[Callable[[SessionTicket], None]] = None
+        self._alpn_reported = False  # ProtocolNegotiated queued (early on 0-RTT servers)
+        self.session_resumed = False
+        """True once the handshake resumed a TLS session from a ticket (both sides)."""
+        self.early_data_accepted = False
+        """True once the handshake accepted 0-RTT data (both sides)."""
+        self.early_data_rejected = False
+        """Client: 0-RTT was attempted and the server refused it.  Streams written before
+        the handshake were opened again and their data sent again after it (datagrams sent
+        as 0-RTT are lost, as datagrams may be)."""
         self._seed_init()  # aiopquic 0.6.1's face (_compat061.py)
         self.peer_address = None  # (host, port), also callable as 0.6.1's peer_address()
         # aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk)
@@ -943,10 +993,18 @@ class QuicConnection(Compat061Connection):
             self._peer_max_datagram = ev.code
             self._remote_max_datagram_frame_size = ev.code or None
             self.alpn_protocol = ev.data.decode("ascii", "replace") if ev.data else None
-            self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+            self.session_resumed = bool(ev.flags & lib.AQ_HS_RESUMED)
+            self.early_data_accepted = bool(ev.flags & lib.AQ_HS_EARLY_ACCEPTED)
+            self.early_data_rejected = bool(ev.flags & lib.AQ_HS_EARLY_REJECTED)
+            if not self._alpn_reported:
+                self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+            self._alpn_reported = True
             self._events.append(events.HandshakeCompleted(
-                alpn_protocol=self.alpn_protocol, early_data_accepted=False,
-                session_resumed=False))
+                alpn_protocol=self.alpn_protocol,
+                early_data_accepted=self.early_data_accepted,
+                session_resumed=self.session_resumed))
+        elif t == _native.EV_SESSION_TICKET:
+            self._on_session_ticket(ev.data)
         elif t == _native.EV_STREAM_RESET:
             self._events.append(events.StreamReset(error_code=ev.code, stream_id=ev.stream_id))
         elif t == _native.EV_STOP_SENDING:
@@ -1017,6 +1075,27 @@ class QuicConnection(Compat061Connection):
                     ecn_ect1_received=raw.ecn_ect1_recv, ecn_ce_received=raw.ecn_ce_recv),
                     self)
 
+    def _negotiated_early(self, alpn: Optional[str]) -> None:
+        """Server, 0-RTT data arrives before the handshake completes: report the ALPN the
+        ClientHello settled first, as aioquic does (``ProtocolNegotiated`` precedes the 0-RTT
+        ``StreamDataReceived`` events; ``HandshakeCompleted`` follows them)."""
+        self.alpn_protocol = alpn
+        self._alpn_reported = True
+        self._events.append(events.ProtocolNegotiated(alpn_protocol=alpn))
+
+    def _on_session_ticket(self, blob: bytes) -> None:
+        """A ticket for resuming later: to ``session_ticket_file`` and the handler."""
+        try:
+            ticket = session_ticket_from_blob(blob)
+        except ValueError:  # pragma: no cover - the engine made it
+            _log.warning("aiopquic: dropped a malformed session ticket from the engine")
+            return
+        path = self.configuration.session_ticket_file
+        if path is not None:
+            self._endpoint._call_user(lambda t: save_session_ticket(path, t), ticket, self)
+        if self._session_ticket_handler is not None:
+            self._endpoint._call_user(self._session_ticket_handler, ticket, self)
+
     def _on_closed(self, ev: _native.NativeEvent) -> None:
         self._closed = True
         self._close_flags = ev.flags
@@ -1077,6 +1156,8 @@ class QuicConnection(Compat061Connection):
             log("recovery", "ping_acknowledged", {"uid": ev.code})
         elif t == _native.EV_NEW_TOKEN:
             log("transport", "new_token_received", {"length": len(ev.data)})
+        elif t == _native.EV_SESSION_TICKET:
+            log("security", "session_ticket_received", {"length": len(ev.data)})
         elif t == _native.EV_CONN_INFO:
             local, remote, cids = _parse_conn_info(ev.data)
             # name the trace (and a QuicFileLogger's file) by the original destination
@@ -1174,17 +1255,20 @@ class QuicConnection(Compat061Connection):
 class QuicEndpoint:
     """One native endpoint (socket + network thread) and the connections it carries.
 
-    ``on_accept(quic)`` is called for every connection a server accepts, after its handshake
-    (``quic.alpn_protocol`` is set); ``on_events(quic)`` after native events for ``quic`` were
-    queued.
+    ``on_accept(quic)`` is called for every connection a server accepts, after its handshake,
+    or as soon as 0-RTT data arrives for it (``quic.alpn_protocol`` is set either way);
+    ``on_events(quic)`` after native events for ``quic`` were queued.
     """
 
     def __init__(self, configuration: QuicConfiguration, host: str, port: int,
-                 retry: Optional[bool] = None, worker: int = 0, workers: int = 1) -> None:
+                 retry: Optional[bool] = None, server_name: Optional[str] = None,
+                 worker: int = 0, workers: int = 1) -> None:
         """Bind ``host`` (numeric) ``port`` and load the TLS credentials (``retry``: see
-        :func:`aiopquic.asyncio.serve`).  ``workers`` > 1 (servers): this endpoint is worker
-        number ``worker`` of that many sharing the port (SO_REUSEPORT, bound in worker order,
-        steered by connection ID; see :func:`aiopquic.asyncio.serve`).
+        :func:`aiopquic.asyncio.serve`; ``server_name``: the client's server name, which
+        picks the ticket in ``configuration.session_ticket_file``).  ``workers`` > 1
+        (servers): this endpoint is worker number ``worker`` of that many sharing the port
+        (SO_REUSEPORT, bound in worker order, steered by connection ID; see
+        :func:`aiopquic.asyncio.serve`).
 
         Raises :class:`ValueError` / :class:`TypeError` for a port outside 0..65535,
         :class:`OSError` when the key log file cannot be opened, and
@@ -1202,7 +1286,7 @@ class QuicEndpoint:
         elif log is not None:
             self._keylog = log
         try:
-            config = native_config(configuration, retry)
+            config = native_config(configuration, retry, server_name)
             config["workers"] = int(workers)
             config["worker"] = int(worker)
             self._native = _native.Endpoint(config, host, port)
@@ -1298,7 +1382,12 @@ class QuicEndpoint:
         """Create the client connection to ``host`` (numeric) ``port`` and start the thread.
         Raises :class:`ValueError` / :class:`TypeError` unless ``port`` is in 1..65535."""
         port = check_int("port", port, 1, 65536)
-        handle = self._native.connect(host, port, server_name)
+        try:
+            handle = self._native.connect(host, port, server_name)
+        except _native.NativeError as exc:
+            if str(exc).startswith("session_ticket"):  # GnuTLS refused the ticket's data
+                raise ValueError(f"QuicConfiguration.{exc}") from None
+            raise
         quic = QuicConnection(configuration=self.configuration, endpoint=self, handle=handle)
         quic.peer_address = (host, port)
         self.connections[handle] = quic
@@ -1359,7 +1448,8 @@ class QuicEndpoint:
                 if ev.type == _native.EV_ACCEPTED:
                     quic = QuicConnection(configuration=self.configuration, endpoint=self,
                                           handle=ev.conn)
-                    host, _, port = ev.data.decode().rpartition(" ")
+                    addr, _, alpn = ev.data.decode("utf-8", "replace").partition("\n")
+                    host, _, port = addr.rpartition(" ")
                     quic.peer_address = (host, int(port or 0))
                     conns[ev.conn] = quic
                     most = self.configuration.max_connections
@@ -1367,6 +1457,13 @@ class QuicEndpoint:
                         # over QuicConfiguration.max_connections: refuse, never hand it out
                         self._refused.add(ev.conn)
                         quic.close(_CONNECTION_REFUSED, 0, "server at max_connections")
+                        continue
+                    if ev.flags & lib.AQ_ACCEPT_EARLY:
+                        # 0-RTT data follows: the application takes the connection now (the
+                        # ClientHello settled the ALPN) and answers before the handshake ends
+                        quic._negotiated_early(alpn or None)
+                        if self.on_accept is not None:
+                            self._call(self.on_accept, quic)
                         continue
                     # on_accept runs once the handshake event (next in the ring) has given
                     # the connection its ALPN, so a server can choose the protocol by it

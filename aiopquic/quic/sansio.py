@@ -139,8 +139,14 @@ class SansioQuicConnection(QuicConnection):
     :meth:`connect`.  Server: ``original_destination_connection_id`` is the destination
     connection ID of the client's first Initial; the connection starts with the first
     datagram given to :meth:`receive_datagram`.  ``retry_source_connection_id``,
-    ``session_ticket_fetcher``, ``session_ticket_handler`` and ``token_handler`` are
-    accepted for aioquic's signature; Retry, resumption and tokens are not offered here.
+    ``session_ticket_fetcher`` and ``token_handler`` are accepted for aioquic's signature
+    (Retry and tokens are not offered here).  A client's ``session_ticket_handler`` is
+    called with each :class:`aiopquic.tls.SessionTicket` the server sends, and
+    ``configuration.session_ticket`` resumes (with 0-RTT) as on the socket driver.  Server
+    connections built from one configuration object share its ticket key, so a client
+    resumes on a later connection; they refuse 0-RTT (each connection is an engine of its
+    own, with no anti-replay state shared between them), so a client's early data is sent
+    again after the handshake.
 
     Raises :class:`ValueError` as aioquic does (a client given an original destination
     connection ID, a server without one or without a certificate), and
@@ -173,6 +179,11 @@ class SansioQuicConnection(QuicConnection):
         host_cid = new_connection_id(configuration)
         config = native_config(configuration)
         config["cid_len"] = cid_len
+        if not configuration.is_client:
+            # each connection here is its own engine: GnuTLS's anti-replay store would see
+            # one ClientHello each, so a server connection refuses 0-RTT (resumption works:
+            # connections of one configuration share its ticket key)
+            config["no_early_data"] = 1
         try:
             engine = _native.SansioEngine(config, host_cid, _shared_credentials(config))
         except _native.NativeError as exc:
@@ -189,6 +200,8 @@ class SansioQuicConnection(QuicConnection):
         self._original_destination_connection_id = bytes(original_destination_connection_id)
         self._issued: list[bytes] = [host_cid]  # ours, reported to the caller, oldest first
         self._held_close: Optional[events.ConnectionTerminated] = None
+        if configuration.is_client:
+            self._session_ticket_handler = session_ticket_handler
         self._connect_called = False
         self._addr_ids: OrderedDict[Hashable, int] = OrderedDict()
         self._addrs: dict[int, NetworkAddress] = {}
@@ -231,6 +244,10 @@ class SansioQuicConnection(QuicConnection):
         try:
             self._engine.connect(self._addr_id(addr), self.configuration.server_name,
                                  self._original_destination_connection_id, _ns(now))
+        except _native.NativeError as exc:
+            if str(exc).startswith("session_ticket"):  # GnuTLS refused the ticket's data
+                raise ValueError(f"QuicConfiguration.{exc}") from None
+            raise
         finally:
             self._pump()
 
