@@ -51,8 +51,9 @@ enum { AQ_ACCEPT_EARLY = 1 };
 enum {
   AQ_HS_RESUMED = 1,        /* the TLS session was resumed from a ticket */
   AQ_HS_EARLY_ACCEPTED = 2, /* 0-RTT data was accepted (server: received some may follow) */
-  AQ_HS_EARLY_REJECTED = 4  /* client: 0-RTT was attempted and refused; the streams opened
+  AQ_HS_EARLY_REJECTED = 4, /* client: 0-RTT was attempted and refused; the streams opened
                              * before the handshake were opened again and their data resent */
+  AQ_HS_SUITE_SHIFT = 16    /* bits 16-31: the negotiated cipher suite (0x1301..0x1304) */
 };
 
 /* The session ticket blob (AQ_EV_SESSION_TICKET, aq_config.session_ticket), big-endian:
@@ -183,6 +184,10 @@ typedef struct aq_config {
   int64_t spin_us;
   int64_t ack_floor_us;
   int64_t stream_window_start;
+  /* TLS cipher suites in order of preference, as a GnuTLS priority fragment
+   * ("+CHACHA20-POLY1305:+AES-128-GCM"); NULL: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305,
+   * AES-128-CCM */
+  const char *ciphers;
   /* server admission (admit.c): Retry mode, the half-open count at which the automatic mode
    * asks for Retry (0 = max_half_open / 4), new handshakes per second per source address
    * (bursts of twice that; 0 = no limit) */

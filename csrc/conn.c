@@ -588,7 +588,7 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   c->state = AQ_ST_OPEN;
   c->last_ack_ts = 0;
   if (c->ctx->cfg.is_server) emit_accepted(c, 0);
-  uint32_t hs = aq_tls_handshake_flags(c);
+  uint32_t hs = aq_tls_handshake_flags(c) | (aq_tls_cipher_suite(c) << AQ_HS_SUITE_SHIFT);
   if (!c->ctx->cfg.is_server && c->early_attempted && !(hs & AQ_HS_EARLY_ACCEPTED)) {
     /* GnuTLS reports a refused 0-RTT only now: the engine drops the streams opened in
      * 0-RTT (and their ids); reopen them and resend their bytes from the TX rings */

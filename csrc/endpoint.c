@@ -509,6 +509,7 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
   /* the PEM buffers and paths are only needed until the credentials are loaded */
   if (aq_tls_load(&ep->ctx, err, errlen) != 0) goto fail;
   ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
+  ep->ctx.cfg.ciphers = NULL; /* parsed into ctx.prio */
   ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
   if (cfg->workers > 256 || (cfg->workers > 1 && cfg->worker >= cfg->workers) ||
       (cfg->workers > 1 && !cfg->is_server)) {

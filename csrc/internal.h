@@ -169,6 +169,7 @@ typedef struct aq_ctx {
   size_t alpn_len;
   gnutls_certificate_credentials_t cred;
   int cred_borrowed; /* cred belongs to an aq_creds the caller frees, not to this driver */
+  gnutls_priority_t prio; /* every session's priority (versions, ciphers), parsed once */
   uint8_t reset_secret[32];
   uint8_t token_secret[32]; /* keys Retry and NEW_TOKEN tokens (admit.c, conn.c) */
   uint8_t *token;           /* client: owned copy of cfg.token */
@@ -385,6 +386,8 @@ int aq_tls_load(aq_ctx *ctx, char *err, size_t errlen);
  * ticket to resume with). */
 int aq_tls_load_cred(aq_ctx *ctx, char *err, size_t errlen);
 int aq_tls_load_tickets(aq_ctx *ctx, char *err, size_t errlen);
+/* The negotiated TLS 1.3 cipher suite's code point (0x1301..0x1304; 0 before it is known). */
+unsigned aq_tls_cipher_suite(aq_conn *c);
 void aq_tls_unload(aq_ctx *ctx); /* frees what aq_tls_load made (also after it failed) */
 /* client, after the ngtcp2 connection and the TLS session exist: apply ctx's ticket */
 int aq_tls_apply_ticket(aq_conn *c, char *err, size_t errlen);

@@ -128,6 +128,7 @@ aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t
   }
   if (aq_tls_load_tickets(&ep->ctx, err, errlen) != 0) goto fail;
   ep->ctx.cfg.cert_pem = ep->ctx.cfg.key_pem = ep->ctx.cfg.key_password = NULL;
+  ep->ctx.cfg.ciphers = NULL; /* parsed into ctx.prio */
   ep->ctx.cfg.ca_file = ep->ctx.cfg.ca_path = ep->ctx.cfg.ca_pem = NULL;
   if (aq_sink_init(&ep->sink, AQ_SIO_EVENTS, 0) ||
       aq_txq_init(&ep->txq, AQ_SIO_TXQ_BYTES, AQ_SIO_TXQ_ENTS) ||

@@ -8,10 +8,43 @@
 #include <gnutls/x509.h>
 #include <time.h>
 
-/* TLS 1.3 only, the AEADs QUIC allows (no CCM_8), no middlebox compatibility mode. */
-static const char AQ_PRIORITY[] =
-    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
-    "+CHACHA20-POLY1305:+AES-128-CCM:%DISABLE_TLS13_COMPAT_MODE";
+/* TLS 1.3 only, the AEADs QUIC allows (no CCM_8), no middlebox compatibility mode; the
+ * ciphers (cfg.ciphers, e.g. "+CHACHA20-POLY1305:+AES-128-GCM") in their order of
+ * preference, by default these four. */
+#define AQ_PRIORITY_HEAD "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:"
+#define AQ_PRIORITY_TAIL ":%DISABLE_TLS13_COMPAT_MODE"
+#define AQ_CIPHERS_DEFAULT "+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-CCM"
+
+/* The priority every session of a driver uses, parsed once (not per handshake). */
+static int priority_init(aq_ctx *ctx, char *err, size_t errlen) {
+  const char *ciphers = ctx->cfg.ciphers && *ctx->cfg.ciphers ? ctx->cfg.ciphers
+                                                              : AQ_CIPHERS_DEFAULT;
+  char prio[512];
+  int n = snprintf(prio, sizeof(prio), "%s%s%s", AQ_PRIORITY_HEAD, ciphers, AQ_PRIORITY_TAIL);
+  if (n < 0 || (size_t)n >= sizeof(prio)) {
+    AQ_ERR(err, errlen, "cipher list too long");
+    return -1;
+  }
+  const char *where = NULL;
+  int rv = gnutls_priority_init(&ctx->prio, prio, &where);
+  if (rv != 0) {
+    ctx->prio = NULL;
+    AQ_ERR(err, errlen, "gnutls priority %s: %s (at %.40s)", prio, gnutls_strerror(rv),
+           where ? where : "?");
+    return -1;
+  }
+  return 0;
+}
+
+unsigned aq_tls_cipher_suite(aq_conn *c) {
+  switch (gnutls_cipher_get(c->tls)) {
+    case GNUTLS_CIPHER_AES_128_GCM: return 0x1301;
+    case GNUTLS_CIPHER_AES_256_GCM: return 0x1302;
+    case GNUTLS_CIPHER_CHACHA20_POLY1305: return 0x1303;
+    case GNUTLS_CIPHER_AES_128_CCM: return 0x1304;
+    default: return 0;
+  }
+}
 
 
 /* ---------------------------------------------------------------- session tickets */
@@ -257,14 +290,7 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
   if (slen > 65535) slen = 0;
   size_t n = 5 + 4 + data.size + 4 + (size_t)tplen + 8 + 4 + 4 + 2 + 1 + alen + 2 + slen +
              AQ_TICKET_DIGEST;
-  unsigned suite = 0;
-  switch (gnutls_cipher_get(s)) {
-    case GNUTLS_CIPHER_AES_128_GCM: suite = 0x1301; break;
-    case GNUTLS_CIPHER_AES_256_GCM: suite = 0x1302; break;
-    case GNUTLS_CIPHER_CHACHA20_POLY1305: suite = 0x1303; break;
-    case GNUTLS_CIPHER_AES_128_CCM: suite = 0x1304; break;
-    default: break;
-  }
+  unsigned suite = aq_tls_cipher_suite(c);
   uint8_t *blob = malloc(n), *q = blob;
   if (blob) {
     memcpy(q, "AQST", 4);
@@ -356,6 +382,7 @@ int aq_tls_load_cred(aq_ctx *ctx, char *err, size_t errlen) {
 }
 
 int aq_tls_load_tickets(aq_ctx *ctx, char *err, size_t errlen) {
+  if (priority_init(ctx, err, errlen) != 0) return -1;
   return ctx->cfg.is_server ? server_tickets_init(ctx, err, errlen)
                             : client_ticket_load(ctx, err, errlen);
 }
@@ -366,6 +393,8 @@ int aq_tls_load(aq_ctx *ctx, char *err, size_t errlen) {
 }
 
 void aq_tls_unload(aq_ctx *ctx) {
+  if (ctx->prio) gnutls_priority_deinit(ctx->prio);
+  ctx->prio = NULL;
   if (ctx->cred && !ctx->cred_borrowed) gnutls_certificate_free_credentials(ctx->cred);
   ctx->cred = NULL;
   free(ctx->ticket);
@@ -444,7 +473,7 @@ int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t er
     AQ_ERR(err, errlen, "ngtcp2_crypto_gnutls_configure_session failed");
     return -1;
   }
-  rv = gnutls_priority_set_direct(c->tls, AQ_PRIORITY, NULL);
+  rv = gnutls_priority_set(c->tls, ctx->prio);
   if (rv != 0) {
     AQ_ERR(err, errlen, "gnutls priority: %s", gnutls_strerror(rv));
     return -1;

@@ -307,4 +307,6 @@ async def test_stream_window_start_is_a_configuration_field(server_config, clien
                     total += len(chunk)
                     await anyio.sleep(0.002)  # a slow consumer, not a synchronisation
                 assert total == 2 * MiB
-                assert 16 * 1024 < peak <= 64 * 1024 + 16 * 1024, peak
+                # the window may double once (ngtcp2's auto-tuning, when the reader keeps up
+                # within a few RTTs); with the default start (256 KiB) the peak is ~256 KiB
+                assert 16 * 1024 < peak <= 2 * 64 * 1024 + 16 * 1024, peak

@@ -268,6 +268,15 @@ async def test_http3_example_get_post_and_legacy(example_trees, certs, tmp_path,
             assert "transport:alpn_information" in names
             assert names[-1] == "connectivity:connection_closed"
 
+        # --cipher-suites: the client offers ChaCha20-Poly1305 only (cipher_suites)
+        chacha_dir = tmp_path / "chacha"
+        chacha_dir.mkdir()
+        out = await run_client(client + ["--cipher-suites", "CHACHA20_POLY1305_SHA256",
+                                         "--output-dir", str(chacha_dir), url + "/"],
+                               client_dir)
+        assert "Response received for GET /" in out, out
+        assert b"</html>" in (chacha_dir / "index.html").read_bytes()
+
         # HTTP/0.9 over QUIC (hq-interop): raw body, no headers
         h0_dir = tmp_path / "h0"
         h0_dir.mkdir()

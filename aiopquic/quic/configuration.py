@@ -86,6 +86,9 @@ _PEM_PRIVATE_KEY_RE = re.compile(
 )
 
 
+_GNUTLS_CIPHERS = {0x1301: "AES-128-GCM", 0x1302: "AES-256-GCM", 0x1303: "CHACHA20-POLY1305",
+                   0x1304: "AES-128-CCM"}
+
 SMALLEST_MAX_DATAGRAM_SIZE = 1200
 """The smallest UDP payload every QUIC path must carry (RFC 9000 section 14), aioquic's name;
 ``max_datagram_size`` may not go below it here."""
@@ -290,7 +293,8 @@ class QuicConfiguration:
     priority string fixes them."""
 
     cipher_suite: Any = None
-    """*(aiopquic 0.6.1)* TLS cipher suite.  Only ``None`` (see :attr:`cipher_suites`)."""
+    """*(aiopquic 0.6.1)* One TLS cipher suite to use (a :class:`~aiopquic.tls.CipherSuite`
+    or its code point), as ``cipher_suites=[cipher_suite]``.  ``None``: the default list."""
 
     key_update_interval: Optional[int] = None
     """*(aiopquic 0.6.1)* Automatic key updates.  Only ``None``: call
@@ -321,8 +325,11 @@ class QuicConfiguration:
     private key object in :attr:`private_key` is converted to PEM (PKCS#8) the same way."""
 
     cipher_suites: Any = None
-    """aioquic's TLS cipher suites.  Only ``None``: GnuTLS offers AES-128-GCM, AES-256-GCM,
-    ChaCha20-Poly1305 and AES-128-CCM."""
+    """aioquic's TLS cipher suites, in order of preference: :class:`~aiopquic.tls.CipherSuite`
+    values (or their code points) among AES_128_GCM_SHA256, AES_256_GCM_SHA384,
+    CHACHA20_POLY1305_SHA256 and 0x1304 (TLS_AES_128_CCM_SHA256).  A client offers these
+    only; a server accepts only these.  ``None``: all four, AES-128-GCM first.
+    ``QuicConnection.cipher_suite`` tells which one a connection negotiated."""
 
     supported_versions: Optional[list[int]] = field(
         default_factory=lambda: [QUIC_V1, QUIC_V2])
@@ -426,6 +433,39 @@ class QuicConfiguration:
         self.validate()
 
     # ------------------------------------------------------------------------------ checks
+
+    def _cipher_priority(self) -> Optional[str]:
+        """The GnuTLS priority fragment for :attr:`cipher_suites` / :attr:`cipher_suite`
+        (``None``: the engine's default).  Raises :class:`ValueError` / :class:`TypeError`
+        naming the field for an unknown or duplicated suite."""
+        name = "cipher_suites"
+        suites = self.cipher_suites
+        if self.cipher_suite is not None:
+            if suites is not None:
+                raise ValueError("QuicConfiguration.cipher_suite and cipher_suites are "
+                                 "both set: use one")
+            name, suites = "cipher_suite", [self.cipher_suite]
+        if suites is None:
+            return None
+        if isinstance(suites, (str, bytes)) or not hasattr(suites, "__iter__"):
+            raise TypeError(f"QuicConfiguration.{name} must be a list of CipherSuite values, "
+                            f"got {type(suites).__name__}")
+        parts: list[str] = []
+        for suite in suites:
+            if isinstance(suite, bool) or not isinstance(suite, int):
+                raise TypeError(f"QuicConfiguration.{name}: {suite!r} is not a CipherSuite")
+            gnutls = _GNUTLS_CIPHERS.get(int(suite))
+            if gnutls is None:
+                raise ValueError(
+                    f"QuicConfiguration.{name}: 0x{int(suite):04x} is not a TLS 1.3 suite "
+                    f"QUIC can use here (AES_128_GCM_SHA256, AES_256_GCM_SHA384, "
+                    f"CHACHA20_POLY1305_SHA256, 0x1304 AES_128_CCM_SHA256)")
+            if gnutls in parts:
+                raise ValueError(f"QuicConfiguration.{name} lists 0x{int(suite):04x} twice")
+            parts.append(gnutls)
+        if not parts:
+            raise ValueError(f"QuicConfiguration.{name} is empty")
+        return ":".join("+" + p for p in parts)
 
     def validate(self) -> None:
         """Check every field and normalise a few (lower-case congestion control name, path-like
@@ -680,14 +720,14 @@ class QuicConfiguration:
                         f" without {method}()")
         _check_optional_number("datagram_ring_bytes", self.datagram_ring_bytes, 1024, 1 << 30,
                                integer=True)
-        for name in ("key_exchange_groups", "cipher_suite", "cipher_suites"):
-            _only_default(
-                name,
-                getattr(self, name),
-                (None,),
-                "the TLS groups and cipher suites are fixed by the engine's GnuTLS priority "
-                "string (TLS 1.3 AES-GCM, ChaCha20-Poly1305, AES-128-CCM)",
-            )
+        _only_default(
+            "key_exchange_groups",
+            self.key_exchange_groups,
+            (None,),
+            "the TLS groups are fixed by the engine's GnuTLS priority string (X25519, "
+            "SECP256R1, ...; GnuTLS 3.7 has no post-quantum group)",
+        )
+        self._cipher_priority()
         _only_default(
             "key_update_interval",
             self.key_update_interval,

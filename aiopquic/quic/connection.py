@@ -55,6 +55,7 @@ from aiopquic.quic.packet import (  # QuicFrameType etc.: re-exported, as aioqui
     QuicProtocolVersion,
 )
 from aiopquic.tls import (
+    CipherSuite,
     SessionTicket,
     load_session_ticket,
     save_session_ticket,
@@ -197,6 +198,8 @@ def new_connection_id(cfg: QuicConfiguration) -> bytes:
         cid[1:1 + len(sid)] = sid
     return bytes(cid)
 
+_SUITES = {int(s) for s in CipherSuite}
+
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
 
@@ -260,6 +263,7 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "lb_sid": list(cfg.quic_lb_server_id or b"") or None,
         "lb_sid_len": len(cfg.quic_lb_server_id or b""),
         "lb_config_id": int(cfg.quic_lb_config_id),
+        "ciphers": cfg._cipher_priority(),
         "spin_us": -1 if cfg.network_poll_us is None else int(cfg.network_poll_us),
         "ack_floor_us": -1 if cfg.ack_floor_us is None else int(cfg.ack_floor_us),
         "stream_window_start": -1 if cfg.stream_window_start is None
@@ -432,6 +436,9 @@ class QuicConnection(Compat061Connection):
         """Client: 0-RTT was attempted and the server refused it.  Streams written before
         the handshake were opened again and their data sent again after it (datagrams sent
         as 0-RTT are lost, as datagrams may be)."""
+        self.cipher_suite: Union[CipherSuite, int, None] = None
+        """*(aiopquic)* The TLS cipher suite the handshake negotiated (a
+        :class:`~aiopquic.tls.CipherSuite`, or 0x1304 for AES-128-CCM); ``None`` before."""
         self._seed_init()  # aiopquic 0.6.1's face (_compat061.py)
         self.peer_address = None  # (host, port), also callable as 0.6.1's peer_address()
         # aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk)
@@ -996,6 +1003,8 @@ class QuicConnection(Compat061Connection):
             self.session_resumed = bool(ev.flags & lib.AQ_HS_RESUMED)
             self.early_data_accepted = bool(ev.flags & lib.AQ_HS_EARLY_ACCEPTED)
             self.early_data_rejected = bool(ev.flags & lib.AQ_HS_EARLY_REJECTED)
+            suite = ev.flags >> lib.AQ_HS_SUITE_SHIFT
+            self.cipher_suite = CipherSuite(suite) if suite in _SUITES else (suite or None)
             if not self._alpn_reported:
                 self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
             self._alpn_reported = True
