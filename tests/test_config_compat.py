@@ -102,8 +102,8 @@ def test_unknown_keyword_still_raises_type_error():
 REJECTED = [
     ("tx_max_queued_bytes", 4 * MiB, "per stream"),
     ("key_exchange_groups", ["x25519mlkem768"], "GnuTLS"),
-    ("cipher_suite", "TLS_AES_128_GCM_SHA256", "GnuTLS"),
-    ("cipher_suites", [0x1301], "GnuTLS"),
+    ("cipher_suite", "TLS_AES_128_CCM_8_SHA256", "unknown cipher suite"),
+    ("cipher_suites", [0x1305], "not a TLS 1.3 suite"),
     ("key_update_interval", 1000, "request_key_update"),
     ("session_ticket", object(), "resumption"),
     ("ip_family", socket.AF_INET6, "follows the address"),
@@ -153,6 +153,8 @@ def test_rejected_by_validate_when_assigned_later(name, value, words):
         ("token", None),
         ("congestion_control_algorithm", None),
         ("max_datagram_frame_size", 0),
+        ("cipher_suite", "TLS_CHACHA20_POLY1305_SHA256"),
+        ("cipher_suites", ["tls_aes_256_gcm_sha384", 0x1301]),
     ],
 )
 def test_off_or_default_spellings_accepted(name, value):

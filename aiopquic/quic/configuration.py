@@ -88,6 +88,8 @@ _PEM_PRIVATE_KEY_RE = re.compile(
 
 _GNUTLS_CIPHERS = {0x1301: "AES-128-GCM", 0x1302: "AES-256-GCM", 0x1303: "CHACHA20-POLY1305",
                    0x1304: "AES-128-CCM"}
+_CIPHER_NAMES = {"AES_128_GCM_SHA256": 0x1301, "AES_256_GCM_SHA384": 0x1302,
+                 "CHACHA20_POLY1305_SHA256": 0x1303, "AES_128_CCM_SHA256": 0x1304}
 
 SMALLEST_MAX_DATAGRAM_SIZE = 1200
 """The smallest UDP payload every QUIC path must carry (RFC 9000 section 14), aioquic's name;
@@ -452,6 +454,14 @@ class QuicConfiguration:
                             f"got {type(suites).__name__}")
         parts: list[str] = []
         for suite in suites:
+            if isinstance(suite, str):  # 0.6.1 names them: "TLS_AES_128_GCM_SHA256"
+                code = _CIPHER_NAMES.get(suite.upper().removeprefix("TLS_"))
+                if code is None:
+                    raise ValueError(f"QuicConfiguration.{name}: unknown cipher suite "
+                                     f"{suite!r} (one of TLS_AES_128_GCM_SHA256, "
+                                     f"TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256, "
+                                     f"TLS_AES_128_CCM_SHA256)")
+                suite = code
             if isinstance(suite, bool) or not isinstance(suite, int):
                 raise TypeError(f"QuicConfiguration.{name}: {suite!r} is not a CipherSuite")
             gnutls = _GNUTLS_CIPHERS.get(int(suite))
