@@ -146,6 +146,14 @@ typecheck: setup
 # Needs no .venv: the script makes its own >= 3.12 venv and says so when there is none.
 test-aiomoqt: native-deps
 	@python3 tests/aiomoqt_suite.py $(AIOMOQT_ARGS)
+	@# aiomoqt's relay, subscriber and publisher as three processes (raw QUIC, WebTransport,
+	@# dual), at the loopback MTU and at MTU 1500 in a namespace; only where the suite made
+	@# its venv (a Python >= 3.12 exists)
+	@if [ -x .venv-aiomoqt/bin/python ]; then \
+	  .venv-aiomoqt/bin/python tests/aiomoqt_examples.py && \
+	  if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
+	    .venv-aiomoqt/bin/python tests/aiomoqt_examples.py --mtu 1500; fi; \
+	else echo "make test-aiomoqt: aiomoqt examples skipped (no .venv-aiomoqt)"; fi
 
 bench: setup
 	@sh benchmarks/setup_peers.sh
