@@ -204,6 +204,28 @@ class _Inbox:
     def done(self) -> bool:
         return self.fin or self.reset is not None or self.closed
 
+    async def receive(self, stream_id: int, max_bytes: int,
+                      gone: Callable[[], Optional[BaseException]]) -> bytes:
+        """What both kinds of stream do in ``receive()``: bytes first, then the end (FIN:
+        :class:`anyio.EndOfStream`, reset: :class:`StreamResetError`), then ``gone()``'s
+        exception once what carries the stream (connection, session) has ended."""
+        max_bytes = check_int("max_bytes", max_bytes, 1, 1 << 63, high_text="2**63")
+        while True:
+            if self.closed:
+                raise anyio.ClosedResourceError
+            if self.reset is not None:
+                raise StreamResetError(stream_id, self.reset)
+            if self.chunks:
+                data = self.take(max_bytes)
+                await checkpoint()
+                return data
+            if self.fin:
+                raise anyio.EndOfStream
+            error = gone()
+            if error is not None:
+                raise error
+            await self.signal.wait()
+
 
 # ---------------------------------------------------------------------- the connection
 
@@ -433,22 +455,14 @@ class _Exchange:
         :class:`~aiopquic.anyio.StreamResetError` when the peer reset the stream,
         :class:`~aiopquic.anyio.ConnectionClosedError` when the connection closed first
         (bytes received before are returned first, so a cut body never looks complete)."""
-        max_bytes = check_int("max_bytes", max_bytes, 1, 1 << 63, high_text="2**63")
-        inbox = self._inbox
-        while True:
-            if inbox.closed:
-                raise anyio.ClosedResourceError
-            if inbox.reset is not None:
-                raise StreamResetError(self.stream_id, inbox.reset)
-            if inbox.chunks:
-                data = inbox.take(max_bytes)
-                await checkpoint()
-                return data
-            if inbox.fin:
-                raise anyio.EndOfStream
-            if self._conn._quic.closed or self._conn._local_close:
-                raise self._conn.closed_error()
-            await inbox.signal.wait()
+        conn = self._conn
+
+        def gone() -> Optional[BaseException]:
+            if conn._quic.closed or conn._local_close:
+                return conn.closed_error()
+            return None
+
+        return await self._inbox.receive(self.stream_id, max_bytes, gone)
 
     async def read(self, limit: int = MAX_READ) -> bytes:
         """The whole (rest of the) body.  Raises :class:`ValueError` when it exceeds
@@ -713,25 +727,16 @@ class WebTransportStream(ByteStream):
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """The next received bytes (at most ``max_bytes``), waiting for some if needed."""
-        max_bytes = check_int("max_bytes", max_bytes, 1, 1 << 63, high_text="2**63")
         if not self._readable:
             raise StreamStateError(f"cannot receive on WebTransport stream {self.stream_id}:"
                                    " it is our unidirectional stream (send-only)")
-        inbox = self._inbox
-        while True:
-            if inbox.closed:
-                raise anyio.ClosedResourceError
-            if inbox.reset is not None:
-                raise StreamResetError(self.stream_id, inbox.reset)
-            if inbox.chunks:
-                data = inbox.take(max_bytes)
-                await checkpoint()
-                return data
-            if inbox.fin:
-                raise anyio.EndOfStream
+
+        def gone() -> Optional[BaseException]:
             if self._gone or self._session.closed:
-                raise self._session_error()
-            await inbox.signal.wait()
+                return self._session_error()
+            return None
+
+        return await self._inbox.receive(self.stream_id, max_bytes, gone)
 
     async def send(self, item: _Bytes) -> None:
         """Send ``item`` (bytes-like, copied)."""
