@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Optional
@@ -16,6 +18,9 @@ import pytest
 
 import aiopquic.anyio as aq
 from aiopquic.anyio import http3
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
+from anyio_h3_peer import CLOSE_CODE, CLOSE_REASON, make_echo  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -54,39 +59,7 @@ async def app(request: http3.Request) -> None:
         await request.respond(404)
 
 
-async def wt_echo(session: http3.WebTransportSession) -> None:
-    async def bidi(stream: http3.WebTransportStream) -> None:
-        if stream.is_unidirectional:
-            data = b""
-            try:
-                while True:
-                    data += await stream.receive()
-            except anyio.EndOfStream:
-                pass
-            out = await session.open_stream(bidirectional=False)
-            await out.send(data)
-            await out.send_eof()
-            return
-        first = await stream.receive(5)
-        if first == b"close":
-            await session.aclose(4242, "bye from anyio")
-            return
-        await stream.send(first)
-        try:
-            while True:
-                await stream.send(await stream.receive())
-        except anyio.EndOfStream:
-            await stream.send_eof()
-
-    async def datagrams() -> None:
-        while True:
-            await session.send_datagram(await session.receive_datagram())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(datagrams)
-        async for stream in session:
-            tg.start_soon(bidi, stream)
-        tg.cancel_scope.cancel()
+wt_echo = make_echo(own_stream=False)  # the echo of tests/peers/anyio_h3_peer.py
 
 
 @asynccontextmanager
@@ -200,11 +173,11 @@ async def test_webtransport_streams_datagrams_and_close_code(server_config, clie
                 closer = await session.open_stream()
                 await closer.send(b"close")
                 await session.wait_closed()
-                assert session.close_code == 4242
-                assert session.close_reason == "bye from anyio"
+                assert session.close_code == CLOSE_CODE
+                assert session.close_reason == CLOSE_REASON
                 with pytest.raises(http3.WebTransportSessionClosed) as info:
                     await session.accept_stream()
-                assert info.value.code == 4242 and info.value.by_peer
+                assert info.value.code == CLOSE_CODE and info.value.by_peer
 
 
 async def test_webtransport_refusals(server_config, client_config):
