@@ -445,3 +445,55 @@ async def test_connection_state_follows_the_connection(server_config, client_con
             with anyio.fail_after(10):
                 await protocol.wait_closed()
             assert quic.state is QuicConnectionState.TERMINATED
+
+
+@anyio_test
+async def test_closing_the_transport_inside_connect_is_clean(server_config, client_config):
+    """aioquic programs may close ``protocol._transport`` themselves; leaving ``connect()``
+    afterwards must not fail (it used to raise a cffi TypeError from the freed endpoint)."""
+    async with running_server(server_config()) as server:
+        with anyio.fail_after(20):
+            async with client(server.local_port, client_config()) as protocol:
+                assert await ping_ok(protocol)
+                protocol._transport.close()
+                protocol._transport.close()  # idempotent
+            assert protocol._quic.closed
+
+
+@anyio_test
+async def test_send_while_handling_events_before_the_close_is_dropped(server_config,
+                                                                      client_config):
+    """A server that answers in its handler for events that came before the client's close
+    (ProtocolNegotiated here) is not failed by the close it has not seen yet: the bytes are
+    dropped, as aioquic does; after ConnectionTerminated a send raises."""
+    from aiopquic.asyncio.protocol import QuicConnectionProtocol
+    from aiopquic.quic.connection import QuicConnectionError
+    from aiopquic.quic.events import ConnectionTerminated, ProtocolNegotiated
+
+    failures: list[BaseException] = []
+    later: list[BaseException] = []
+
+    class Answering(QuicConnectionProtocol):
+        def quic_event_received(self, event) -> None:
+            quic = self._quic
+            try:
+                if isinstance(event, ProtocolNegotiated):
+                    sid = quic.get_next_available_stream_id(is_unidirectional=True)
+                    quic.send_stream_data(sid, b"\x00")
+                elif isinstance(event, ConnectionTerminated):
+                    try:
+                        quic.send_stream_data(quic.get_next_available_stream_id(True), b"x")
+                    except QuicConnectionError as exc:
+                        later.append(exc)
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                failures.append(exc)
+
+    protocols = ProtocolCollector(Answering)
+    async with running_server(server_config(), create_protocol=protocols) as server:
+        with anyio.fail_after(60):
+            for _ in range(20):
+                async with client(server.local_port, client_config()):
+                    pass
+            while len(later) < 20:
+                await anyio.sleep(0.01)  # polling a condition, bounded by fail_after
+    assert not failures, failures

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import weakref
 from typing import Callable, Optional
 
 from aiopquic.quic.connection import QuicConnection, QuicEndpoint
+
+# the loop each attached endpoint's wake fd is registered with
+_ATTACHED: weakref.WeakKeyDictionary[QuicEndpoint, asyncio.AbstractEventLoop] = \
+    weakref.WeakKeyDictionary()
 
 
 def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
@@ -39,14 +44,22 @@ def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
             loop.call_soon(pump)
 
     loop.add_reader(endpoint.fileno, pump)
+    _ATTACHED[endpoint] = loop
 
 
-def detach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop) -> None:
-    """Stop watching the endpoint and free it."""
-    try:
-        loop.remove_reader(endpoint.fileno)
-    except (ValueError, OSError):
-        pass
+def detach(endpoint: QuicEndpoint, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+    """Stop watching the endpoint and free it (idempotent: an endpoint closed before, e.g.
+    through ``protocol._transport.close()``, is left alone).  ``loop``: the loop it was
+    attached to (default: the one :func:`attach` recorded)."""
+    attached = _ATTACHED.pop(endpoint, None)
+    loop = loop or attached
+    if endpoint._closed:
+        return
+    if loop is not None:
+        try:
+            loop.remove_reader(endpoint.fileno)
+        except (ValueError, OSError, RuntimeError):
+            pass
     endpoint.close()
 
 

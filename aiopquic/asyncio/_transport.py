@@ -12,6 +12,7 @@ import ipaddress
 import weakref
 from typing import Any, Optional
 
+from aiopquic.asyncio import _loop
 from aiopquic.quic.connection import QuicEndpoint
 
 __all__ = ["EndpointTransport", "remember_host", "transport_for"]
@@ -59,10 +60,10 @@ class EndpointTransport(asyncio.DatagramTransport):
         return {} if self._aq_endpoint._closed else self._aq_endpoint.counters
 
     def close(self) -> None:
-        self._aq_endpoint.close()
+        _loop.detach(self._aq_endpoint)
 
     def abort(self) -> None:
-        self._aq_endpoint.close()
+        self.close()
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         raise NotImplementedError(

@@ -558,6 +558,11 @@ class QuicConnection(Compat061Connection):
             self._mark_used(stream_id)
         return st
 
+    def _close_undelivered(self) -> bool:
+        """True while the ConnectionTerminated event waits in the queue (the application is
+        handling events that came before the close)."""
+        return any(type(ev) is events.ConnectionTerminated for ev in self._events)
+
     def _raise_if_closed(self) -> None:
         if self._closed:
             ev = self._close_event
@@ -579,7 +584,10 @@ class QuicConnection(Compat061Connection):
         STOP_SENDING, on the peer's unidirectional stream, on a peer stream the peer has not
         opened, or on a local stream past the next available one;
         :class:`QuicConnectionError` once the connection is closed (by either side, or
-        because its endpoint was closed).
+        because its endpoint was closed) -- except while the application is still handling
+        the events that came before the close (its ``ConnectionTerminated`` not delivered
+        yet): then the bytes are dropped silently, as aioquic does, so a handler answering
+        the last request of a client that just left does not fail.
         """
         st = self._tx.get(stream_id)
         if st is None or not st.open or st.spill:
@@ -613,6 +621,8 @@ class QuicConnection(Compat061Connection):
         if type(data) is not bytes:
             data = check_buffer("data", data)
         stream_id = self._check_stream_id(stream_id, True)
+        if self._closed and self._close_undelivered():
+            return  # the application has not seen the close yet: drop, as aioquic does
         self._raise_if_closed()
         if self._pending_close is not None:
             raise QuicConnectionError("connection is closing")
