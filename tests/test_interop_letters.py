@@ -52,18 +52,12 @@ CLIENT_GAPS = {
     "S": "the Retry is followed (the ping succeeds) but the qlog has no packet-level "
          "events, so interop.py cannot see the retry packet",
     "Q": "quantum_readiness_test=True is refused: the engine cannot pad the ClientHello",
-    "R": "the session is resumed, but interop.py reads protocol._quic.tls.session_resumed "
-         "(aioquic's TLS context): QuicConnection has session_resumed, no tls",
-    "Z": "0-RTT is accepted, but read as protocol._quic.tls.early_data_accepted (no tls "
-         "attribute; QuicConnection.early_data_accepted holds it)",
     "M": "change_connection_id() raises NotImplementedError (ngtcp2 switches connection "
          "IDs itself on a path change)",
     "B": "the protocol is not an asyncio DatagramProtocol: a new socket cannot be attached "
          "(connection_made raises), and no packet-level qlog shows PATH_CHALLENGE",
     "A": "as B, plus change_connection_id()",
     "P": "no packet-level qlog, so no connectivity:spin_bit_updated events",
-    "d": "H3Connection has no _decoder_bytes_*/_encoder_bytes_* counters "
-         "(AttributeError ends the test before the push check)",
     "p": "no server push: the client grants no push ids (MAX_PUSH_ID)",
 }
 

@@ -512,6 +512,11 @@ class H3Connection:
         self._decoder = pylsqpack.Decoder(self._max_table_capacity, self._blocked_streams)
         self._sizes = EncoderStreamSizes(self._max_table_capacity)
         self._encoder = pylsqpack.Encoder()
+        # QPACK stream bytes, aioquic's counters (its interop client reads them)
+        self._decoder_bytes_received = 0
+        self._decoder_bytes_sent = 0
+        self._encoder_bytes_received = 0
+        self._encoder_bytes_sent = 0
         self._streams: dict[int, _Stream] = {}
         self._done = False
         self._received_settings: Optional[dict[int, int]] = None
@@ -667,6 +672,7 @@ class H3Connection:
         encoder_bytes, block = self._encoder.encode(stream_id, headers)
         if encoder_bytes:
             self._quic.send_stream_data(self._local_encoder, encoder_bytes)
+            self._encoder_bytes_sent += len(encoder_bytes)
         if st.send_state == _INITIAL:
             if not interim:
                 st.send_state = _AFTER_HEADERS
@@ -1067,6 +1073,7 @@ class H3Connection:
                 from exc
         if decoder_bytes:
             self._quic.send_stream_data(self._local_decoder, decoder_bytes)
+            self._decoder_bytes_sent += len(decoder_bytes)
         return headers
 
     def _on_headers(self, st: _Stream, headers: Headers, events: list[H3Event]) -> None:
@@ -1109,6 +1116,7 @@ class H3Connection:
             data = cancel_stream(stream_id)
             if data:
                 self._quic.send_stream_data(self._local_decoder, data)
+                self._decoder_bytes_sent += len(data)
 
     def _abort(self, st: _Stream, code: int, cancel: bool = False) -> None:
         """Stream error: reset and stop the stream, ignore what still arrives on it.
@@ -1192,11 +1200,13 @@ class H3Connection:
             if not chunk:
                 return
             if kind == _DECODER:
+                self._decoder_bytes_received += len(chunk)
                 try:
                     self._encoder.feed_decoder(chunk)
                 except pylsqpack.DecoderStreamError as exc:
                     raise _QpackDecoderStreamError("bad QPACK decoder stream data") from exc
             else:
+                self._encoder_bytes_received += len(chunk)
                 self._sizes.feed(chunk)  # entry sizes, for the field section size bound
                 try:
                     unblocked = self._decoder.feed_encoder(chunk)
@@ -1321,6 +1331,7 @@ class H3Connection:
                 blocked_streams=settings.get(Setting.QPACK_BLOCKED_STREAMS, 0))
             if encoder_bytes:
                 self._quic.send_stream_data(self._local_encoder, encoder_bytes)
+                self._encoder_bytes_sent += len(encoder_bytes)
         elif ftype == FrameType.GOAWAY:
             goaway_id = _parse_single_varint(payload, "GOAWAY")
             if self._is_client and goaway_id % 4 != 0:

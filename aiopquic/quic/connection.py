@@ -200,6 +200,35 @@ def new_connection_id(cfg: QuicConfiguration) -> bytes:
 
 _SUITES = {int(s) for s in CipherSuite}
 
+
+class _TlsView:
+    """What aioquic programs read from ``quic.tls`` (a read-only view of the connection)."""
+
+    __slots__ = ("_quic",)
+
+    def __init__(self, quic: QuicConnection) -> None:
+        self._quic = quic
+
+    @property
+    def session_resumed(self) -> bool:
+        """True once the handshake resumed a session from a ticket."""
+        return bool(self._quic.session_resumed)
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """True once the handshake accepted 0-RTT data."""
+        return bool(self._quic.early_data_accepted)
+
+    @property
+    def alpn_negotiated(self) -> Optional[str]:
+        """The negotiated ALPN protocol."""
+        return self._quic.alpn_protocol
+
+    @property
+    def cipher_suite(self) -> Any:
+        """The negotiated cipher suite (``None`` before the handshake)."""
+        return self._quic.cipher_suite
+
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
 
@@ -557,6 +586,14 @@ class QuicConnection(Compat061Connection):
             self._tx[stream_id] = st
             self._mark_used(stream_id)
         return st
+
+    @property
+    def tls(self) -> _TlsView:
+        """aioquic's ``QuicConnection.tls`` (its TLS context), for the attributes programs
+        read there: ``session_resumed``, ``early_data_accepted``, ``alpn_negotiated`` and
+        ``cipher_suite`` (GnuTLS does the TLS here: nothing else of aioquic's context
+        exists)."""
+        return _TlsView(self)
 
     def _close_undelivered(self) -> bool:
         """True while the ConnectionTerminated event waits in the queue (the application is
