@@ -108,3 +108,54 @@ async def test_rebinding_client_stays_with_its_worker(server_config, client_conf
         assert [ep.stray_packets for ep in server.workers] == [0, 0]
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_anyio_serve_with_workers(server_config, client_config, backend):
+    """The anyio server takes workers= too, on both backends."""
+    if backend == "trio":
+        pytest.importorskip("trio")
+    import functools
+
+    import aiopquic.anyio as aq
+
+    async def echo(conn) -> None:
+        async for stream in conn:
+            data = b""
+            try:
+                while True:
+                    data += await stream.receive()
+            except anyio.EndOfStream:
+                pass
+            await stream.send(data)
+            await stream.send_eof()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            server = await tg.start(functools.partial(
+                aq.serve, HOST, 0, configuration=server_config(), handler=echo, workers=2))
+            assert len(server.workers) == 2
+
+            async def one(i: int) -> None:
+                async with aq.connect(HOST, server.local_port,
+                                      configuration=client_config()) as conn:
+                    stream = await conn.open_stream()
+                    payload = os.urandom(1000 + i)
+                    await stream.send(payload)
+                    await stream.send_eof()
+                    got = b""
+                    try:
+                        while True:
+                            got += await stream.receive()
+                    except anyio.EndOfStream:
+                        pass
+                    assert got == payload
+
+            with anyio.fail_after(90):
+                async with anyio.create_task_group() as clients:
+                    for i in range(60):
+                        clients.start_soon(one, i)
+            assert [ep.stray_packets for ep in server.workers] == [0, 0]
+            tg.cancel_scope.cancel()
+
+    anyio.run(main, backend=backend)

@@ -1121,7 +1121,8 @@ async def _not_found(request: Request) -> None:
 async def create_http3_listener(host: str, port: int, *,
                                 configuration: QuicConfiguration,
                                 webtransport: bool = True,
-                                protocols: Optional[list[str]] = None) -> Server:
+                                protocols: Optional[list[str]] = None,
+                                workers: int = 1) -> Server:
     """Bind an HTTP/3 server endpoint (a :class:`~aiopquic.anyio.Server`); run it with
     :func:`serve_http3`'s arguments through ``server.serve(http3_handler(...))`` -- or
     simply use :func:`serve_http3`.  ``configuration`` gets ALPN ``h3`` when it has no ALPN
@@ -1132,7 +1133,7 @@ async def create_http3_listener(host: str, port: int, *,
         raise TypeError(f"serve_http3() configuration must be a QuicConfiguration, "
                         f"got {type(configuration).__name__}")
     cfg = h3_configuration(configuration, "serve_http3()", datagrams=webtransport)
-    server = await create_listener(host, port, configuration=cfg)
+    server = await create_listener(host, port, configuration=cfg, workers=workers)
     server._factory = functools.partial(_H3Connection, webtransport=webtransport,
                                         protocols=protocols)
     return server
@@ -1156,6 +1157,7 @@ async def serve_http3(
     path: Optional[str] = None,
     protocols: Optional[list[str]] = None,
     task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    workers: int = 1,
 ) -> None:
     """Serve HTTP/3 (and WebTransport) on ``host``:``port`` until cancelled.
 
@@ -1176,7 +1178,7 @@ async def serve_http3(
     server = await create_http3_listener(host, port, configuration=configuration,
                                          webtransport=webtransport_handler is not None
                                          or bool(configuration.max_datagram_frame_size),
-                                         protocols=protocols)
+                                         protocols=protocols, workers=workers)
     try:
         task_status.started(server)
         await server.serve(http3_handler(handler, webtransport_handler, path))

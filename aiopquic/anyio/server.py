@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 import anyio
@@ -15,7 +15,7 @@ from anyio.abc import Listener, SocketAttribute, TaskGroup, TaskStatus
 
 from aiopquic.anyio._connection import Connection, ConnectionClosedError
 from aiopquic.anyio._io import drive, resolve
-from aiopquic.quic._checks import check_port
+from aiopquic.quic._checks import check_int, check_port
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection, QuicEndpoint
 
@@ -102,11 +102,13 @@ class Server(Listener[Connection]):
     """
 
     def __init__(self, endpoint: QuicEndpoint, local_host: str,
-                 connection_factory: Callable[..., Connection] = Connection) -> None:
+                 connection_factory: Callable[..., Connection] = Connection,
+                 more_endpoints: Sequence[QuicEndpoint] = ()) -> None:
         self._factory = connection_factory
         self._endpoint = endpoint
+        self._endpoints = [endpoint, *more_endpoints]
         self._local_host = local_host
-        self._connections: dict[int, Connection] = {}
+        self._connections: dict[QuicConnection, Connection] = {}
         self._scope: Optional[anyio.CancelScope] = None
         self._done: Optional[anyio.Event] = None
         self._closed = False
@@ -115,6 +117,11 @@ class Server(Listener[Connection]):
     def local_port(self) -> int:
         """The UDP port the server is bound to (useful with port 0)."""
         return self._endpoint.local_port
+
+    @property
+    def workers(self) -> list[QuicEndpoint]:
+        """*(aiopquic)* The worker endpoints serving the port (one unless ``workers=``)."""
+        return list(self._endpoints)
 
     @property
     def connections(self) -> list[Connection]:
@@ -133,12 +140,12 @@ class Server(Listener[Connection]):
         }
 
     def _on_events(self, quic: QuicConnection) -> None:
-        connection = self._connections.get(quic._handle)
+        connection = self._connections.get(quic)
         if connection is None:
             return
         connection._on_events()
         if quic.closed:
-            del self._connections[quic._handle]
+            del self._connections[quic]
 
     async def serve(self, handler: ConnectionHandler,
                     task_group: Optional[TaskGroup] = None) -> None:
@@ -163,28 +170,31 @@ class Server(Listener[Connection]):
             raise anyio.ClosedResourceError
         if self._scope is not None:
             raise RuntimeError("this Server is already serving")
-        endpoint = self._endpoint
         done = self._done = anyio.Event()
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as tg:
 
-                    def on_accept(quic: QuicConnection) -> None:
-                        connection = self._factory(quic, endpoint,
-                                                   local_host=self._local_host)
-                        self._connections[quic._handle] = connection
-                        name = f"aiopquic handler {quic.peer_address}"
-                        if task_group is None:
-                            tg.start_soon(_run_guarded, handler, connection, name=name)
-                        else:
-                            task_group.start_soon(_run_crash_through, handler, connection,
-                                                  name=name)
+                    def accept_on(endpoint: QuicEndpoint) -> Callable[[QuicConnection], None]:
+                        def on_accept(quic: QuicConnection) -> None:
+                            connection = self._factory(quic, endpoint,
+                                                       local_host=self._local_host)
+                            self._connections[quic] = connection
+                            name = f"aiopquic handler {quic.peer_address}"
+                            if task_group is None:
+                                tg.start_soon(_run_guarded, handler, connection, name=name)
+                            else:
+                                task_group.start_soon(_run_crash_through, handler,
+                                                      connection, name=name)
 
-                    endpoint.on_accept = on_accept
-                    endpoint.on_events = self._on_events
-                    endpoint.start()
-                    tg.start_soon(drive, endpoint, name="aiopquic endpoint")
+                        return on_accept
+
+                    for i, endpoint in enumerate(self._endpoints):
+                        endpoint.on_accept = accept_on(endpoint)
+                        endpoint.on_events = self._on_events
+                        endpoint.start()
+                        tg.start_soon(drive, endpoint, name=f"aiopquic endpoint {i}")
         finally:
             self._shutdown()
             done.set()
@@ -192,13 +202,14 @@ class Server(Listener[Connection]):
     def _shutdown(self) -> None:
         self._closed = True
         self._scope = None
-        endpoint = self._endpoint
-        endpoint.on_accept = None
-        endpoint.on_events = None
+        for endpoint in self._endpoints:
+            endpoint.on_accept = None
+            endpoint.on_events = None
         for connection in self._connections.values():
             connection._abort()
         self._connections.clear()
-        endpoint.close()
+        for endpoint in self._endpoints:
+            endpoint.close()
 
     async def aclose(self) -> None:
         """Stop :meth:`serve` (its handlers are cancelled) and release the socket; waits
@@ -213,7 +224,7 @@ class Server(Listener[Connection]):
 
 
 async def create_listener(host: str, port: int, *,
-                          configuration: QuicConfiguration) -> Server:
+                          configuration: QuicConfiguration, workers: int = 1) -> Server:
     """Bind a QUIC server endpoint on ``host``:``port`` and return it as a :class:`Server`
     (an :class:`anyio.abc.Listener`); call :meth:`Server.serve` to accept connections.
 
@@ -224,6 +235,10 @@ async def create_listener(host: str, port: int, *,
     :class:`OSError` when the address cannot be bound (``errno`` set, e.g.
     ``EADDRINUSE``), and :class:`~aiopquic._native.NativeError` (an :class:`OSError`)
     naming the certificate and key files when GnuTLS rejects them.
+
+    ``workers`` *(aiopquic)*: that many network threads share the port, each packet steered
+    to the one owning its connection (see :func:`aiopquic.asyncio.serve` and
+    docs/scale.md); :class:`ValueError` outside 1..64.
     """
     if not isinstance(configuration, QuicConfiguration):
         raise TypeError(f"serve() configuration must be a QuicConfiguration, "
@@ -234,8 +249,18 @@ async def create_listener(host: str, port: int, *,
         raise ValueError("serve() needs a server configuration (is_client=False)")
     if not configuration.certificate_chain or not configuration.private_key:
         raise ValueError("serve() needs a certificate: call configuration.load_cert_chain()")
+    workers = check_int("workers", workers, 1, 65)
     ip, rport = await resolve(host, port)
-    return Server(QuicEndpoint(configuration, ip, rport), ip)
+    endpoints: list[QuicEndpoint] = []
+    try:
+        for i in range(workers):  # bound in worker order: the BPF steering counts on it
+            endpoints.append(QuicEndpoint(configuration, ip, endpoints[0].local_port
+                                          if endpoints else rport, worker=i, workers=workers))
+    except BaseException:
+        for ep in endpoints:
+            ep.close()
+        raise
+    return Server(endpoints[0], ip, more_endpoints=endpoints[1:])
 
 
 async def serve(
@@ -246,6 +271,7 @@ async def serve(
     handler: ConnectionHandler,
     task_group: Optional[TaskGroup] = None,
     task_status: TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    workers: int = 1,
 ) -> None:
     """Accept QUIC connections on ``host``:``port`` and run ``await handler(connection)``
     for each, until cancelled: :func:`create_listener` then :meth:`Server.serve`.
@@ -254,9 +280,10 @@ async def serve(
     the :class:`Server` (``server.local_port``) once it listens.  A failing handler is
     logged and only its connection is closed, unless ``task_group`` is given (then its
     exception propagates there; see :meth:`Server.serve`).  Cancelling ``serve()`` cancels
-    every handler it runs and closes every connection.  Raises as :func:`create_listener`.
+    every handler it runs and closes every connection.  ``workers``: network threads sharing
+    the port (see :func:`create_listener`).  Raises as :func:`create_listener`.
     """
-    server = await create_listener(host, port, configuration=configuration)
+    server = await create_listener(host, port, configuration=configuration, workers=workers)
     try:
         task_status.started(server)
         await server.serve(handler, task_group)
