@@ -40,8 +40,12 @@ enum {
   AQ_EV_CID_RETIRED = 17,   /* sans-IO driver only: conn, data = one of ours no longer used */
   AQ_EV_NEW_TOKEN = 18,     /* client conn: data = a NEW_TOKEN token for later connections */
   AQ_EV_CONN_INFO = 19,     /* conn, right after HANDSHAKE_DONE: data = one aq_conn_info */
-  AQ_EV_SESSION_TICKET = 20 /* client conn: data = a resumption ticket (AQ_TICKET_* format)
+  AQ_EV_SESSION_TICKET = 20, /* client conn: data = a resumption ticket (AQ_TICKET_* format)
                              * to pass as aq_config.session_ticket on a later connection */
+  AQ_EV_MIGRATED = 21,      /* client conn, after aq_migrate: code = the new local port (0 if
+                             * it failed), code2 = 0 or an errno / ngtcp2 error; data = why */
+  AQ_EV_PEER_ADDRESS = 22   /* conn: a new path was validated (the client moved, or a NAT
+                             * rebound it); data = "host port" of the peer on it */
 };
 
 /* AQ_EV_ACCEPTED flags */
@@ -294,6 +298,10 @@ int aq_key_update(aq_endpoint *ep, uint64_t conn);
  * round robin.  stream_id -1 sets the default for streams created afterwards (initially 8). */
 int aq_stream_priority(aq_endpoint *ep, uint64_t conn, int64_t stream_id, unsigned priority);
 int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id);
+/* Client: move the connection to a new UDP socket bound to the same local address and
+ * `port` (0: any free one).  The old socket is closed; ngtcp2 switches to a fresh connection
+ * ID for the new path and validates it (RFC 9000 section 9).  AQ_EV_MIGRATED follows. */
+int aq_migrate(aq_endpoint *ep, uint64_t conn, int port);
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,
                   uint64_t frame_type, const char *reason, size_t reason_len);
 

@@ -481,6 +481,23 @@ static void peer_addr_text(aq_conn *c, char *buf, size_t len) {
   snprintf(buf, len, "%s %s", host, port);
 }
 
+/* A new path was validated (RFC 9000 section 8.2): the peer moved, tell Python where. */
+static int path_validation_cb(ngtcp2_conn *conn, uint32_t flags, const ngtcp2_path *path,
+                              const ngtcp2_path *old_path, ngtcp2_path_validation_result res,
+                              void *ud) {
+  aq_conn *c = ud;
+  (void)conn;
+  (void)flags;
+  (void)path;
+  (void)old_path;
+  if (res != NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) return 0;
+  char addr[NI_MAXHOST + NI_MAXSERV + 2];
+  peer_addr_text(c, addr, sizeof(addr));
+  aq_sink_emit_simple(c->ctx->sink, AQ_EV_PEER_ADDRESS, c->handle, -1, 0, 0, 0, addr,
+                      strlen(addr));
+  return 0;
+}
+
 static void tp_info(aq_tp_info *o, const ngtcp2_transport_params *p) {
   if (!p) return;
   o->initial_max_data = p->initial_max_data;
@@ -780,6 +797,7 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
   cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
   cb->rand = rand_cb;
   cb->get_new_connection_id = get_new_cid_cb;
+  cb->path_validation = path_validation_cb;
   cb->remove_connection_id = remove_cid_cb;
   cb->handshake_completed = handshake_completed_cb;
   cb->recv_stream_data = recv_stream_data_cb;

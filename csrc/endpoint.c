@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
@@ -316,6 +317,65 @@ static void read_packets(struct aq_endpoint *ep) {
 
 /* ---------------------------------------------------------------- commands */
 
+/* A client connection moves to a new socket (same local address, `port`): the endpoint's
+ * socket is replaced, ngtcp2 moves to the new path at once and validates it. */
+static void migrate(struct aq_endpoint *ep, aq_conn *c, int port, ngtcp2_tstamp now) {
+  char why[160] = "";
+  char host[INET6_ADDRSTRLEN] = "";
+  int err = 0;
+  const ngtcp2_path *cur = ngtcp2_conn_get_path(c->conn);
+  const struct sockaddr *la = (const struct sockaddr *)&ep->io.local;
+  if (ep->ctx.cfg.is_server || !cur) {
+    err = EINVAL;
+    snprintf(why, sizeof(why), "only a client connection can migrate");
+  } else if (la->sa_family == AF_INET) {
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)la)->sin_addr, host, sizeof(host));
+  } else {
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)la)->sin6_addr, host, sizeof(host));
+  }
+  aq_io nio;
+  memset(&nio, 0, sizeof(nio));
+  nio.fd = -1;
+  if (!err && aq_io_open(&nio, host, port, (size_t)ep->ctx.cfg.socket_buffer, 0, why,
+                         sizeof(why)) != 0)
+    err = EADDRNOTAVAIL;
+  if (!err && ep->io.connected &&
+      aq_io_connect(&nio, (const struct sockaddr *)cur->remote.addr,
+                    (socklen_t)cur->remote.addrlen) != 0) {
+    err = errno ? errno : EINVAL;
+    snprintf(why, sizeof(why), "connect: %s", strerror(err));
+  }
+  if (!err) {
+    ngtcp2_path np = {{(ngtcp2_sockaddr *)&nio.local, nio.locallen},
+                      {cur->remote.addr, cur->remote.addrlen},
+                      NULL};
+    int rv = ngtcp2_conn_initiate_immediate_migration(c->conn, &np, now);
+    if (rv != 0) {
+      err = rv < 0 ? -rv : rv;
+      snprintf(why, sizeof(why), "ngtcp2: %s", ngtcp2_strerror(rv));
+    }
+  }
+  if (err) {
+    aq_io_close(&nio);
+    aq_sink_emit_simple(&ep->sink, AQ_EV_MIGRATED, c->handle, -1, 0, (uint64_t)err, 0, why,
+                        strlen(why));
+    return;
+  }
+  epoll_ctl(ep->epfd, EPOLL_CTL_DEL, ep->io.fd, NULL);
+  nio.emsgsize = ep->io.emsgsize;
+  nio.gso_splits = ep->io.gso_splits;
+  nio.send_errors = ep->io.send_errors;
+  aq_io_close(&ep->io);
+  ep->io = nio;
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = ep->io.fd};
+  epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->io.fd, &ev);
+  ep->reading = 1;
+  ep->want_out = 0;
+  c->want_write = 1; /* the path challenge and what waits go out on the new socket now */
+  aq_sink_emit_simple(&ep->sink, AQ_EV_MIGRATED, c->handle, -1,
+                      (uint64_t)aq_io_local_port(&ep->io), 0, 0, NULL, 0);
+}
+
 static void process_commands(struct aq_endpoint *ep) {
   aq_cmd cmd;
   ngtcp2_tstamp now = aq_now();
@@ -329,6 +389,11 @@ static void process_commands(struct aq_endpoint *ep) {
     aq_conn *c = conn_by_handle(ep, cmd.conn);
     if (!c) {
       aq_conn_discard_cmd(&cmd);
+      continue;
+    }
+    if (cmd.type == AQ_CMD_MIGRATE) {
+      migrate(ep, c, (int)cmd.code, now);
+      follow(ep, c);
       continue;
     }
     aq_conn_command(c, &cmd, now, &ep->txq);
@@ -869,6 +934,11 @@ int aq_stream_priority(aq_endpoint *ep, uint64_t conn, int64_t stream_id, unsign
 
 int aq_request_stats(aq_endpoint *ep, uint64_t conn, uint64_t request_id) {
   return simple_cmd(ep, AQ_CMD_STATS, conn, -1, request_id, 0, NULL, 0);
+}
+
+int aq_migrate(aq_endpoint *ep, uint64_t conn, int port) {
+  if (port < 0 || port > 65535) return -3;
+  return simple_cmd(ep, AQ_CMD_MIGRATE, conn, -1, (uint64_t)port, 0, NULL, 0);
 }
 
 int aq_conn_close(aq_endpoint *ep, uint64_t conn, uint64_t code, int is_app,

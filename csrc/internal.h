@@ -53,6 +53,7 @@ enum {
   AQ_CMD_KEY_UPDATE,
   AQ_CMD_STATS,
   AQ_CMD_PRIORITY, /* stream_id (-1: the connection's default for new streams), code = 0..255 */
+  AQ_CMD_MIGRATE, /* client: code = the local port to move to (0: any) */
   AQ_CMD_STOP
 };
 

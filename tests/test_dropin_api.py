@@ -172,10 +172,13 @@ async def test_private_hooks_aioquic_programs_use(server_config, client_config, 
             with caplog.at_level(logging.INFO, logger="aiopquic.quic"):
                 protocol._quic._logger.info("HTTP request %s", "GET /")
             assert "HTTP request GET /" in caplog.text
+            # client: a move to a new local port with a new connection ID; server: refused
+            protocol.change_connection_id()
+            assert await ping_ok(protocol)
             with pytest.raises(NotImplementedError, match="change_connection_id"):
-                protocol._quic.change_connection_id()
+                peer._quic.change_connection_id()
             with pytest.raises(NotImplementedError, match="change_connection_id"):
-                protocol.change_connection_id()
+                peer.change_connection_id()
             for name, args in (("connection_made", (None,)), ("connection_lost", (None,)),
                                ("datagram_received", (b"", ("::1", 1))),
                                ("error_received", (OSError(),)), ("pause_writing", ()),

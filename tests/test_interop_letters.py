@@ -52,11 +52,9 @@ CLIENT_GAPS = {
     "S": "the Retry is followed (the ping succeeds) but the qlog has no packet-level "
          "events, so interop.py cannot see the retry packet",
     "Q": "quantum_readiness_test=True is refused: the engine cannot pad the ClientHello",
-    "M": "change_connection_id() raises NotImplementedError (ngtcp2 switches connection "
-         "IDs itself on a path change)",
     "B": "the protocol is not an asyncio DatagramProtocol: a new socket cannot be attached "
          "(connection_made raises), and no packet-level qlog shows PATH_CHALLENGE",
-    "A": "as B, plus change_connection_id()",
+    "A": "as B (change_connection_id() itself works: M is earned)",
     "P": "no packet-level qlog, so no connectivity:spin_bit_updated events",
     "p": "no server push: the client grants no push ids (MAX_PUSH_ID)",
 }

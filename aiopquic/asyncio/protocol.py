@@ -333,9 +333,32 @@ class QuicConnectionProtocol:
         self._quic.close(error_code=error_code, reason_phrase=reason_phrase)
 
     def change_connection_id(self) -> None:
-        """aioquic's call to switch to a new connection ID: not available here, always raises
-        :class:`NotImplementedError` (see :meth:`QuicConnection.change_connection_id`)."""
+        """aioquic's call to switch to a new connection ID: on a client, a move to a new
+        local port (see :meth:`QuicConnection.change_connection_id`); on a server it raises
+        :class:`NotImplementedError`."""
         self._quic.change_connection_id()
+
+    async def migrate(self, local_port: int = 0) -> int:
+        """*(aiopquic)* Client: move the connection to a new local UDP port (0: any free one)
+        and return it once the engine switched (see :meth:`QuicConnection.migrate`).
+        Raises :class:`OSError` when the move failed (the connection stays on its path),
+        :class:`RuntimeError` on a server, :class:`QuicConnectionError` once closed."""
+        fut: asyncio.Future[int] = self._loop.create_future()
+
+        def done(port: int, error: Optional[str]) -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(port)
+            else:
+                fut.set_exception(OSError(f"migration failed: {error}"))
+
+        self._quic.migrate(local_port, done)
+        self._stats_waiters.append(fut)  # type: ignore[arg-type]  # failed on close
+        try:
+            return await fut
+        finally:
+            self._stats_waiters.remove(fut)  # type: ignore[arg-type]
 
     # aioquic's protocol is an asyncio.DatagramProtocol; here the UDP socket belongs to the
     # network thread, so these entry points exist only to say so.

@@ -20,6 +20,7 @@ flushed as the peer acknowledges.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
@@ -228,6 +229,11 @@ class _TlsView:
     def cipher_suite(self) -> Any:
         """The negotiated cipher suite (``None`` before the handshake)."""
         return self._quic.cipher_suite
+
+
+def _call_migrated(callback: Callable[[int, Optional[str]], None], port: int,
+                   error: Optional[str]) -> None:
+    callback(port, error)
 
 RETRY_MODES = {None: 0, True: 1, False: 2}  # aq_config.retry: automatic, always, never
 
@@ -465,6 +471,7 @@ class QuicConnection(Compat061Connection):
         """Client: 0-RTT was attempted and the server refused it.  Streams written before
         the handshake were opened again and their data sent again after it (datagrams sent
         as 0-RTT are lost, as datagrams may be)."""
+        self._migrate_callbacks: list[Callable[[int, Optional[str]], None]] = []
         self.cipher_suite: Union[CipherSuite, int, None] = None
         """*(aiopquic)* The TLS cipher suite the handshake negotiated (a
         :class:`~aiopquic.tls.CipherSuite`, or 0x1304 for AES-128-CCM); ``None`` before."""
@@ -929,12 +936,39 @@ class QuicConnection(Compat061Connection):
         return self.peer_address
 
     def change_connection_id(self) -> None:
-        """Not available: always raises :class:`NotImplementedError`.  The engine (ngtcp2)
-        issues spare connection IDs to the peer and switches to a fresh one by itself when the
-        path changes; there is no call to switch on demand yet."""
+        """Switch to a new connection ID (aioquic's call).  Client: done by :meth:`migrate`
+        to a new local port, since the engine (ngtcp2) takes a fresh connection ID for each
+        new path and has no call to switch on the same path; the peer sees the new ID (and
+        the new port).  Server, or a connection you drive yourself (sans-IO): raises
+        :class:`NotImplementedError`.  Raises :class:`QuicConnectionError` once closed."""
+        if self.configuration.is_client and type(self)._threaded:
+            self.migrate()
+            return
         raise NotImplementedError(
-            "change_connection_id() is not supported: the engine rotates connection IDs "
-            "itself when the path changes; use request_key_update() to rotate keys")
+            "change_connection_id() is only available on a client connection of connect(): "
+            "the engine takes a new connection ID when the client moves to a new path")
+
+    _threaded = True  # the engine's network thread owns the socket (not the sans-IO face)
+
+    def migrate(self, local_port: int = 0,
+                callback: Optional[Callable[[int, Optional[str]], None]] = None) -> None:
+        """*(aiopquic)* Client: move the connection to a new UDP socket bound to the same
+        local address and ``local_port`` (0: any free port) -- what a phone does moving from
+        Wi-Fi to mobile.  The old socket is closed at once (packets still on their way to it
+        are lost and resent); the engine sends from the new one with a fresh connection ID
+        and validates the path (RFC 9000 section 9), and the server follows.
+        ``callback(port, error)`` runs on the event loop once done: the new local port and
+        ``None``, or 0 and why it failed (a server that disabled migration, a handshake not
+        confirmed yet, a port in use).  Raises :class:`RuntimeError` on a server connection
+        or one you drive yourself, :class:`QuicConnectionError` once closed, and
+        :class:`ValueError` / :class:`TypeError` for a port outside 0..65535."""
+        local_port = check_int("local_port", local_port, 0, 65536)
+        if not self.configuration.is_client or not type(self)._threaded:
+            raise RuntimeError("only a client connection of connect() can migrate")
+        self._raise_if_closed()
+        if callback is not None:
+            self._migrate_callbacks.append(callback)
+        self._command_conn(lib.aq_migrate, local_port)
 
     def request_key_update(self) -> None:
         """Start a 1-RTT key update (RFC 9001 section 6).  Ignored while the previous update
@@ -1112,6 +1146,18 @@ class QuicConnection(Compat061Connection):
         elif t == _native.EV_NEW_TOKEN:
             if self._token_handler is not None:
                 self._endpoint._call_user(self._token_handler, bytes(ev.data), self)
+        elif t == _native.EV_PEER_ADDRESS:
+            host, _, port = ev.data.decode("ascii", "replace").rpartition(" ")
+            if host and host != "?" and type(self)._threaded:  # sans-IO: caller's addresses
+                self.peer_address = (host, int(port or 0))
+        elif t == _native.EV_MIGRATED:
+            callbacks, self._migrate_callbacks = self._migrate_callbacks, []
+            error = None if ev.code2 == 0 else (
+                ev.data.decode("utf-8", "replace") or f"error {ev.code2}")
+            new_port = int(ev.code)
+            for migrated in callbacks:
+                self._endpoint._call_user(functools.partial(_call_migrated, migrated, new_port),
+                                          error, self)
         elif t == _native.EV_STATS:
             cb = self._stats_callbacks.pop(ev.code, None)
             if cb is not None:

@@ -153,6 +153,8 @@ class SansioQuicConnection(QuicConnection):
     :class:`~aiopquic._native.NativeError` when the TLS material is rejected.
     """
 
+
+    _threaded = False  # the caller owns the socket: it moves it itself
     def __init__(self, *, configuration: QuicConfiguration,
                  original_destination_connection_id: Optional[bytes] = None,
                  retry_source_connection_id: Optional[bytes] = None,
