@@ -40,7 +40,7 @@ def aioquic_pattern(n: int) -> bytes:
 async def peer(log: Any, script: str, *args: str) -> AsyncIterator[tuple[Any, int]]:
     """Start a peer script; yield (process, the port of its "LISTENING <port>" line)."""
     err = open(log, "wb")
-    process = await anyio.open_process([sys.executable, os.path.join(PEERS_DIR, script),
+    process = await anyio.open_process([sys.executable, "-u", os.path.join(PEERS_DIR, script),
                                         *args], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=err)
     try:
@@ -127,19 +127,27 @@ async def test_chromium_gets_a_page_and_echoes_webtransport(tmp_path, server_bac
                             "--ignore-certificate-errors-spki-list="
                             + spki_sha256_base64(cert.cert_pem)])
                     try:
-                        page = await browser.new_page()
+                        # the WebTransport echo first, in its own context: Chromium may pool
+                        # a session onto an open HTTP/3 connection to the same origin, and
+                        # the page load's connection goes away when its page navigates off
+                        wt_context = await browser.new_context()
+                        page = await wt_context.new_page()
+                        await page.goto(f"http://{HOST}:{page_server.port}/"
+                                        "webtransport_echo.html")
+                        result = await page.evaluate(
+                            "([url, hash, size]) => window.aiopquicRun(url, hash, size)",
+                            [f"https://{HOST}:{port}/echo", cert.sha256.hex(), 1 << 20])
+                        await wt_context.close()
+
+                        h3_context = await browser.new_context()
+                        page = await h3_context.new_page()
                         response = await page.goto(f"https://127.0.0.1:{port}/")
                         assert response is not None and response.status == 200
                         assert await page.text_content("#msg") == "anyio h3 ok"
                         proto = await page.evaluate(
                             "performance.getEntriesByType('navigation')[0].nextHopProtocol")
                         assert proto == "h3"
-
-                        await page.goto(f"http://{HOST}:{page_server.port}/"
-                                        "webtransport_echo.html")
-                        result = await page.evaluate(
-                            "([url, hash, size]) => window.aiopquicRun(url, hash, size)",
-                            [f"https://{HOST}:{port}/echo", cert.sha256.hex(), 1 << 20])
+                        await h3_context.close()
                     finally:
                         await browser.close()
         finally:

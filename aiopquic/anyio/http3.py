@@ -255,8 +255,13 @@ class _H3Connection(Connection):
 
     async def _expire_later(self, session_id: int) -> None:
         await anyio.sleep(CLOSE_GRACE)
-        if not self._quic.closed:
+        if self._quic.closed:
+            return
+        try:
             self.wt.expire_close(session_id)
+        except Exception:  # a timer of ours must never take the connection down
+            _log.warning("resetting the streams of closed WebTransport session %d failed",
+                         session_id, exc_info=True)
 
     # -- pumping
 

@@ -808,6 +808,8 @@ class H3Connection:
         return []
 
     def _fail(self, error_code: int, reason: str) -> None:
+        logger.info("HTTP/3 error %#x from the peer: %s; closing the connection", error_code,
+                    reason)
         self._done = True
         self._quic.close(error_code=error_code, reason_phrase=reason)
 
