@@ -223,6 +223,19 @@ async def test_session_closed_by_client_ends_the_server_handler(server_config, c
     assert seen == [7]
 
 
+async def read_slowly(response: http3.Response, chunk: int) -> tuple[int, int]:
+    """Read the body ``chunk`` bytes at a time with a pause after each (a slow consumer,
+    not a synchronisation); return (bytes read, most bytes ever waiting unread)."""
+    peak = total = 0
+    while True:
+        peak = max(peak, response._inbox.nbytes)
+        try:
+            total += len(await response.receive(chunk))
+        except anyio.EndOfStream:
+            return total, peak
+        await anyio.sleep(0.002)
+
+
 async def test_slow_reader_holds_the_sender_back(server_config, client_config):
     """Credit follows the reader: while a client reads a 16 MiB response slowly (64 KiB,
     then a pause), what waits unread never exceeds its 1 MiB stream window."""
@@ -231,15 +244,7 @@ async def test_slow_reader_holds_the_sender_back(server_config, client_config):
         async with http3.connect_http3(HOST, server.local_port, configuration=cfg) as h:
             with anyio.fail_after(90):
                 r = await h.request("GET", "/bytes/16777216", stream=True)
-                peak = total = 0
-                while True:
-                    peak = max(peak, r._inbox.nbytes)
-                    try:
-                        chunk = await r.receive(64 * 1024)
-                    except anyio.EndOfStream:
-                        break
-                    total += len(chunk)
-                    await anyio.sleep(0.002)  # a slow consumer, not a synchronisation
+                total, peak = await read_slowly(r, 64 * 1024)
                 assert total == 16 * MiB
                 # bytes do pile up (the reader is slow), but only up to the window (which
                 # starts at 256 KiB and grows towards max_stream_data as the reader keeps up)
@@ -270,15 +275,7 @@ async def test_stream_window_start_is_a_configuration_field(server_config, clien
         async with http3.connect_http3(HOST, server.local_port, configuration=cfg) as h:
             with anyio.fail_after(90):
                 r = await h.request("GET", "/bytes/2097152", stream=True)
-                peak = total = 0
-                while True:
-                    peak = max(peak, r._inbox.nbytes)
-                    try:
-                        chunk = await r.receive(16 * 1024)
-                    except anyio.EndOfStream:
-                        break
-                    total += len(chunk)
-                    await anyio.sleep(0.002)  # a slow consumer, not a synchronisation
+                total, peak = await read_slowly(r, 16 * 1024)
                 assert total == 2 * MiB
                 # the window may double once (ngtcp2's auto-tuning, when the reader keeps up
                 # within a few RTTs); with the default start (256 KiB) the peak is ~256 KiB
