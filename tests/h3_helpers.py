@@ -163,7 +163,8 @@ def python_peer(script: str, *args: str) -> list[str]:
 class FakeQuic:
     """A stand-in QuicConnection for sans-IO H3Connection tests: records what is sent."""
 
-    def __init__(self, is_client: bool, datagrams: bool = True) -> None:
+    def __init__(self, is_client: bool, datagrams: bool = True, credit: bool = False) -> None:
+        """``credit``: record the receive credit the H3 layer returns, in ``credited``."""
         from aiopquic.quic.configuration import QuicConfiguration
 
         self.configuration = QuicConfiguration(
@@ -180,6 +181,14 @@ class FakeQuic:
         self.handshake_complete = True
         self._peer_max_datagram = 65535 if datagrams else 0
         self._quic_logger = None
+        self.credited: dict[int, int] = {}
+        if credit:
+            self._auto_credit = True
+            self._consumed = self._record_credit
+            self._flush_credit = lambda stream_id: None
+
+    def _record_credit(self, stream_id: int, nbytes: int) -> None:
+        self.credited[stream_id] = self.credited.get(stream_id, 0) + nbytes
 
     def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
         sid = (int(is_unidirectional) << 1) | int(not self._is_client)

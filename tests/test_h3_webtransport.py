@@ -36,9 +36,10 @@ from aiopquic.quic.events import DatagramFrameReceived, StreamDataReceived, Stre
 
 
 class WTPair:
-    def __init__(self, client_kwargs: Any = None, server_kwargs: Any = None) -> None:
-        self.client_quic = FakeQuic(is_client=True)
-        self.server_quic = FakeQuic(is_client=False)
+    def __init__(self, client_kwargs: Any = None, server_kwargs: Any = None,
+                 credit: bool = False) -> None:
+        self.client_quic = FakeQuic(is_client=True, credit=credit)
+        self.server_quic = FakeQuic(is_client=False, credit=credit)
         self.client = WebTransportConnection(self.client_quic, **(client_kwargs or {}))
         self.server = WebTransportConnection(self.server_quic, **(server_kwargs or {}))
         self._fin: set[tuple[bool, int]] = set()
@@ -323,3 +324,28 @@ def test_ended_sessions_are_remembered_boundedly():
     assert len(pair.server._gone) <= wtmod._MAX_GONE
     assert len(pair.client._gone) <= wtmod._MAX_GONE
     assert not pair.server._sessions and not pair.server._streams
+
+
+@pytest.mark.parametrize("how", ["refuse", "stop"])
+def test_data_after_a_refused_or_stopped_stream_does_not_open_it_again(how):
+    """A stream the application refused (backlog full) or stopped: its later data and FIN are
+    dropped and credited, never reported as a new stream (it once counted twice as refused)."""
+    pair = WTPair(credit=True)
+    sid, _, _ = pair.open()
+    pair.server.accept_session(sid)
+    pair.settle()
+    stream = pair.client.create_stream(sid, bidirectional=False)
+    pair.client.send_stream_data(stream, b"first")
+    at_server, _ = pair.settle()
+    assert [e.stream_id for e in of(at_server, StreamOpened)] == [stream]
+    if how == "refuse":
+        pair.server.refuse_stream(stream)
+    else:
+        pair.server.stop_stream(stream, 5)
+    assert stream in pair.server_quic.stops
+    credited_before = pair.server_quic.credited.get(stream, 0)
+    pair.client.send_stream_data(stream, b"late data", end_stream=True)
+    at_server, _ = pair.settle()
+    assert not of(at_server, StreamOpened)
+    assert not of(at_server, StreamData)
+    assert pair.server_quic.credited.get(stream, 0) - credited_before >= len(b"late data")

@@ -1120,6 +1120,15 @@ class H3Connection:
                 self._quic.send_stream_data(self._local_decoder, data)
                 self._decoder_bytes_sent += len(data)
 
+    def ignore_stream(self, stream_id: int) -> None:
+        """*(aiopquic)* Drop (and credit) whatever still arrives on a WebTransport stream
+        the layer above refused or stopped, instead of reporting it as data again.  Does
+        nothing for a stream this layer no longer tracks."""
+        st = self._streams.get(stream_id)
+        if st is not None and st.kind in (_WT, _WT_UNI):
+            st.kind = _IGNORED
+            self._settle(st)
+
     def _abort(self, st: _Stream, code: int, cancel: bool = False) -> None:
         """Stream error: reset and stop the stream, ignore what still arrives on it.
         ``cancel`` tells the peer's QPACK encoder that a header block is abandoned."""

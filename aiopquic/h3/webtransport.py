@@ -724,6 +724,7 @@ class WebTransportConnection:
         st.recv_open = False
         if not self._quic.closed:
             self._quic.stop_stream(stream_id, code)
+            self.http.ignore_stream(stream_id)
         self._maybe_forget(st)
 
     def refuse_stream(self, stream_id: int, code: int = WT_BUFFERED_STREAM_REJECTED) -> None:
@@ -1067,6 +1068,8 @@ class WebTransportConnection:
         quic.stop_stream(stream_id, code)
         if bidi:
             quic.reset_stream(stream_id, code)
+        # what still arrives on it (its FIN, late data) must not open it again
+        self.http.ignore_stream(stream_id)
 
     def _maybe_forget(self, st: _WTStream) -> None:
         if st.send_open or st.recv_open:
@@ -1279,6 +1282,7 @@ class WebTransportConnection:
                 quic.reset_stream(stream_id, WT_SESSION_GONE)
             if need_stop:
                 quic.stop_stream(stream_id, WT_SESSION_GONE)
+                self.http.ignore_stream(stream_id)
 
     def _flush_closing(self, s: _Session) -> None:
         pending, s.closing = s.closing, None
