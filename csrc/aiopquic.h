@@ -44,8 +44,10 @@ enum {
                              * to pass as aq_config.session_ticket on a later connection */
   AQ_EV_MIGRATED = 21,      /* client conn, after aq_migrate: code = the new local port (0 if
                              * it failed), code2 = 0 or an errno / ngtcp2 error; data = why */
-  AQ_EV_PEER_ADDRESS = 22   /* conn: a new path was validated (the client moved, or a NAT
+  AQ_EV_PEER_ADDRESS = 22,  /* conn: a new path was validated (the client moved, or a NAT
                              * rebound it); data = "host port" of the peer on it */
+  AQ_EV_ENGINE_LOG = 23     /* conn (aq_config.engine_log): data = ngtcp2's packet and frame
+                             * log lines ("pkt ..." / "frm ..."), each ending in '\n' */
 };
 
 /* AQ_EV_ACCEPTED flags */
@@ -209,6 +211,13 @@ typedef struct aq_config {
   uint32_t versions[4];
   uint32_t nversions;
   uint32_t client_version;
+  /* a client may also list reserved versions (0x?a?a?a?a, RFC 9000 15) to force Version
+   * Negotiation: it starts in client_version and, on a Version Negotiation packet, starts
+   * again (same socket, new Initial) in the first of its supported versions the server
+   * offers (RFC 9368 incompatible negotiation, with downgrade protection) */
+  /* send ngtcp2's packet and frame log to Python as AQ_EV_ENGINE_LOG (qlog's packet events;
+   * costs a formatted line per packet and per frame: off unless a logger asked for it) */
+  int engine_log;
   /* client: a ticket from AQ_EV_SESSION_TICKET (session resumption, 0-RTT) */
   const uint8_t *session_ticket;
   size_t session_ticket_len;

@@ -34,10 +34,71 @@ static _Thread_local aq_conn *aq_cur_conn;
 
 static void do_graceful_close(aq_conn *c, ngtcp2_tstamp now, aq_txq *q);
 
+/* ---- the engine log (aq_config.engine_log): ngtcp2's packet and frame lines, batched per
+ * connection and handed to Python as AQ_EV_ENGINE_LOG events.  A server connection's lines
+ * wait until Python knows it (AQ_EV_ACCEPTED). */
+
+#define AQ_LOG_FLUSH (32 * 1024) /* hand a batch over at this size */
+#define AQ_LOG_HOLD (256 * 1024) /* most held for a connection Python does not know yet */
+
+static int log_visible(const aq_conn *c) {
+  return c->accepted_emitted > 0 || !c->ctx->cfg.is_server;
+}
+
+static void engine_log_flush(aq_conn *c) {
+  if (!c->log_len || !log_visible(c) || c->ctx->quiet) return;
+  aq_event ev = {AQ_EV_ENGINE_LOG, 0, c->handle, -1, c->log_dropped, 0, (uint8_t *)c->log_buf,
+                 c->log_len};
+  c->log_buf = NULL;
+  c->log_len = c->log_cap = 0;
+  c->log_dropped = 0;
+  aq_sink_emit(c->ctx->sink, &ev);
+}
+
+static void engine_log_cb(void *user_data, const char *fmt, ...) {
+  aq_conn *c = user_data;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (n <= 0) return;
+  size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+  /* "I<ms> 0x<scid> <event> ...": keep the packet and frame events only */
+  const char *sp = memchr(line, ' ', len);
+  if (!sp) return;
+  sp = memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line));
+  if (!sp || (size_t)(sp - line) + 5 > len) return;
+  if (memcmp(sp + 1, "pkt ", 4) != 0 && memcmp(sp + 1, "frm ", 4) != 0) return;
+  if (c->log_len + len + 1 > AQ_LOG_HOLD) {
+    c->log_dropped++;
+    return;
+  }
+  if (c->log_len + len + 1 > c->log_cap) {
+    size_t cap = c->log_cap ? c->log_cap * 2 : 4096;
+    while (cap < c->log_len + len + 1) cap *= 2;
+    char *b = realloc(c->log_buf, cap);
+    if (!b) {
+      c->log_dropped++;
+      return;
+    }
+    c->log_buf = b;
+    c->log_cap = cap;
+  }
+  memcpy(c->log_buf + c->log_len, line, len);
+  c->log_len += len;
+  c->log_buf[c->log_len++] = '\n';
+}
+
+static void engine_log_maybe_flush(aq_conn *c) {
+  if (c->log_len >= AQ_LOG_FLUSH) engine_log_flush(c);
+}
+
 static void emit_closed(aq_conn *c, uint32_t flags, uint64_t code, uint64_t ft,
                         const void *reason, size_t len) {
   if (c->accepted_emitted < 0) return; /* already reported */
   int was_visible = c->accepted_emitted || !c->ctx->cfg.is_server;
+  engine_log_flush(c); /* the log reaches Python before the close does */
   c->accepted_emitted = -1;
   if (was_visible && !c->ctx->quiet)
     aq_sink_emit_simple(c->ctx->sink, AQ_EV_CLOSED, c->handle, -1, code, ft, flags, reason, len);
@@ -636,6 +697,18 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   return 0;
 }
 
+static int recv_vn_cb(ngtcp2_conn *conn, const ngtcp2_pkt_hd *hd, const uint32_t *sv,
+                      size_t nsv, void *ud) {
+  aq_conn *c = ud;
+  (void)conn;
+  (void)hd;
+  c->vn_noffered = 0;
+  for (size_t i = 0; i < nsv && c->vn_noffered < sizeof(c->vn_offered) / sizeof(c->vn_offered[0]);
+       i++)
+    c->vn_offered[c->vn_noffered++] = sv[i];
+  return 0;
+}
+
 static int recv_new_token_cb(ngtcp2_conn *conn, const uint8_t *token, size_t tokenlen,
                              void *ud) {
   aq_conn *c = ud;
@@ -785,6 +858,7 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
     cb->client_initial = ngtcp2_crypto_client_initial_cb;
     cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
     cb->recv_new_token = recv_new_token_cb;
+    cb->recv_version_negotiation = recv_vn_cb;
   }
   cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
   cb->encrypt = encrypt_cb;
@@ -813,11 +887,14 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
 
 /* ---------------------------------------------------------------- creation */
 
+/* pref: room for cfg->nversions entries, alive until the ngtcp2_conn is created (ngtcp2
+ * copies the lists). */
 static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transport_params *p,
-                          ngtcp2_tstamp now) {
+                          ngtcp2_tstamp now, uint32_t *pref) {
   const aq_config *cfg = &ctx->cfg;
   ngtcp2_settings_default(s);
   s->initial_ts = now;
+  if (cfg->engine_log) s->log_printf = engine_log_cb;
   s->cc_algo = (ngtcp2_cc_algo)cfg->cc_algo;
   if (cfg->handshake_timeout_ns) s->handshake_timeout = cfg->handshake_timeout_ns;
   /* PMTUD climbs from 1200 bytes through the ladder up to the configured maximum.  DF is
@@ -851,8 +928,15 @@ static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transpor
   p->active_connection_id_limit = 7;
   p->max_datagram_frame_size = cfg->max_datagram_frame_size;
   if (cfg->nversions) { /* ctx->cfg outlives every connection of the context */
-    s->preferred_versions = cfg->versions;
-    s->preferred_versionslen = cfg->nversions;
+    /* preferred: the versions we speak; available (offered in version_information) may
+     * also hold reserved ones, which ngtcp2 allows there only */
+    size_t npref = 0;
+    for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
+      if (ngtcp2_is_supported_version(cfg->versions[i])) pref[npref++] = cfg->versions[i];
+    if (npref) {
+      s->preferred_versions = pref;
+      s->preferred_versionslen = npref;
+    }
     s->available_versions = cfg->versions;
     s->available_versionslen = cfg->nversions;
   }
@@ -890,6 +974,39 @@ static void make_cid(const aq_ctx *ctx, ngtcp2_cid *cid, const ngtcp2_cid *given
   aq_fill_cid(ctx, cid->data, cid->datalen);
 }
 
+/* The client's engine and TLS session: at creation, and again (new ngtcp2_conn, new TLS
+ * session, same connection ID and socket) after a Version Negotiation packet, in `version`
+ * with `original` the version of the first attempt (0: this is the first). */
+static int client_engine_new(aq_conn *c, const ngtcp2_path *path, const ngtcp2_cid *dcid,
+                             const ngtcp2_cid *scid, uint32_t version, uint32_t original,
+                             const char *server_name, ngtcp2_tstamp now, char *err,
+                             size_t errlen) {
+  aq_ctx *ctx = c->ctx;
+  ngtcp2_callbacks cb;
+  ngtcp2_settings settings;
+  ngtcp2_transport_params params;
+  uint32_t pref[4];
+  init_callbacks(&cb, 0);
+  init_settings(ctx, &settings, &params, now, pref);
+  if (original) settings.original_version = original;
+  if (ctx->cfg.token_len) {
+    settings.token = ctx->cfg.token;
+    settings.tokenlen = ctx->cfg.token_len;
+  }
+  int rv = ngtcp2_conn_client_new(&c->conn, dcid, scid, path, version, &cb, &settings, &params,
+                                  NULL, c);
+  if (rv != 0) {
+    c->conn = NULL;
+    AQ_ERR(err, errlen, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
+    return -1;
+  }
+  if (aq_tls_session_new(c, server_name, err, errlen) != 0) return -1;
+  ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
+  if (aq_tls_apply_ticket(c, err, errlen) != 0) return -1;
+  if (ctx->cfg.keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn, ctx->cfg.keep_alive_ns);
+  return 0;
+}
+
 aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,
                             socklen_t locallen, const struct sockaddr *remote,
                             socklen_t remotelen, const char *server_name,
@@ -900,15 +1017,6 @@ aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr 
     AQ_ERR(err, errlen, "out of memory");
     return NULL;
   }
-  ngtcp2_callbacks cb;
-  ngtcp2_settings settings;
-  ngtcp2_transport_params params;
-  init_callbacks(&cb, 0);
-  init_settings(ctx, &settings, &params, now);
-  if (ctx->cfg.token_len) {
-    settings.token = ctx->cfg.token;
-    settings.tokenlen = ctx->cfg.token_len;
-  }
   ngtcp2_cid dcid, scid;
   make_cid(ctx, &dcid, dcid_in, NGTCP2_MIN_INITIAL_DCIDLEN); /* RFC 9000 7.2: >= 8 bytes */
   make_cid(ctx, &scid, scid_in, 0);
@@ -918,16 +1026,8 @@ aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr 
   uint32_t version = ctx->cfg.client_version ? ctx->cfg.client_version
                      : ctx->cfg.nversions   ? ctx->cfg.versions[0]
                                             : NGTCP2_PROTO_VER_V1;
-  int rv = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, version, &cb, &settings,
-                                  &params, NULL, c);
-  if (rv != 0) {
-    AQ_ERR(err, errlen, "ngtcp2_conn_client_new: %s", ngtcp2_strerror(rv));
+  if (client_engine_new(c, &path, &dcid, &scid, version, 0, server_name, now, err, errlen) != 0)
     goto fail;
-  }
-  if (aq_tls_session_new(c, server_name, err, errlen) != 0) goto fail;
-  ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
-  if (aq_tls_apply_ticket(c, err, errlen) != 0) goto fail;
-  if (ctx->cfg.keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->conn, ctx->cfg.keep_alive_ns);
   if (register_cid(c, &scid) != 0) {
     AQ_ERR(err, errlen, "out of memory");
     goto fail;
@@ -941,6 +1041,60 @@ fail:
   return NULL;
 }
 
+/* A Version Negotiation packet answered our first Initial (ngtcp2 checked it names our
+ * connection IDs and does not list the version we used): start again in the first of our
+ * versions the server offers, from the same socket and connection ID, or fail the
+ * connection when there is none (or this already happened once). */
+static void client_renegotiate(aq_conn *c, ngtcp2_tstamp now) {
+  const aq_config *cfg = &c->ctx->cfg;
+  uint32_t pref[4];
+  size_t npref = 0;
+  for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
+    if (ngtcp2_is_supported_version(cfg->versions[i])) pref[npref++] = cfg->versions[i];
+  if (!cfg->nversions) pref[npref++] = NGTCP2_PROTO_VER_V1;
+  uint32_t chosen = ngtcp2_select_version(pref, npref, c->vn_offered, c->vn_noffered);
+  if (!chosen || c->vn_restarted || c->early_attempted) {
+    char why[200];
+    int n = snprintf(why, sizeof(why), "version negotiation failed: the server offers");
+    for (size_t i = 0; i < c->vn_noffered && i < 8 && n > 0 && (size_t)n < sizeof(why); i++)
+      n += snprintf(why + n, sizeof(why) - (size_t)n, " 0x%08x", c->vn_offered[i]);
+    aq_conn_fail(c, AQ_CLOSE_LOCAL, NGTCP2_VERSION_NEGOTIATION_ERROR, why);
+    return;
+  }
+  c->vn_restarted = 1;
+  uint32_t original = ngtcp2_conn_get_client_chosen_version(c->conn);
+  struct sockaddr_storage local, remote;
+  const ngtcp2_path *old = ngtcp2_conn_get_path(c->conn);
+  socklen_t locallen = (socklen_t)old->local.addrlen, remotelen = (socklen_t)old->remote.addrlen;
+  memcpy(&local, old->local.addr, locallen);
+  memcpy(&remote, old->remote.addr, remotelen);
+  if (!c->ncids) {
+    aq_conn_fail(c, AQ_CLOSE_LOCAL, NGTCP2_INTERNAL_ERROR, "version negotiation: no connection ID");
+    return;
+  }
+  ngtcp2_cid scid = c->cids[0]; /* registered at creation: the packets still find us */
+  ngtcp2_path path = {{(ngtcp2_sockaddr *)&local, locallen},
+                      {(ngtcp2_sockaddr *)&remote, remotelen},
+                      NULL};
+  ngtcp2_cid dcid;
+  make_cid(c->ctx, &dcid, NULL, NGTCP2_MIN_INITIAL_DCIDLEN);
+  char *name = c->server_name;
+  c->server_name = NULL;
+  ngtcp2_conn_del(c->conn);
+  c->conn = NULL;
+  gnutls_deinit(c->tls);
+  c->tls = NULL;
+  char err[256];
+  int rv = client_engine_new(c, &path, &dcid, &scid, chosen, original, name, now, err,
+                             sizeof(err));
+  free(name);
+  if (rv != 0) {
+    aq_conn_fail(c, AQ_CLOSE_LOCAL, NGTCP2_INTERNAL_ERROR, err); /* DEAD: no engine left */
+    return;
+  }
+  c->want_write = 1; /* the new Initial */
+}
+
 aq_conn *aq_conn_accept(aq_ctx *ctx, uint64_t handle, const ngtcp2_path *path,
                         const ngtcp2_pkt_hd *hd, const aq_validation *v,
                         const ngtcp2_cid *scid_in, ngtcp2_tstamp now) {
@@ -949,8 +1103,9 @@ aq_conn *aq_conn_accept(aq_ctx *ctx, uint64_t handle, const ngtcp2_path *path,
   ngtcp2_callbacks cb;
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
+  uint32_t pref[4];
   init_callbacks(&cb, 1);
-  init_settings(ctx, &settings, &params, now);
+  init_settings(ctx, &settings, &params, now, pref);
   ngtcp2_cid scid;
   make_cid(ctx, &scid, scid_in, 0);
   params.original_dcid = hd->dcid;
@@ -1049,6 +1204,7 @@ void aq_conn_free(aq_conn *c) {
   if (c->conn) ngtcp2_conn_del(c->conn);
   if (c->tls) gnutls_deinit(c->tls);
   free(c->server_name);
+  free(c->log_buf);
   free(c);
 }
 
@@ -1189,6 +1345,9 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
       return;
     case NGTCP2_ERR_DISCARD_PKT:
       return;
+    case NGTCP2_ERR_RECV_VERSION_NEGOTIATION:
+      client_renegotiate(c, now);
+      return;
     default:
       fail_with_liberr(c, rv, now, q);
       return;
@@ -1279,6 +1438,7 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
     c->ping_pending &= ~2;
     if (c->state == AQ_ST_OPEN || c->state == AQ_ST_HANDSHAKE) open_local_streams(c);
   }
+  if (c->log_len) engine_log_flush(c);
 }
 
 /* ---------------------------------------------------------------- packet size */
@@ -1426,6 +1586,7 @@ void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   }
   int rv = ngtcp2_conn_handle_expiry(c->conn, now);
   c->want_write = 1;
+  engine_log_maybe_flush(c);
   if (rv == 0) {
     check_path(c, now);
     return;
@@ -1658,7 +1819,7 @@ static void write_ping(aq_conn *c, aq_txq *q, size_t room, ngtcp2_tstamp now) {
  * datagrams, alternating which one leads each packet so neither starves the other.  A PMTUD
  * probe (a packet larger than the path size) is queued alone.  Returns 1 if q filled up
  * (the driver flushes it and calls again). */
-int aq_conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
+static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   c->want_write = 0;
   if (c->state >= AQ_ST_CLOSING) return 0;
   /* A close whose data is all acknowledged goes out after one more pass, never before it:
@@ -1830,4 +1991,10 @@ int aq_conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   c->expiry = expiry;
   if (full) c->want_write = 1; /* finish once the queue drains */
   return full;
+}
+
+int aq_conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
+  int rv = conn_write(c, now, q);
+  if (c->log_len) engine_log_flush(c);
+  return rv;
 }

@@ -183,14 +183,23 @@ static int stateless_allowed(struct aq_endpoint *ep) {
 static void send_version_negotiation(struct aq_endpoint *ep, const ngtcp2_version_cid *vc,
                                      const struct sockaddr *to, socklen_t tolen, size_t pktlen) {
   uint8_t buf[256];
-  uint32_t sv[] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
+  /* the versions this server speaks, in its order (a client restarts in one of them and
+   * then checks the server's version_information against this list: RFC 9368 section 4) */
+  uint32_t sv[4] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
+  size_t nsv = 2;
+  const aq_config *cfg = &ep->ctx.cfg;
+  if (cfg->nversions) {
+    nsv = 0;
+    for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
+      if (ngtcp2_is_supported_version(cfg->versions[i])) sv[nsv++] = cfg->versions[i];
+  }
   uint8_t unused;
   if (pktlen < 1200) return; /* RFC 9000 6.1: only for a datagram of at least 1200 bytes */
   if (!stateless_allowed(ep)) return;
   aq_rand_bytes(&unused, 1);
   ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(buf, sizeof(buf), unused, vc->scid,
                                                         vc->scidlen, vc->dcid, vc->dcidlen,
-                                                        sv, 2);
+                                                        sv, nsv);
   if (n > 0) aq_txq_push(&ep->txq, to, tolen, 0, buf, (size_t)n);
 }
 

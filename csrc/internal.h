@@ -217,6 +217,14 @@ typedef struct aq_conn {
   int accepted_emitted;
   int alpn_missing; /* server: the client offered no protocol we accept */
   int early_attempted; /* client: a ticket allowing 0-RTT was set before the handshake */
+  /* client: the versions of a Version Negotiation packet (aq_conn_read restarts in one) */
+  uint32_t vn_offered[16];
+  size_t vn_noffered;
+  int vn_restarted;
+  /* engine log lines waiting for AQ_EV_ENGINE_LOG (aq_config.engine_log) */
+  char *log_buf;
+  size_t log_len, log_cap;
+  uint64_t log_dropped;
   aq_map streams;
   aq_bucket *buckets;   /* streams with data to send, by priority */
   uint8_t default_prio; /* for streams created from now on */

@@ -93,3 +93,54 @@ async def test_migration_against_aioquic_server(certs, client_config, tmp_path):
                     await p.migrate()
                 payload = os.urandom(100_000)
                 assert await echo_roundtrip(p, payload) == payload
+
+
+async def test_aioquic_rebinding_idiom_moves_the_client(server_config, client_config):
+    """aioquic's interop.py moves a client to a new socket by closing
+    ``protocol._transport`` and attaching the protocol to a new asyncio socket: the
+    connection survives the close, moves to a new port of the engine's own, the server
+    validates the new path (a PATH_CHALLENGE in the client's qlog) and follows."""
+    import asyncio
+
+    from aiopquic.quic.logger import QuicLogger
+
+    logger = QuicLogger()
+    protocols = ProtocolCollector(RecordingProtocol)
+    async with running_server(server_config(), stream_handler=echo_stream_handler,
+                              create_protocol=protocols) as server:
+        with anyio.fail_after(30):
+            async with client(server.local_port, client_config(quic_logger=logger)) as p:
+                peer = await protocols.next()
+                old = p._transport.get_extra_info("sockname")[1]
+                await p.ping()
+                p._transport.close()  # the connection lives on, as with aioquic
+                await p.ping()
+                loop = asyncio.get_running_loop()
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: p, local_addr=("127.0.0.1", 0))
+                assert transport.is_closing()  # handed back: the engine owns the sockets
+                await p.ping()
+                payload = os.urandom(100_000)
+                assert await echo_roundtrip(p, payload) == payload
+                new = p._transport.get_extra_info("sockname")[1]
+                assert new != old
+                assert peer._quic.get_peer_address()[1] == new
+    challenges = [f for e in logger.to_dict()["traces"][0]["events"]
+                  if e["name"] == "transport:packet_received" and
+                  e["data"]["header"]["packet_type"] == "1RTT"
+                  for f in e["data"]["frames"] if f["frame_type"] == "path_challenge"]
+    assert challenges
+
+
+async def test_a_server_protocol_refuses_a_new_socket(server_config, client_config):
+    protocols = ProtocolCollector(RecordingProtocol)
+    async with running_server(server_config(), stream_handler=echo_stream_handler,
+                              create_protocol=protocols) as server:
+        with anyio.fail_after(30):
+            async with client(server.local_port, client_config()) as p:
+                await p.ping()
+                peer = await protocols.next()
+                with pytest.raises(NotImplementedError):
+                    peer.connection_made(object())
+                with pytest.raises(NotImplementedError):
+                    peer.connection_lost(None)

@@ -149,3 +149,119 @@ async def test_our_client_in_v2_to_gtlsserver(client_config, tmp_path):
                 except ConnectionError:
                     await anyio.sleep(0.25)
         assert version == QUIC_V2
+
+
+RESERVED = 0x1A2A3A4A  # what aioquic's interop.py puts first to force Version Negotiation
+
+
+def _vn_packets(logger) -> list[dict]:
+    events = logger.to_dict()["traces"][0]["events"]
+    return [e["data"] for e in events if e["name"] == "transport:packet_received" and
+            e["data"]["header"]["packet_type"] == "version_negotiation"]
+
+
+@pytest.mark.parametrize("server_versions,client_versions,expected", [
+    ([QUIC_V1, QUIC_V2], [RESERVED, QUIC_V1], QUIC_V1),
+    # restarts in v2 (its first real version); the server prefers v1 and moves it there
+    ([QUIC_V1, QUIC_V2], [RESERVED, QUIC_V2, QUIC_V1], QUIC_V1),
+    ([QUIC_V2, QUIC_V1], [RESERVED, QUIC_V2, QUIC_V1], QUIC_V2),
+    ([QUIC_V2], [RESERVED, QUIC_V1, QUIC_V2], QUIC_V2),
+])
+async def test_client_in_a_reserved_version_starts_again_after_version_negotiation(
+        server_config, client_config, server_versions, client_versions, expected):
+    """The client's first Initial is in a reserved version: the server answers with Version
+    Negotiation, the client starts again in its first real version the server offers, the
+    connection works, and the client's qlog shows the Version Negotiation packet."""
+    from aiopquic.quic.logger import QuicLogger
+
+    logger = QuicLogger()
+    cfg = client_config(supported_versions=client_versions, quic_logger=logger)
+    async with running_server(server_config(supported_versions=server_versions),
+                              stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(30):
+            async with client(server.local_port, cfg) as protocol:
+                assert await echo_roundtrip(protocol, PAYLOAD) == PAYLOAD
+                assert protocol._quic.negotiated_version == expected
+    vn = _vn_packets(logger)
+    assert len(vn) == 1
+    offered = {int(v, 16) for v in vn[0]["supported_versions"]}
+    assert set(server_versions) <= offered and RESERVED not in offered
+
+
+async def test_version_negotiation_with_no_common_version_fails_with_a_reason(
+        server_config, client_config):
+    """The server speaks v1 only; the client offers a reserved version and v2: the
+    connection fails, naming what the server offers, instead of hanging."""
+    cfg = client_config(supported_versions=[RESERVED, QUIC_V2], handshake_timeout=10)
+    async with running_server(server_config(supported_versions=[QUIC_V1]),
+                              stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(20), pytest.raises(ConnectionError, match="0x00000001"):
+            async with client(server.local_port, cfg):
+                pass
+
+
+def test_reserved_versions_alone_are_refused():
+    from aiopquic.quic.configuration import QuicConfiguration
+
+    with pytest.raises(ValueError, match="supported_versions"):
+        QuicConfiguration(is_client=True, supported_versions=[RESERVED]).validate()
+    with pytest.raises(ValueError, match="supported_versions"):
+        QuicConfiguration(is_client=True, supported_versions=[0x12345678, QUIC_V1]).validate()
+
+
+async def test_version_negotiation_against_aioquic_server(client_config, certs):
+    from aioquic.asyncio import serve as aioquic_serve
+    from aioquic.quic.configuration import QuicConfiguration as AioquicConfiguration
+
+    from aiopquic.quic.logger import QuicLogger
+
+    def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def echo() -> None:
+            writer.write(await reader.read())
+            writer.write_eof()
+        asyncio.ensure_future(echo())
+
+    scfg = AioquicConfiguration(is_client=False, alpn_protocols=["test"])
+    scfg.load_cert_chain(certs.cert, certs.key)
+    server = await aioquic_serve(HOST, 0, configuration=scfg, stream_handler=handler)
+    logger = QuicLogger()
+    try:
+        port = server._transport.get_extra_info("sockname")[1]
+        cfg = client_config(supported_versions=[RESERVED, QUIC_V1], quic_logger=logger)
+        with anyio.fail_after(30):
+            async with client(port, cfg) as protocol:
+                assert await echo_roundtrip(protocol, PAYLOAD) == PAYLOAD
+                assert protocol._quic.negotiated_version == QUIC_V1
+    finally:
+        server.close()
+    assert len(_vn_packets(logger)) == 1
+
+
+@pytest.mark.skipif(not (shutil.which("gtlsserver") or os.path.exists("/usr/sbin/gtlsserver")),
+                    reason="gtlsserver missing (Debian package ngtcp2-server)")
+async def test_version_negotiation_against_gtlsserver(client_config, tmp_path):
+    from h3_helpers import free_udp_port, self_signed, subprocess_peer
+
+    from aiopquic.quic.logger import QuicLogger
+
+    cert = self_signed(str(tmp_path))
+    port = free_udp_port()
+    gtlsserver = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
+    argv = [gtlsserver, "-q", "-d", str(tmp_path), HOST, str(port), cert.key, cert.cert]
+    async with subprocess_peer(*argv, log_dir=str(tmp_path), name="gtlsserver"):
+        version = None
+        with anyio.fail_after(60):
+            for _ in range(20):  # gtlsserver binds asynchronously: retry until it answers
+                logger = QuicLogger()
+                cfg = client_config(alpn_protocols=["h3"], cafile=None, handshake_timeout=2,
+                                    supported_versions=[RESERVED, QUIC_V2, QUIC_V1],
+                                    quic_logger=logger)
+                cfg.load_verify_locations(cert.cert)
+                try:
+                    async with client(port, cfg) as protocol:
+                        version = protocol._quic.negotiated_version
+                        break
+                except ConnectionError:
+                    await anyio.sleep(0.25)
+        assert version in (QUIC_V1, QUIC_V2)
+        assert len(_vn_packets(logger)) == 1

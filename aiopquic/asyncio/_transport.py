@@ -30,14 +30,21 @@ class EndpointTransport(asyncio.DatagramTransport):
 
     ``get_extra_info("sockname")`` gives the bound address (a 4-tuple for IPv6, as asyncio's
     datagram transports do); ``"peername"`` the peer of the connection it was obtained from
-    (None on a server).  :meth:`close` closes the endpoint (all its connections).
-    :meth:`sendto` raises :class:`NotImplementedError`: the socket belongs to the network
-    thread."""
+    (None on a server).  :meth:`close` closes the endpoint (all its connections), except
+    the transport of a client's protocol while its connection is open: as with aioquic,
+    closing that socket does not end the connection (aioquic's interop.py closes it and
+    attaches the protocol to a new socket to test NAT rebinding, see
+    :meth:`QuicConnectionProtocol.connection_made`); the endpoint then closes with the
+    connection.  :meth:`sendto` raises :class:`NotImplementedError`: the socket belongs to
+    the network thread."""
 
-    def __init__(self, endpoint: QuicEndpoint, peer: Optional[tuple[str, int]] = None) -> None:
+    def __init__(self, endpoint: QuicEndpoint, peer: Optional[tuple[str, int]] = None,
+                 connection: Any = None) -> None:
         super().__init__()
         self._aq_endpoint = endpoint
         self._aq_peer = peer
+        self._aq_connection = connection
+        self._aq_released = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":
@@ -51,7 +58,7 @@ class EndpointTransport(asyncio.DatagramTransport):
         return default
 
     def is_closing(self) -> bool:
-        return bool(self._aq_endpoint._closed)
+        return self._aq_released or bool(self._aq_endpoint._closed)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -60,6 +67,10 @@ class EndpointTransport(asyncio.DatagramTransport):
         return {} if self._aq_endpoint._closed else self._aq_endpoint.counters
 
     def close(self) -> None:
+        conn = self._aq_connection
+        if conn is not None and not conn.closed:
+            self._aq_released = True  # the connection lives on; connect() closes the endpoint
+            return
         _loop.detach(self._aq_endpoint)
 
     def abort(self) -> None:
@@ -71,7 +82,8 @@ class EndpointTransport(asyncio.DatagramTransport):
             "QuicConnection (send_stream_data / send_datagram_frame)")
 
 
-def transport_for(endpoint: QuicEndpoint,
-                  peer: Optional[tuple[str, int]] = None) -> EndpointTransport:
-    """A transport view of ``endpoint``."""
-    return EndpointTransport(endpoint, peer)
+def transport_for(endpoint: QuicEndpoint, peer: Optional[tuple[str, int]] = None,
+                  connection: Any = None) -> EndpointTransport:
+    """A transport view of ``endpoint`` (``connection``: the client connection whose
+    protocol holds it; see :meth:`EndpointTransport.close`)."""
+    return EndpointTransport(endpoint, peer, connection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -19,6 +20,8 @@ from aiopquic.quic.connection import (
 __all__ = ["QuicConnectionProtocol", "QuicStreamAdapter", "QuicStreamHandler"]
 
 QuicStreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
+
+_log = logging.getLogger("aiopquic.asyncio")
 
 _NO_DATAGRAM_PROTOCOL = (
     "QuicConnectionProtocol.{}(): aiopquic's protocol is not an asyncio.DatagramProtocol: "
@@ -318,8 +321,9 @@ class QuicConnectionProtocol:
         self._ping_ids = itertools.count()
         quic._track_finished = True
         # aioquic programs read protocol._transport.get_extra_info("sockname")
-        self._transport: asyncio.DatagramTransport = transport_for(quic._endpoint,
-                                                                   quic.peer_address)
+        self._transport: asyncio.DatagramTransport = transport_for(
+            quic._endpoint, quic.peer_address, quic if quic._is_client else None)
+        self._foreign_transports: list[Any] = []  # see connection_made
         self._stats_waiters: list[asyncio.Future[QuicConnectionStats]] = []
 
     # ------------------------------------------------------------------ public API
@@ -361,16 +365,38 @@ class QuicConnectionProtocol:
             self._stats_waiters.remove(fut)  # type: ignore[arg-type]
 
     # aioquic's protocol is an asyncio.DatagramProtocol; here the UDP socket belongs to the
-    # network thread, so these entry points exist only to say so.
+    # network thread, so these entry points exist only to say so -- except the one way
+    # aioquic programs move a client to a new socket.
 
     def connection_made(self, transport: Any) -> None:
-        """Not available: always raises :class:`NotImplementedError` (see
-        :meth:`datagram_received`)."""
-        raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("connection_made"))
+        """aioquic's way to move a client to a new UDP socket, as its interop.py does for
+        NAT rebinding and address mobility: ``protocol._transport.close()``, then
+        ``await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, 0))``.
+        The network thread owns the connection's sockets, so the new asyncio socket is
+        closed at once and the connection moves to a new local port of its own, as
+        :meth:`migrate` does (new connection ID, path validated; a failure is logged and
+        the connection stays on its path).  Anywhere else -- a server's protocol, a closed
+        connection -- raises :class:`NotImplementedError`."""
+        quic = self._quic
+        if not quic._is_client or quic.closed or not hasattr(transport, "close"):
+            raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("connection_made"))
+        self._foreign_transports.append(transport)
+        transport.close()
+
+        def moved(port: int, error: Optional[str]) -> None:
+            if error is not None:
+                _log.warning("moving to a new socket failed: %s", error)
+
+        quic.migrate(0, moved)
+        self._transport = transport_for(quic._endpoint, quic.peer_address, quic)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        """Not available: always raises :class:`NotImplementedError`; use
+        """Called by asyncio when a socket handed to :meth:`connection_made` is closed:
+        nothing to do.  Otherwise not available: raises :class:`NotImplementedError`; use
         :meth:`wait_closed` or the ``ConnectionTerminated`` event."""
+        if self._foreign_transports:
+            self._foreign_transports.pop(0)
+            return
         raise NotImplementedError(_NO_DATAGRAM_PROTOCOL.format("connection_lost"))
 
     def datagram_received(self, data: Any, addr: Any) -> None:

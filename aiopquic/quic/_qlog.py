@@ -5,10 +5,10 @@ connection, started when the connection is created and ended (a :class:`QuicFile
 its file then) when it closes.  The trace holds the events the Python side of the connection
 sees -- handshake and ALPN, path MTU changes, stream data and datagrams moving between the
 application and the transport, stream resets and STOP_SENDING, connection IDs, the close and
-who closed -- in qlog 0.3's names.  It holds no packet-level events (``packet_sent``,
-``packet_received``, recovery metrics): those would come from the engine's own qlog writer,
-which this build never enables, because in ngtcp2 before 1.22.1 a peer's transport parameters
-can overflow its stack (CVE-2026-40170; see docs/install.md).
+who closed -- in qlog 0.3's names -- and the engine's packet-level events
+(``packet_sent`` / ``packet_received`` with their frames, quic/_enginelog.py), built from
+ngtcp2's text log; ngtcp2's own qlog writer stays off because in ngtcp2 before 1.22.1 a
+peer's transport parameters can overflow its stack (CVE-2026-40170; see docs/install.md).
 
 A trace keeps at most :data:`MAX_TRACE_EVENTS` events (a long transfer would otherwise grow it
 without bound); past that it counts what it dropped and says so in a last

@@ -68,6 +68,12 @@ default (see :attr:`QuicConfiguration.supported_versions`)."""
 
 _VERSION_NAMES = {QUIC_V1: "QUIC_V1", QUIC_V2: "QUIC_V2"}
 
+
+def is_reserved_version(version: int) -> bool:
+    """True for QUIC's reserved versions ``0x?a?a?a?a`` (RFC 9000 section 15), which no
+    server speaks: a client that starts in one gets a Version Negotiation packet."""
+    return (int(version) & 0x0F0F0F0F) == 0x0A0A0A0A
+
 CONNECTION_ID_LENGTH = 8
 """Default length of the connection IDs we issue (aioquic's; 8 to 20 are accepted)."""
 
@@ -339,8 +345,13 @@ class QuicConfiguration:
     (aioquic's field and default).  A client starts in :attr:`original_version` (default:
     the first of them) and offers all of them; a server moves a client to the first of its
     own list that the client offers (compatible version negotiation, RFC 9368), else keeps
-    the client's version.  ``None``: version 1 only.  :meth:`validate` raises
-    :class:`ValueError` for an empty list, a repeated or unknown version."""
+    the client's version.  ``None``: version 1 only.  A client may also list reserved
+    versions (``0x?a?a?a?a``, as aioquic's interop.py puts 0x1A2A3A4A first): starting in
+    one, it gets a Version Negotiation packet and starts again, once, in the first of its
+    real versions the server offers (the connection fails with
+    ``VERSION_NEGOTIATION_ERROR`` when there is none).  :meth:`validate` raises
+    :class:`ValueError` for an empty list, more than 4, a repeated or unknown version, or
+    a list of reserved versions only."""
 
     original_version: Optional[int] = None
     """The version of a client's first Initial (aioquic's field): :data:`QUIC_V1` or
@@ -770,13 +781,18 @@ class QuicConfiguration:
                 f"got {type(versions).__name__}"
             )
         if versions is not None:
-            if not versions or len(set(versions)) != len(versions) or \
-                    any(v not in _VERSION_NAMES for v in versions):
+            if not versions or len(set(versions)) != len(versions) or len(versions) > 4 or \
+                    any(not isinstance(v, int) or
+                        (v not in _VERSION_NAMES and not is_reserved_version(v))
+                        for v in versions) or \
+                    not any(v in _VERSION_NAMES for v in versions):
                 _unsupported(
                     "supported_versions",
                     versions,
                     f"give QUIC versions 1 ({QUIC_V1:#x}) and/or 2 ({QUIC_V2:#x}), each once, "
-                    f"in order of preference (or None: version 1 only)",
+                    f"in order of preference, optionally with reserved versions "
+                    f"(0x?a?a?a?a, to force Version Negotiation); at most 4 "
+                    f"(or None: version 1 only)",
                 )
         if self.original_version is not None:
             offered = list(versions) if versions is not None else [QUIC_V1]

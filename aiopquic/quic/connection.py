@@ -42,6 +42,7 @@ from aiopquic.quic._checks import (
     check_stream_id,
 )
 from aiopquic.quic._compat061 import Compat061Connection, PeerAddress
+from aiopquic.quic._enginelog import packet_events
 from aiopquic.quic._qlog import ConnectionTrace, logger_for
 from aiopquic.quic.configuration import (
     CONGESTION_CONTROL_ALIASES,
@@ -306,6 +307,9 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "versions": (list(cfg.supported_versions or []) + [0, 0, 0, 0])[:4],
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
+        # packet-level qlog events come from the engine's log (quic/_enginelog.py)
+        "engine_log": int(cfg.quic_logger is not None or cfg.qlog_dir is not None or
+                          bool(os.environ.get("AIOPQUIC_QLOG_DIR"))),
         "session_ticket": ticket,
         "no_early_data": 0 if cfg.early_data else 1,
         "ticket_key": None if cfg.is_client else _ticket_key(cfg),
@@ -1260,6 +1264,9 @@ class QuicConnection(Compat061Connection):
             log("transport", "new_token_received", {"length": len(ev.data)})
         elif t == _native.EV_SESSION_TICKET:
             log("security", "session_ticket_received", {"length": len(ev.data)})
+        elif t == _native.EV_ENGINE_LOG:
+            for name, data in packet_events(ev.data, dropped=ev.code):
+                log("transport", name, data)
         elif t == _native.EV_CONN_INFO:
             local, remote, cids = _parse_conn_info(ev.data)
             # name the trace (and a QuicFileLogger's file) by the original destination

@@ -2,7 +2,8 @@
 :class:`QuicFileLogger` and :class:`QuicLoggerTrace`.
 
 A logger set as ``QuicConfiguration.quic_logger`` gets one trace per connection holding its
-connection-level events (quic/_qlog.py; no packet-level events, see docs/api.md "qlog"), plus
+connection-level events (quic/_qlog.py) and the engine's packet-level events (packets
+sent and received with their frames, quic/_enginelog.py; see docs/api.md "qlog"), plus
 whatever the application (or a layer such as aioquic's own ``H3Connection``) records with
 :meth:`QuicLoggerTrace.log_event`.  The JSON they
 produce follows qlog 0.3's outer shape (``qlog_format``, ``qlog_version``, ``traces`` with
