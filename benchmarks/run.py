@@ -102,6 +102,15 @@ SCENARIOS["mem-idle"] = {
     "metric": "per_conn_kib", "unit": "KiB/conn", "higher": False,
     "extra": ["server_rss_after_kib"], "once": True,
 }
+SCENARIOS["conns-10k"] = {
+    "desc": "N idle connections from one client process held by one server: server RSS per "
+            "connection (aiopquic's client shares 2 network threads: ClientEndpoint)",
+    "job": {"op": "idle", "count": 10000, "batch": 500, "shared": True, "threads": 2},
+    "quick": {"count": 2000},
+    "metric": "per_conn_kib", "unit": "KiB/conn", "higher": False,
+    "extra": ["open_seconds", "client_rss_kib", "client_threads", "client_fds"],
+    "once": True, "peers": ("aiopquic", "aioquic"),
+}
 IPERF_SCENARIOS = ("upload-16k",)
 DEFAULT_PEERS = ["aiopquic", "aioquic", "qh3", "seed", "seed-drained", "iperf3"]
 
@@ -749,7 +758,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             for name in names:
                 spec = SCENARIOS[name]
-                here = [p for p in peers if p.supports(name)]
+                here = [p for p in peers if p.supports(name) and
+                        p.name in SCENARIOS[name].get("peers", (p.name,))]
                 reps = 1 if spec.get("once") else args.repeat
                 trials: dict[str, list[dict[str, Any]]] = {p.name: [] for p in here}
                 t0 = time.monotonic()

@@ -218,6 +218,11 @@ typedef struct aq_config {
   /* send ngtcp2's packet and frame log to Python as AQ_EV_ENGINE_LOG (qlog's packet events;
    * costs a formatted line per packet and per frame: off unless a logger asked for it) */
   int engine_log;
+  /* client: one endpoint (socket + thread) carries many connections: the socket is never
+   * connect()ed, aq_connect also works once the thread runs, and aq_migrate is refused (it
+   * would move every connection).  An ICMP error then does not fail a connection at once:
+   * it ends by handshake timeout. */
+  int shared;
   /* client: a ticket from AQ_EV_SESSION_TICKET (session resumption, 0-RTT) */
   const uint8_t *session_ticket;
   size_t session_ticket_len;

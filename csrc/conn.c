@@ -1609,6 +1609,7 @@ void aq_conn_discard_cmd(const aq_cmd *cmd) {
       break;
     case AQ_CMD_DATAGRAM:
     case AQ_CMD_CLOSE:
+    case AQ_CMD_CONNECT:
       free(cmd->ptr);
       break;
     default:

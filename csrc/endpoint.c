@@ -337,6 +337,10 @@ static void migrate(struct aq_endpoint *ep, aq_conn *c, int port, ngtcp2_tstamp 
   if (ep->ctx.cfg.is_server || !cur) {
     err = EINVAL;
     snprintf(why, sizeof(why), "only a client connection can migrate");
+  } else if (ep->ctx.cfg.shared) {
+    err = EINVAL;
+    snprintf(why, sizeof(why), "a connection of a shared client endpoint cannot migrate "
+                               "(the socket carries other connections)");
   } else if (la->sa_family == AF_INET) {
     inet_ntop(AF_INET, &((const struct sockaddr_in *)la)->sin_addr, host, sizeof(host));
   } else {
@@ -385,6 +389,33 @@ static void migrate(struct aq_endpoint *ep, aq_conn *c, int port, ngtcp2_tstamp 
                       (uint64_t)aq_io_local_port(&ep->io), 0, 0, NULL, 0);
 }
 
+/* A shared client endpoint opens connection `handle` (numbered by aq_connect on the Python
+ * thread).  A failure is reported as that handle's AQ_EV_CLOSED. */
+static void connect_shared(struct aq_endpoint *ep, uint64_t handle, const aq_connreq *req,
+                           ngtcp2_tstamp now) {
+  char err[256] = "";
+  aq_conn *c = NULL;
+  if (!ep->stopping)
+    c = aq_conn_new_client(&ep->ctx, handle, (struct sockaddr *)&ep->io.local, ep->io.locallen,
+                           (const struct sockaddr *)&req->remote, req->remotelen,
+                           req->server_name, NULL, NULL, now, err, sizeof(err));
+  else
+    snprintf(err, sizeof(err), "the endpoint is closing");
+  if (c && aq_map_put(&ep->by_handle, &c->handle, sizeof(c->handle), c) != 0) {
+    c->accepted_emitted = -1;
+    aq_conn_free(c);
+    c = NULL;
+    snprintf(err, sizeof(err), "out of memory");
+  }
+  if (!c) {
+    aq_sink_emit_simple(&ep->sink, AQ_EV_CLOSED, handle, -1, NGTCP2_INTERNAL_ERROR, 0,
+                        AQ_CLOSE_LOCAL, err, strlen(err));
+    return;
+  }
+  link_conn(ep, c);
+  follow(ep, c);
+}
+
 static void process_commands(struct aq_endpoint *ep) {
   aq_cmd cmd;
   ngtcp2_tstamp now = aq_now();
@@ -393,6 +424,11 @@ static void process_commands(struct aq_endpoint *ep) {
     any = 1;
     if (cmd.type == AQ_CMD_STOP) {
       ep->stopping = 1;
+      continue;
+    }
+    if (cmd.type == AQ_CMD_CONNECT) {
+      connect_shared(ep, cmd.conn, cmd.ptr, now);
+      free(cmd.ptr);
       continue;
     }
     aq_conn *c = conn_by_handle(ep, cmd.conn);
@@ -652,12 +688,16 @@ fail:
   return NULL;
 }
 
+static int push_cmd(struct aq_endpoint *ep, const aq_cmd *cmd);
+
 uint64_t aq_connect(aq_endpoint *ep, const char *host, int port, const char *server_name,
                     char *err, size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t sl;
-  if (ep->started || ep->ctx.cfg.is_server) {
-    AQ_ERR(err, errlen, "aq_connect: only on a client endpoint before it starts");
+  int shared = ep->ctx.cfg.shared;
+  if ((ep->started && !shared) || ep->ctx.cfg.is_server || (ep->sansio && shared)) {
+    AQ_ERR(err, errlen, "aq_connect: only on a client endpoint before it starts "
+                        "(or on a shared one)");
     return 0;
   }
   if (port < 0 || port > 65535) {
@@ -672,7 +712,28 @@ uint64_t aq_connect(aq_endpoint *ep, const char *host, int port, const char *ser
     AQ_ERR(err, errlen, "address family of %s does not match the local socket", host);
     return 0;
   }
-  aq_io_connect(&ep->io, (struct sockaddr *)&ss, sl);
+  if (ep->started) { /* shared: the network thread creates it (AQ_CMD_CONNECT) */
+    size_t namelen = server_name ? strlen(server_name) : 0;
+    aq_connreq *req = malloc(sizeof(*req) + namelen + 1);
+    if (!req) {
+      AQ_ERR(err, errlen, "out of memory");
+      return 0;
+    }
+    memcpy(&req->remote, &ss, sl);
+    req->remotelen = sl;
+    if (namelen) memcpy(req->server_name, server_name, namelen);
+    req->server_name[namelen] = 0;
+    uint64_t handle = ep->next_handle; /* only this (Python) thread numbers client conns */
+    aq_cmd cmd = {AQ_CMD_CONNECT, 0, handle, -1, 0, 0, req, 0};
+    if (push_cmd(ep, &cmd) != 0) {
+      free(req);
+      AQ_ERR(err, errlen, "the endpoint's command queue is full: try again");
+      return 0;
+    }
+    ep->next_handle++;
+    return handle;
+  }
+  if (!shared) aq_io_connect(&ep->io, (struct sockaddr *)&ss, sl);
   aq_conn *c = aq_conn_new_client(&ep->ctx, ep->next_handle, (struct sockaddr *)&ep->io.local,
                                   ep->io.locallen, (struct sockaddr *)&ss, sl, server_name, NULL,
                                   NULL, aq_now(), err, errlen);

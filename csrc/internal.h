@@ -54,6 +54,7 @@ enum {
   AQ_CMD_STATS,
   AQ_CMD_PRIORITY, /* stream_id (-1: the connection's default for new streams), code = 0..255 */
   AQ_CMD_MIGRATE, /* client: code = the local port to move to (0: any) */
+  AQ_CMD_CONNECT, /* shared client endpoint: conn = the new handle; ptr = aq_connreq */
   AQ_CMD_STOP
 };
 
@@ -67,6 +68,12 @@ typedef struct aq_cmd {
   void *ptr;
   size_t len;
 } aq_cmd;
+
+typedef struct aq_connreq { /* AQ_CMD_CONNECT */
+  struct sockaddr_storage remote;
+  socklen_t remotelen;
+  char server_name[]; /* NUL-terminated, may be empty */
+} aq_connreq;
 
 typedef struct aq_dgram {
   struct aq_dgram *next;

@@ -3,8 +3,9 @@
 
 from aiopquic.asyncio.client import connect
 from aiopquic.asyncio.dispatch import DualStackServer, serve_dispatch
+from aiopquic.asyncio.endpoint import ClientEndpoint
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.asyncio.server import QuicServer, serve
 
-__all__ = ["connect", "serve", "serve_dispatch", "DualStackServer", "QuicConnectionProtocol",
-           "QuicServer", "QuicStreamHandler"]
+__all__ = ["ClientEndpoint", "connect", "serve", "serve_dispatch", "DualStackServer",
+           "QuicConnectionProtocol", "QuicServer", "QuicStreamHandler"]

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
 from aiopquic.asyncio._transport import remember_host
+from aiopquic.asyncio.endpoint import ClientEndpoint
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.quic._checks import check_port
 from aiopquic.quic.configuration import QuicConfiguration
@@ -31,6 +32,7 @@ async def connect(
     token_handler: Optional[Callable[[bytes], None]] = None,
     wait_connected: bool = True,
     local_port: int = 0,
+    endpoint: Optional[ClientEndpoint] = None,
 ) -> AsyncIterator[QuicConnectionProtocol]:
     """Connect to a QUIC server at ``host``:``port`` and yield the protocol.
 
@@ -56,12 +58,29 @@ async def connect(
     ``token_handler(token)`` is called with each address validation token the server sends
     (NEW_TOKEN): pass it as ``configuration.token`` on a later connection to the same server
     to skip its Retry round trip.  An exception it raises is logged, not propagated.
+
+    *(aiopquic)* ``endpoint``: a :class:`~aiopquic.asyncio.ClientEndpoint` whose shared
+    sockets and threads carry the connection (its configuration is used; ``configuration``
+    and ``local_port`` must then be left out, else :class:`ValueError`).
     """
     if not isinstance(host, str):
         raise TypeError(f"connect() host must be a str, got {type(host).__name__}")
     if configuration is not None and not isinstance(configuration, QuicConfiguration):
         raise TypeError(f"connect() configuration must be a QuicConfiguration, "
                         f"got {type(configuration).__name__}")
+    if endpoint is not None:
+        if not isinstance(endpoint, ClientEndpoint):
+            raise TypeError(f"connect() endpoint must be a ClientEndpoint, "
+                            f"got {type(endpoint).__name__}")
+        if configuration is not None or local_port:
+            raise ValueError("connect(endpoint=...) uses the endpoint's configuration and "
+                             "sockets: leave configuration and local_port out")
+        async with endpoint.connect(
+                host, port, create_protocol=create_protocol,
+                session_ticket_handler=session_ticket_handler, stream_handler=stream_handler,
+                token_handler=token_handler, wait_connected=wait_connected) as shared:
+            yield shared
+        return
     loop = asyncio.get_running_loop()
     port = check_port(port, allow_zero=False)
     local_port = check_port(local_port, "local_port")
@@ -73,15 +92,15 @@ async def connect(
     ip, rport = await _loop.resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
-    endpoint = QuicEndpoint(configuration, bind, local_port, server_name=server_name)
-    remember_host(endpoint, bind)
+    own = QuicEndpoint(configuration, bind, local_port, server_name=server_name)
+    remember_host(own, bind)
     protocol: Optional[QuicConnectionProtocol] = None
     try:
-        quic = endpoint.connect(ip, rport, server_name)
+        quic = own.connect(ip, rport, server_name)
         quic._token_handler = token_handler
         quic._session_ticket_handler = session_ticket_handler
         protocol = create_protocol(quic, stream_handler=stream_handler)
-        _loop.attach(endpoint, loop, lambda q: protocol)
+        _loop.attach(own, loop, lambda q: protocol)
         if wait_connected:
             try:
                 await asyncio.wait_for(protocol.wait_connected(),
@@ -101,4 +120,4 @@ async def connect(
         except asyncio.TimeoutError:
             pass
     finally:
-        _loop.detach(endpoint, loop)
+        _loop.detach(own, loop)

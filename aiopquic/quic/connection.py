@@ -969,6 +969,10 @@ class QuicConnection(Compat061Connection):
         local_port = check_int("local_port", local_port, 0, 65536)
         if not self.configuration.is_client or not type(self)._threaded:
             raise RuntimeError("only a client connection of connect() can migrate")
+        if self._endpoint._shared:
+            raise RuntimeError("a connection of a shared ClientEndpoint cannot migrate: its "
+                               "socket carries other connections (use connect() without "
+                               "endpoint=)")
         self._raise_if_closed()
         if callback is not None:
             self._migrate_callbacks.append(callback)
@@ -1371,13 +1375,15 @@ class QuicEndpoint:
 
     def __init__(self, configuration: QuicConfiguration, host: str, port: int,
                  retry: Optional[bool] = None, server_name: Optional[str] = None,
-                 worker: int = 0, workers: int = 1) -> None:
+                 worker: int = 0, workers: int = 1, shared: bool = False) -> None:
         """Bind ``host`` (numeric) ``port`` and load the TLS credentials (``retry``: see
         :func:`aiopquic.asyncio.serve`; ``server_name``: the client's server name, which
         picks the ticket in ``configuration.session_ticket_file``).  ``workers`` > 1
         (servers): this endpoint is worker number ``worker`` of that many sharing the port
         (SO_REUSEPORT, bound in worker order, steered by connection ID; see
-        :func:`aiopquic.asyncio.serve`).
+        :func:`aiopquic.asyncio.serve`).  ``shared`` (clients): the endpoint carries any
+        number of connections (:meth:`connect` works while it runs; its socket is never
+        connected to one peer; its connections cannot migrate).
 
         Raises :class:`ValueError` / :class:`TypeError` for a port outside 0..65535,
         :class:`OSError` when the key log file cannot be opened, and
@@ -1398,6 +1404,7 @@ class QuicEndpoint:
             config = native_config(configuration, retry, server_name)
             config["workers"] = int(workers)
             config["worker"] = int(worker)
+            config["shared"] = int(bool(shared) and configuration.is_client)
             self._native = _native.Endpoint(config, host, port)
         except _native.NativeError as exc:
             if self._own_keylog and self._keylog is not None:
@@ -1408,6 +1415,7 @@ class QuicEndpoint:
                 self._keylog.close()
             raise
         self.connections: dict[int, QuicConnection] = {}
+        self._shared = bool(shared)
         self.on_accept: Optional[Callable[[QuicConnection], None]] = None
         self.on_events: Optional[Callable[[QuicConnection], None]] = None
         self.on_error: Optional[Callable[[BaseException, QuicConnection], None]] = None
@@ -1489,7 +1497,9 @@ class QuicEndpoint:
 
     def connect(self, host: str, port: int, server_name: Optional[str]) -> QuicConnection:
         """Create the client connection to ``host`` (numeric) ``port`` and start the thread.
-        Raises :class:`ValueError` / :class:`TypeError` unless ``port`` is in 1..65535."""
+        Raises :class:`ValueError` / :class:`TypeError` unless ``port`` is in 1..65535, and
+        :class:`~aiopquic._native.NativeError` for a second connection on an endpoint that is
+        not ``shared`` or an address of the other family than the socket's."""
         port = check_int("port", port, 1, 65536)
         try:
             handle = self._native.connect(host, port, server_name)

@@ -275,7 +275,21 @@ async def server_memory(client: QuicConnectionProtocol) -> dict[str, int]:
     return json.loads(await _read_all(reader))
 
 
-async def idle(args: dict[str, Any], count: int, batch: int) -> dict[str, Any]:
+async def idle(args: dict[str, Any], count: int, batch: int, shared: bool = False,
+               threads: int = 2) -> dict[str, Any]:
+    endpoint = None
+    if shared:  # every held connection on one ClientEndpoint (a few threads and sockets)
+        from aiopquic.asyncio import ClientEndpoint
+        endpoint = ClientEndpoint(client_config(args), threads=threads)
+    try:
+        return await _idle(args, count, batch, endpoint)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+async def _idle(args: dict[str, Any], count: int, batch: int, endpoint: Any
+                ) -> dict[str, Any]:
     async with _connect(args) as first:
         base = await server_memory(first)
         release = asyncio.Event()
@@ -286,7 +300,8 @@ async def idle(args: dict[str, Any], count: int, batch: int) -> dict[str, Any]:
         async def hold() -> None:
             try:
                 async with sem:
-                    cm = _connect(args)
+                    cm = _connect(args) if endpoint is None else \
+                        endpoint.connect(args["host"], args["port"])
                     proto = await cm.__aenter__()
                 up.append(1)
                 try:
@@ -323,7 +338,8 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
         return await handshakes(args, job["count"], job.get("concurrency", 1),
                                 job.get("warmup", 3))
     if op == "idle":
-        return await idle(args, job["count"], job.get("batch", 50))
+        return await idle(args, job["count"], job.get("batch", 50), job.get("shared", False),
+                          job.get("threads", 2))
     async with _connect(args) as client:
         if op == "upload":
             return await upload(client, job["size"], job["chunk"], job.get("streams", 1))

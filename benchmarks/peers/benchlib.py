@@ -93,8 +93,11 @@ def header(op: bytes, size: int = 0, chunk: int = 0, extra: int = 0) -> bytes:
 
 
 def memory() -> dict[str, int]:
-    """This process's VmRSS and VmHWM in KiB (from /proc/self/status)."""
-    out = {"rss_kib": 0, "hwm_kib": 0}
+    """This process's VmRSS and VmHWM in KiB (from /proc/self/status), thread and open
+    file counts."""
+    import os
+    out = {"rss_kib": 0, "hwm_kib": 0, "threads": len(os.listdir("/proc/self/task")),
+           "fds": len(os.listdir("/proc/self/fd"))}
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -192,7 +195,9 @@ def idle_result(count: int, base: dict[str, int], after: dict[str, int], opened:
     return {"conns": count, "server_rss_base_kib": base["rss_kib"],
             "server_rss_after_kib": after["rss_kib"],
             "per_conn_kib": (after["rss_kib"] - base["rss_kib"]) / count,
-            "open_seconds": opened, "client_rss_kib": client_mem["rss_kib"]}
+            "open_seconds": opened, "client_rss_kib": client_mem["rss_kib"],
+            "client_threads": client_mem.get("threads", 0),
+            "client_fds": client_mem.get("fds", 0)}
 
 
 def job_from_argv(argv: list[str]) -> dict[str, Any]:
