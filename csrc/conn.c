@@ -682,8 +682,12 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
                       tp ? tp->max_datagram_frame_size : 0,
                       ngtcp2_conn_get_negotiated_version(conn), hs, alpn.data, alpn.size);
   emit_conn_info(c);
-  /* one session ticket for resumption and 0-RTT (best effort) */
-  if (c->ctx->cfg.is_server) gnutls_session_ticket_send(c->tls, 1, 0);
+  /* one session ticket for resumption and 0-RTT (best effort); ngtcp2 copies it, so the
+   * server's TLS session has nothing left to do: aq_conn_after_read frees it */
+  if (c->ctx->cfg.is_server) {
+    gnutls_session_ticket_send(c->tls, 1, 0);
+    c->tls_done = 1;
+  }
   if (c->ctx->cfg.is_server && c->ctx->cfg.retry != AQ_RETRY_NEVER) {
     /* a token for the client's next connection: it proves its address then, without a
      * Retry round trip (admit.c checks it) */
@@ -695,6 +699,23 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
     if (n > 0) ngtcp2_conn_submit_new_token(conn, token, (size_t)n); /* best effort */
   }
   return 0;
+}
+
+/* After the server freed its TLS session (tls_done), CRYPTO data can only be a client's
+ * post-handshake message, which QUIC clients do not send: dropped. */
+static int recv_crypto_cb(ngtcp2_conn *conn, ngtcp2_encryption_level level, uint64_t offset,
+                          const uint8_t *data, size_t datalen, void *ud) {
+  aq_conn *c = ud;
+  if (!c->tls) return 0;
+  return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, datalen, ud);
+}
+
+static void release_tls(aq_conn *c) {
+  c->tls_done = 0;
+  if (!c->tls) return;
+  ngtcp2_conn_set_tls_native_handle(c->conn, NULL);
+  gnutls_deinit(c->tls);
+  c->tls = NULL;
 }
 
 static int recv_vn_cb(ngtcp2_conn *conn, const ngtcp2_pkt_hd *hd, const uint32_t *sv,
@@ -860,7 +881,7 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
     cb->recv_new_token = recv_new_token_cb;
     cb->recv_version_negotiation = recv_vn_cb;
   }
-  cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb->recv_crypto_data = recv_crypto_cb;
   cb->encrypt = encrypt_cb;
   cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
@@ -1438,6 +1459,7 @@ void aq_conn_after_read(aq_conn *c, ngtcp2_tstamp now) {
     c->ping_pending &= ~2;
     if (c->state == AQ_ST_OPEN || c->state == AQ_ST_HANDSHAKE) open_local_streams(c);
   }
+  if (c->tls_done) release_tls(c);
   if (c->log_len) engine_log_flush(c);
 }
 

@@ -442,8 +442,9 @@ class QuicConnection(Compat061Connection):
         self._pending_close: Optional[tuple[int, Optional[int], str]] = None
         self._handshake_done = False
         self._version: Optional[int] = None  # negotiated QUIC version (aioquic's attribute)
-        # AQ_EV_CONN_INFO: (local transport parameters, peer's, connection ids)
-        self._conn_info: Optional[tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]] = None
+        # AQ_EV_CONN_INFO's bytes, parsed on demand (_conn_info): an idle connection keeps
+        # ~100 bytes instead of two dicts of transport parameters
+        self._conn_info_raw: Optional[bytes] = None
         self._peer_max_datagram = 0
         self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
         self._tx_ring_bytes = 0  # send-ring bytes held by this connection's streams
@@ -486,6 +487,13 @@ class QuicConnection(Compat061Connection):
             logging.getLogger("aiopquic.quic"), {"connection_handle": handle})
 
     # ------------------------------------------------------------------ introspection
+
+    @property
+    def _conn_info(self) -> Optional[tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]]:
+        """(local transport parameters, the peer's, connection ids) from AQ_EV_CONN_INFO,
+        or None before it."""
+        raw = self._conn_info_raw
+        return None if raw is None else _parse_conn_info(raw)
 
     @property
     def closed(self) -> bool:
@@ -1150,7 +1158,7 @@ class QuicConnection(Compat061Connection):
         elif t == _native.EV_PATH:
             self._path_max_datagram = ev.code2
         elif t == _native.EV_CONN_INFO:
-            self._conn_info = _parse_conn_info(ev.data)
+            self._conn_info_raw = bytes(ev.data)
         elif t == _native.EV_NEW_TOKEN:
             if self._token_handler is not None:
                 self._endpoint._call_user(self._token_handler, bytes(ev.data), self)
