@@ -228,7 +228,14 @@ typedef struct aq_config {
    * resumes the others' tickets); NULL: a random key of this context */
   const uint8_t *ticket_key;
   size_t ticket_key_len;
+  /* client: aioquic's quantum_readiness_test: the ClientHello carries an extra TLS
+   * extension (type 0x0c37, unassigned) of AQ_QUANTUM_READINESS_LEN zero bytes, so it no
+   * longer fits one Initial packet and the server must reassemble it from several */
+  int quantum_readiness;
 } aq_config;
+
+#define AQ_QUANTUM_READINESS_TYPE 0x0c37
+#define AQ_QUANTUM_READINESS_LEN 1200
 
 #define AQ_RETRY_AUTO 0
 #define AQ_RETRY_ALWAYS 1

@@ -313,6 +313,7 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "session_ticket": ticket,
         "no_early_data": 0 if cfg.early_data else 1,
         "ticket_key": None if cfg.is_client else _ticket_key(cfg),
+        "quantum_readiness": int(bool(cfg.is_client and cfg.quantum_readiness_test)),
     }
 
 
