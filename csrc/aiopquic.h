@@ -92,6 +92,10 @@ typedef struct aq_conn_info {
   uint8_t cid_local[20], cid_remote[20], cid_initial[20];
   uint32_t cid_local_len, cid_remote_len, cid_initial_len;
   uint32_t version;
+  /* "host port" of the local side of the connection's path, NUL-terminated: the address
+   * the peer sent to (a server bound to a wildcard address learns it per datagram with
+   * PKTINFO); a wildcard host when the kernel chooses (clients) */
+  char local_addr[96];
 } aq_conn_info;
 
 /* A snapshot of a connection's transport state (AQ_EV_STATS). */

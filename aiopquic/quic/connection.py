@@ -333,6 +333,16 @@ def _ticket_key(cfg: QuicConfiguration) -> bytes:
     return key
 
 
+def _conn_info_local(data: bytes) -> Optional[tuple[str, int]]:
+    """AQ_EV_CONN_INFO's local address of the connection's path as ``(host, port)``; None
+    when the kernel chooses it (a wildcard host) or it is unknown."""
+    raw = ffi.cast("aq_conn_info *", ffi.from_buffer(data))
+    host, _, port = ffi.string(raw.local_addr).decode("ascii", "replace").rpartition(" ")
+    if not host or host in ("?", "0.0.0.0", "::", "::ffff:0.0.0.0") or not port.isdigit():
+        return None
+    return host, int(port)
+
+
 _TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",
               "initial_max_stream_data_bidi_remote", "initial_max_stream_data_uni",
               "initial_max_streams_bidi", "initial_max_streams_uni", "max_ack_delay",
@@ -1148,6 +1158,9 @@ class QuicConnection(Compat061Connection):
             self._path_max_datagram = ev.code2
         elif t == _native.EV_CONN_INFO:
             self._conn_info = _parse_conn_info(ev.data)
+            local = _conn_info_local(ev.data)
+            if local is not None and type(self)._threaded:  # sans-IO: no real address
+                self._path_local = local
         elif t == _native.EV_NEW_TOKEN:
             if self._token_handler is not None:
                 self._endpoint._call_user(self._token_handler, bytes(ev.data), self)
