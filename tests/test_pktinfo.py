@@ -90,6 +90,20 @@ async def test_retry_leaves_from_the_address_it_was_sent_to(server_config, clien
     assert local == ("127.0.0.3", port)
 
 
+async def test_wildcard_workers_answer_from_the_address_sent_to(server_config, client_config):
+    """Two SO_REUSEPORT workers on 0.0.0.0: whichever worker a client's packets reach, it
+    answers from the address the client used."""
+    if not _loopback_answers("127.0.0.3"):
+        pytest.skip("no 127.0.0.3 here")
+    collector = ProtocolCollector()
+    async with running_server(server_config(), stream_handler=echo_stream_handler,
+                              create_protocol=collector, host="0.0.0.0", workers=2) as server:
+        port = server.local_port
+        for seed, address in enumerate(("127.0.0.2", "127.0.0.3") * 2):
+            local = await _echo_via(address, port, client_config, collector, 20 + seed)
+            assert local == (address, port)
+
+
 async def test_specific_bind_is_unchanged(server_config, client_config):
     """A server bound to one address answers from it, and says so."""
     collector = ProtocolCollector()
