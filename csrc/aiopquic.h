@@ -92,6 +92,10 @@ typedef struct aq_conn_info {
   uint8_t cid_local[20], cid_remote[20], cid_initial[20];
   uint32_t cid_local_len, cid_remote_len, cid_initial_len;
   uint32_t version;
+  /* "host port" of the local side of the connection's path, NUL-terminated: the address
+   * the peer sent to (a server bound to a wildcard address learns it per datagram with
+   * PKTINFO); a wildcard host when the kernel chooses (clients) */
+  char local_addr[96];
 } aq_conn_info;
 
 /* A snapshot of a connection's transport state (AQ_EV_STATS). */
@@ -233,7 +237,14 @@ typedef struct aq_config {
    * resumes the others' tickets); NULL: a random key of this context */
   const uint8_t *ticket_key;
   size_t ticket_key_len;
+  /* client: aioquic's quantum_readiness_test: the ClientHello carries an extra TLS
+   * extension (type 0x0c37, unassigned) of AQ_QUANTUM_READINESS_LEN zero bytes, so it no
+   * longer fits one Initial packet and the server must reassemble it from several */
+  int quantum_readiness;
 } aq_config;
+
+#define AQ_QUANTUM_READINESS_TYPE 0x0c37
+#define AQ_QUANTUM_READINESS_LEN 1200
 
 #define AQ_RETRY_AUTO 0
 #define AQ_RETRY_ALWAYS 1

@@ -531,15 +531,18 @@ static int remove_cid_cb(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud) {
   return 0;
 }
 
-static void peer_addr_text(aq_conn *c, char *buf, size_t len) {
+static void addr_text(const ngtcp2_addr *a, char *buf, size_t len) {
   char host[NI_MAXHOST], port[NI_MAXSERV];
-  const ngtcp2_path *p = ngtcp2_conn_get_path(c->conn);
-  if (getnameinfo((const struct sockaddr *)p->remote.addr, p->remote.addrlen, host,
-                  sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+  if (getnameinfo((const struct sockaddr *)a->addr, a->addrlen, host, sizeof(host), port,
+                  sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
     snprintf(buf, len, "? 0");
     return;
   }
   snprintf(buf, len, "%s %s", host, port);
+}
+
+static void peer_addr_text(aq_conn *c, char *buf, size_t len) {
+  addr_text(&ngtcp2_conn_get_path(c->conn)->remote, buf, len);
 }
 
 /* A new path was validated (RFC 9000 section 8.2): the peer moved, tell Python where. */
@@ -595,6 +598,7 @@ static void emit_conn_info(aq_conn *c) {
   copy_cid(info.cid_initial, &info.cid_initial_len,
            ngtcp2_conn_get_client_initial_dcid(c->conn));
   info.version = ngtcp2_conn_get_negotiated_version(c->conn);
+  addr_text(&ngtcp2_conn_get_path(c->conn)->local, info.local_addr, sizeof(info.local_addr));
   aq_sink_emit_simple(c->ctx->sink, AQ_EV_CONN_INFO, c->handle, -1, 0, 0, 0, &info,
                       sizeof(info));
 }
@@ -1241,7 +1245,8 @@ static void enter_closing(aq_conn *c, ngtcp2_ccerr *ccerr, uint32_t flags, ngtcp
                                                       ccerr, now);
   if (n > 0) {
     /* a full queue loses this copy; the saved one answers the peer's next packet */
-    aq_txq_push(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+    aq_txq_push(q, (const struct sockaddr *)ps.path.local.addr,
+                (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
                 c->handle, buf, (size_t)n);
     c->close_pkt = malloc((size_t)n);
     if (c->close_pkt) {
@@ -1337,7 +1342,8 @@ void aq_conn_read(aq_conn *c, const ngtcp2_path *path, const uint8_t *data, size
      * at the 1st, 2nd, 4th, 8th... packet and never with more bytes than arrived */
     c->close_rx++;
     if (c->close_pkt && c->close_pktlen <= len && (c->close_rx & (c->close_rx - 1)) == 0)
-      aq_txq_push(q, (const struct sockaddr *)path->remote.addr, path->remote.addrlen,
+      aq_txq_push(q, (const struct sockaddr *)path->local.addr,
+                  (const struct sockaddr *)path->remote.addr, path->remote.addrlen,
                   c->handle, c->close_pkt, c->close_pktlen);
     return;
   }
@@ -1827,7 +1833,8 @@ static void write_ping(aq_conn *c, aq_txq *q, size_t room, ngtcp2_tstamp now) {
       c->conn, c->ctx->cfg.keep_alive_ns ? c->ctx->cfg.keep_alive_ns : UINT64_MAX);
   if (n <= 0) return;
   if (pi.ecn) c->ecn_sent++;
-  aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+  aq_txq_commit(q, (const struct sockaddr *)ps.path.local.addr,
+                (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
                 c->handle, (size_t)n, AQ_TX_ECN(pi.ecn), 1);
   ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
   c->ping_pending &= ~1;
@@ -1976,7 +1983,8 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
     c->dg_first = !c->dg_first;
     if (c->ctx->test_loss_ppm && test_drop(c->ctx)) continue; /* the packet is "lost" */
     if (pi.ecn) c->ecn_sent++;
-    aq_txq_commit(q, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+    aq_txq_commit(q, (const struct sockaddr *)ps.path.local.addr,
+                  (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
                   c->handle, n, (n > pktmax ? AQ_TX_PROBE : 0) | AQ_TX_ECN(pi.ecn), maxsegs);
   }
   aq_cur_conn = NULL;

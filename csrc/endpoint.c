@@ -181,7 +181,8 @@ static int stateless_allowed(struct aq_endpoint *ep) {
 }
 
 static void send_version_negotiation(struct aq_endpoint *ep, const ngtcp2_version_cid *vc,
-                                     const struct sockaddr *to, socklen_t tolen, size_t pktlen) {
+                                     const struct sockaddr *local, const struct sockaddr *to,
+                                     socklen_t tolen, size_t pktlen) {
   uint8_t buf[256];
   /* the versions this server speaks, in its order (a client restarts in one of them and
    * then checks the server's version_information against this list: RFC 9368 section 4) */
@@ -200,11 +201,12 @@ static void send_version_negotiation(struct aq_endpoint *ep, const ngtcp2_versio
   ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(buf, sizeof(buf), unused, vc->scid,
                                                         vc->scidlen, vc->dcid, vc->dcidlen,
                                                         sv, nsv);
-  if (n > 0) aq_txq_push(&ep->txq, to, tolen, 0, buf, (size_t)n);
+  if (n > 0) aq_txq_push(&ep->txq, local, to, tolen, 0, buf, (size_t)n);
 }
 
 static void send_stateless_reset(struct aq_endpoint *ep, const ngtcp2_version_cid *vc,
-                                 size_t pktlen, const struct sockaddr *to, socklen_t tolen) {
+                                 size_t pktlen, const struct sockaddr *local,
+                                 const struct sockaddr *to, socklen_t tolen) {
   /* Smaller than what triggered it, so two endpoints cannot loop; too short: stay silent. */
   if (pktlen < 43) return;
   if (!stateless_allowed(ep)) return;
@@ -218,7 +220,7 @@ static void send_stateless_reset(struct aq_endpoint *ep, const ngtcp2_version_ci
   size_t randlen = len - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
   aq_rand_bytes(rnd, randlen);
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, len, token, rnd, randlen);
-  if (n > 0) aq_txq_push(&ep->txq, to, tolen, 0, buf, (size_t)n);
+  if (n > 0) aq_txq_push(&ep->txq, local, to, tolen, 0, buf, (size_t)n);
 }
 
 static void touch(struct aq_endpoint *ep, aq_conn *c) {
@@ -228,17 +230,25 @@ static void touch(struct aq_endpoint *ep, aq_conn *c) {
   ep->touched = c;
 }
 
-static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, socklen_t fromlen,
-                     const uint8_t *data, size_t len, uint32_t ecn, ngtcp2_tstamp now) {
+/* A datagram's packet for its connection (or a new one).  `m` says who sent it and, on a
+ * PKTINFO socket, to which of our addresses: that address is the local side of the path, so
+ * the connection made from it and every reply leave from the address the peer sent to. */
+static void dispatch(struct aq_endpoint *ep, aq_rxmsg *m, const uint8_t *data, size_t len,
+                     ngtcp2_tstamp now) {
+  struct sockaddr_storage *from = &m->from;
+  socklen_t fromlen = m->fromlen;
+  const struct sockaddr *local = m->locallen ? (const struct sockaddr *)&m->local
+                                             : (const struct sockaddr *)&ep->io.local;
+  socklen_t locallen = m->locallen ? m->locallen : ep->io.locallen;
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, ep->ctx.cid_len);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
     if (ep->ctx.cfg.is_server)
-      send_version_negotiation(ep, &vc, (struct sockaddr *)from, fromlen, len);
+      send_version_negotiation(ep, &vc, local, (struct sockaddr *)from, fromlen, len);
     return;
   }
   if (rv != 0) return;
-  ngtcp2_path path = {{(ngtcp2_sockaddr *)&ep->io.local, ep->io.locallen},
+  ngtcp2_path path = {{(ngtcp2_sockaddr *)local, locallen},
                       {(ngtcp2_sockaddr *)from, fromlen},
                       NULL};
   aq_conn *c = aq_map_get(&ep->by_cid, vc.dcid, vc.dcidlen);
@@ -255,11 +265,11 @@ static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, sock
       case AQ_ADMIT_ACCEPT:
         break;
       case AQ_ADMIT_RETRY: /* smaller than the Initial (>= 1200 bytes): no amplification */
-        aq_txq_push(&ep->txq, (struct sockaddr *)from, fromlen, 0, reply, replylen);
+        aq_txq_push(&ep->txq, local, (struct sockaddr *)from, fromlen, 0, reply, replylen);
         return;
       case AQ_ADMIT_CLOSE:
         if (stateless_allowed(ep))
-          aq_txq_push(&ep->txq, (struct sockaddr *)from, fromlen, 0, reply, replylen);
+          aq_txq_push(&ep->txq, local, (struct sockaddr *)from, fromlen, 0, reply, replylen);
         return;
       default:
         return;
@@ -277,11 +287,11 @@ static void dispatch(struct aq_endpoint *ep, struct sockaddr_storage *from, sock
       ep->half_open++;
     } else {
       ep->stray++;
-      send_stateless_reset(ep, &vc, len, (struct sockaddr *)from, fromlen);
+      send_stateless_reset(ep, &vc, len, local, (struct sockaddr *)from, fromlen);
       return;
     }
   }
-  aq_conn_read(c, &path, data, len, ecn, now, &ep->txq);
+  aq_conn_read(c, &path, data, len, m->ecn, now, &ep->txq);
   touch(ep, c);
   follow(ep, c);
 }
@@ -308,7 +318,7 @@ static void read_packets(struct aq_endpoint *ep) {
     for (int i = 0; i < n; i++) {
       for (size_t off = 0; off < msgs[i].len; off += msgs[i].seg) {
         size_t l = msgs[i].len - off < msgs[i].seg ? msgs[i].len - off : msgs[i].seg;
-        dispatch(ep, &msgs[i].from, msgs[i].fromlen, msgs[i].data + off, l, msgs[i].ecn, now);
+        dispatch(ep, &msgs[i], msgs[i].data + off, l, now);
       }
     }
     now = aq_now();
@@ -349,7 +359,7 @@ static void migrate(struct aq_endpoint *ep, aq_conn *c, int port, ngtcp2_tstamp 
   aq_io nio;
   memset(&nio, 0, sizeof(nio));
   nio.fd = -1;
-  if (!err && aq_io_open(&nio, host, port, (size_t)ep->ctx.cfg.socket_buffer, 0, why,
+  if (!err && aq_io_open(&nio, host, port, (size_t)ep->ctx.cfg.socket_buffer, 0, 0, why,
                          sizeof(why)) != 0)
     err = EADDRNOTAVAIL;
   if (!err && ep->io.connected &&
@@ -626,8 +636,10 @@ aq_endpoint *aq_endpoint_new(const aq_config *cfg, const char *host, int port, c
     AQ_ERR(err, errlen, "workers: a server's worker number must be below workers (<= 256)");
     goto fail;
   }
-  if (aq_io_open(&ep->io, host, port, (size_t)cfg->socket_buffer, cfg->workers > 1, err,
-                 errlen) != 0)
+  /* PKTINFO for servers only: a client's path keeps the local address it was created with,
+   * and ngtcp2 drops a client's packets that arrive on another path */
+  if (aq_io_open(&ep->io, host, port, (size_t)cfg->socket_buffer, cfg->workers > 1,
+                 cfg->is_server, err, errlen) != 0)
     goto fail;
   /* the first worker attaches the steering program for the whole SO_REUSEPORT group */
   if (cfg->workers > 1 && cfg->worker == 0 &&

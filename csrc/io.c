@@ -85,8 +85,15 @@ static int set_df(int fd, int family) {
   return ok;
 }
 
-int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport, char *err,
-               size_t errlen) {
+static int is_wildcard(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+  return ss->ss_family == AF_INET6 &&
+         IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr);
+}
+
+int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport,
+               int pktinfo, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t sl;
   memset(io, 0, sizeof(*io));
@@ -129,6 +136,16 @@ int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reusep
    * socket arrive with IP_TOS) */
   setsockopt(io->fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
   if (ss.ss_family == AF_INET6) setsockopt(io->fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
+  /* PKTINFO on a wildcard bind: the destination address of every datagram (IPv4 datagrams on
+   * a dual-stack IPv6 socket report theirs IPv4-mapped in IPV6_PKTINFO), so that replies can
+   * leave from it.  A specific bind needs none: the kernel uses that address. */
+  if (pktinfo && is_wildcard(&ss)) {
+    if (ss.ss_family == AF_INET)
+      io->pktinfo = setsockopt(io->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0;
+    else
+      io->pktinfo =
+          setsockopt(io->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) == 0;
+  }
   if (bind(io->fd, (struct sockaddr *)&ss, sl) != 0) {
     ERRF(err, errlen, "cannot bind UDP %s port %d: %s", host, port, strerror(errno));
     close(io->fd);
@@ -191,11 +208,41 @@ static int is_v4(const aq_txent *e) {
   return e->to.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr);
 }
 
-/* One sendmsg; 0 or -errno.  Carries the GSO segment size and the ECN codepoint as cmsgs. */
+/* The source address cmsg (IP_PKTINFO for an IPv4 source, also IPv4-mapped on a dual-stack
+ * socket; else IPV6_PKTINFO) at cm; returns its CMSG_SPACE. */
+static size_t put_source(struct cmsghdr *cm, const aq_txent *e) {
+  const struct sockaddr_in6 *a6 = &e->from;
+  if (e->from.sin6_family == AF_INET || IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+    struct in_pktinfo pi;
+    memset(&pi, 0, sizeof(pi));
+    if (e->from.sin6_family == AF_INET)
+      pi.ipi_spec_dst = ((const struct sockaddr_in *)(const void *)&e->from)->sin_addr;
+    else
+      memcpy(&pi.ipi_spec_dst, &a6->sin6_addr.s6_addr[12], 4);
+    cm->cmsg_level = IPPROTO_IP;
+    cm->cmsg_type = IP_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi));
+    memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+    return CMSG_SPACE(sizeof(pi));
+  }
+  struct in6_pktinfo pi6;
+  memset(&pi6, 0, sizeof(pi6));
+  pi6.ipi6_addr = a6->sin6_addr;
+  pi6.ipi6_ifindex = a6->sin6_scope_id; /* the interface of a link-local address */
+  cm->cmsg_level = IPPROTO_IPV6;
+  cm->cmsg_type = IPV6_PKTINFO;
+  cm->cmsg_len = CMSG_LEN(sizeof(pi6));
+  memcpy(CMSG_DATA(cm), &pi6, sizeof(pi6));
+  return CMSG_SPACE(sizeof(pi6));
+}
+
+/* One sendmsg; 0 or -errno.  Carries the GSO segment size, the ECN codepoint and (PKTINFO
+ * sockets) the source address as cmsgs. */
 static int send_one(aq_io *io, const aq_txent *e, const uint8_t *data, size_t len, size_t seg) {
   struct iovec iov = {(void *)data, len};
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int)) +
+             CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
   } u;
   struct msghdr msg;
@@ -228,7 +275,9 @@ static int send_one(aq_io *io, const aq_txent *e, const uint8_t *data, size_t le
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &ecn, sizeof(ecn));
     used += CMSG_SPACE(sizeof(int));
+    cm = (struct cmsghdr *)(void *)(u.buf + used);
   }
+  if (io->pktinfo && e->fromlen) used += put_source(cm, e);
   msg.msg_controllen = used;
   if (!used) msg.msg_control = NULL;
   for (;;) {
@@ -312,11 +361,52 @@ int aq_io_flush(aq_io *io, aq_txq *q, aq_txfail *fails, int *nfails, int maxfail
 
 /* ---------------------------------------------------------------- receiving */
 
+/* The local address of a received datagram (PKTINFO), in the socket's family, with the
+ * socket's port.  A multicast or broadcast destination is no address to answer from: left
+ * unknown (the kernel chooses). */
+static void set_local_v4(const aq_io *io, aq_rxmsg *m, struct in_addr addr) {
+  uint32_t host = ntohl(addr.s_addr);
+  if (IN_MULTICAST(host) || host == INADDR_BROADCAST || host == INADDR_ANY) return;
+  memset(&m->local, 0, sizeof(m->local));
+  if (io->family == AF_INET) {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)&m->local;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)aq_io_local_port(io));
+    a4->sin_addr = addr;
+    m->locallen = sizeof(*a4);
+  } else {
+    m->local.sin6_family = AF_INET6;
+    m->local.sin6_port = htons((uint16_t)aq_io_local_port(io));
+    m->local.sin6_addr.s6_addr[10] = 0xff;
+    m->local.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&m->local.sin6_addr.s6_addr[12], &addr, 4);
+    m->locallen = sizeof(m->local);
+  }
+}
+
+static void set_local_v6(const aq_io *io, aq_rxmsg *m, const struct in6_pktinfo *pi6) {
+  if (IN6_IS_ADDR_V4MAPPED(&pi6->ipi6_addr)) {
+    struct in_addr a;
+    memcpy(&a, &pi6->ipi6_addr.s6_addr[12], 4);
+    set_local_v4(io, m, a);
+    return;
+  }
+  if (io->family != AF_INET6 || IN6_IS_ADDR_MULTICAST(&pi6->ipi6_addr) ||
+      IN6_IS_ADDR_UNSPECIFIED(&pi6->ipi6_addr))
+    return;
+  memset(&m->local, 0, sizeof(m->local));
+  m->local.sin6_family = AF_INET6;
+  m->local.sin6_port = htons((uint16_t)aq_io_local_port(io));
+  m->local.sin6_addr = pi6->ipi6_addr;
+  if (IN6_IS_ADDR_LINKLOCAL(&pi6->ipi6_addr)) m->local.sin6_scope_id = pi6->ipi6_ifindex;
+  m->locallen = sizeof(m->local);
+}
+
 int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
   struct mmsghdr msgs[AQ_RX_BATCH];
   struct iovec iov[AQ_RX_BATCH];
   union {
-    char buf[3 * CMSG_SPACE(sizeof(int)) + 64];
+    char buf[3 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in6_pktinfo)) + 64];
     struct cmsghdr align;
   } ctl[AQ_RX_BATCH];
   for (int i = 0; i < AQ_RX_BATCH; i++) {
@@ -344,6 +434,7 @@ int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
     out[i].len = msgs[i].msg_len;
     out[i].seg = out[i].len;
     out[i].ecn = 0;
+    out[i].locallen = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm;
          cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
       if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
@@ -358,6 +449,17 @@ int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
         int tc;
         memcpy(&tc, CMSG_DATA(cm), sizeof(tc));
         out[i].ecn = (uint8_t)(tc & 3);
+      } else if (io->pktinfo && cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
+                 cm->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+        struct in_pktinfo pi;
+        memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+        set_local_v4(io, &out[i], pi.ipi_addr);
+      } else if (io->pktinfo && cm->cmsg_level == IPPROTO_IPV6 &&
+                 cm->cmsg_type == IPV6_PKTINFO &&
+                 cm->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+        struct in6_pktinfo pi6;
+        memcpy(&pi6, CMSG_DATA(cm), sizeof(pi6));
+        set_local_v6(io, &out[i], &pi6);
       }
     }
     if (out[i].seg == 0) out[i].seg = 1; /* never loop forever on a bogus cmsg */

@@ -27,6 +27,10 @@ enum {
 typedef struct aq_txent {
   struct sockaddr_storage to;
   socklen_t tolen;
+  /* the source address (an IPv4 sockaddr_in fits too); fromlen 0: the kernel chooses.
+   * Only sockets with PKTINFO on (aq_io.pktinfo) send it. */
+  struct sockaddr_in6 from;
+  socklen_t fromlen;
   uint64_t owner; /* connection handle; 0 for stateless packets */
   size_t off, len, seg;
   uint32_t nseg;
@@ -45,15 +49,16 @@ int aq_txq_init(aq_txq *q, size_t cap, size_t capents);
 void aq_txq_destroy(aq_txq *q);
 /* Room for one packet of up to `room` bytes at the tail, or NULL when the queue is full. */
 uint8_t *aq_txq_reserve(aq_txq *q, size_t room);
-/* Account `len` bytes written at the pointer aq_txq_reserve returned.  The packet joins the
- * tail batch when it can (same owner and destination, not larger than the batch's segment
- * size, the batch not sealed, under maxsegs and max_batch); a shorter packet seals the batch;
- * a probe travels alone. */
-void aq_txq_commit(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64_t owner,
-                   size_t len, uint32_t flags, size_t maxsegs);
+/* Account `len` bytes written at the pointer aq_txq_reserve returned, to be sent from
+ * `from` (the local address of the packet's path; NULL or a wildcard address: the kernel
+ * chooses) to `to`.  The packet joins the tail batch when it can (same owner, source and
+ * destination, not larger than the batch's segment size, the batch not sealed, under maxsegs
+ * and max_batch); a shorter packet seals the batch; a probe travels alone. */
+void aq_txq_commit(aq_txq *q, const struct sockaddr *from, const struct sockaddr *to,
+                   socklen_t tolen, uint64_t owner, size_t len, uint32_t flags, size_t maxsegs);
 /* Copy a whole packet in (stateless packets, CONNECTION_CLOSE); -1 when the queue is full. */
-int aq_txq_push(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64_t owner,
-                const uint8_t *data, size_t len);
+int aq_txq_push(aq_txq *q, const struct sockaddr *from, const struct sockaddr *to,
+                socklen_t tolen, uint64_t owner, const uint8_t *data, size_t len);
 void aq_txq_seal(aq_txq *q);
 static inline int aq_txq_empty(const aq_txq *q) { return q->head == q->nents; }
 
@@ -66,6 +71,9 @@ typedef struct aq_io {
   int connected;      /* client socket connect()ed to its peer */
   int gso_ok, gro_ok; /* kernel offloads usable on this socket */
   int df;             /* don't-fragment set (IP_PMTUDISC_DO / IPV6_PMTUDISC_DO) */
+  int pktinfo;        /* a wildcard bind with PKTINFO on: every datagram received says which
+                       * local address it was sent to (aq_rxmsg.local), and every batch with
+                       * a source (aq_txent.from) leaves from that address */
   uint64_t emsgsize;  /* packets the kernel refused as larger than the path (EMSGSIZE) */
   uint64_t gso_splits; /* GSO batches resent one segment at a time after EMSGSIZE/EINVAL */
   uint64_t send_errors; /* other send failures (packet dropped; QUIC recovers) */
@@ -87,8 +95,10 @@ enum { AQ_IO_DONE = 0, AQ_IO_BLOCKED = 1 };
  * socket bound in that position (Initials with a client-chosen DCID land anywhere, but
  * consistently).  0, or -1 with err filled. */
 int aq_io_steer(aq_io *io, size_t pos, unsigned workers, char *err, size_t errlen);
-int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport, char *err,
-               size_t errlen);
+/* pktinfo: on a wildcard address (0.0.0.0, ::), learn and use each datagram's local address
+ * (a server answers from the address its client sent to); ignored for other addresses. */
+int aq_io_open(aq_io *io, const char *host, int port, size_t sockbuf, int reuseport,
+               int pktinfo, char *err, size_t errlen);
 void aq_io_close(aq_io *io);
 int aq_io_parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);
 /* connect() the socket to its only peer (client): ICMP errors then reach us. */
@@ -111,6 +121,10 @@ typedef struct aq_rxmsg {
   uint8_t *data;
   size_t len, seg; /* seg: GRO segment size (== len when not coalesced) */
   uint8_t ecn;     /* the ECN codepoint of the IP header (GRO keeps it equal for a batch) */
+  /* with aq_io.pktinfo: the local address (and the socket's port) the datagram was sent to,
+   * in the socket's family (IPv4-mapped on a dual-stack IPv6 socket); locallen 0: unknown */
+  struct sockaddr_in6 local;
+  socklen_t locallen;
 } aq_rxmsg;
 
 #define AQ_TX_ECN(ecn) (((uint32_t)(ecn) & 3u) << AQ_TX_ECN_SHIFT)

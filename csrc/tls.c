@@ -450,6 +450,24 @@ static int client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when,
   return GNUTLS_E_NO_APPLICATION_PROTOCOL;
 }
 
+/* quantum readiness test (client only): an unassigned extension of zero bytes that makes
+ * the ClientHello larger than one QUIC packet.  Sent in the ClientHello only; a server
+ * echoing it in any other message is ignored (GnuTLS only offers us messages the
+ * registration flags allow). */
+static int quantum_send(gnutls_session_t s, gnutls_buffer_t extdata) {
+  static const uint8_t zeros[AQ_QUANTUM_READINESS_LEN];
+  if (gnutls_ext_get_current_msg(s) != GNUTLS_EXT_FLAG_CLIENT_HELLO) return 0;
+  int rv = gnutls_buffer_append_data(extdata, zeros, sizeof(zeros));
+  return rv < 0 ? rv : (int)sizeof(zeros);
+}
+
+static int quantum_recv(gnutls_session_t s, const unsigned char *data, size_t len) {
+  (void)s;
+  (void)data;
+  (void)len;
+  return 0;
+}
+
 static int is_ip_literal(const char *name) {
   unsigned char buf[16];
   return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
@@ -534,6 +552,17 @@ int aq_tls_session_new(aq_conn *c, const char *server_name, char *err, size_t er
   } else {
     gnutls_handshake_set_hook_function(c->tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
                                        GNUTLS_HOOK_POST, ticket_hook);
+  }
+  if (!server && ctx->cfg.quantum_readiness) {
+    rv = gnutls_session_ext_register(c->tls, "aq_quantum_readiness", AQ_QUANTUM_READINESS_TYPE,
+                                     GNUTLS_EXT_APPLICATION, quantum_recv, quantum_send, NULL,
+                                     NULL, NULL,
+                                     GNUTLS_EXT_FLAG_TLS | GNUTLS_EXT_FLAG_CLIENT_HELLO);
+    if (rv != 0) {
+      AQ_ERR(err, errlen, "gnutls extension for quantum_readiness_test: %s",
+             gnutls_strerror(rv));
+      return -1;
+    }
   }
   if (ctx->cfg.keylog) gnutls_session_set_keylog_function(c->tls, keylog_cb);
   return 0;

@@ -2,6 +2,7 @@
  * txq.c - the transmit queue: packets written by connections, grouped into GSO batches,
  * waiting for io.c to send them.  Plain memory: no socket, no clock, no connection.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,19 +43,42 @@ uint8_t *aq_txq_reserve(aq_txq *q, size_t room) {
   return q->buf + q->used;
 }
 
-static int same_addr(const aq_txent *e, const struct sockaddr *to, socklen_t tolen) {
-  return e->tolen == tolen && memcmp(&e->to, to, tolen) == 0;
+/* The source address worth sending with: `from` unless it is NULL or a wildcard. */
+static socklen_t source_of(const struct sockaddr *from, struct sockaddr_in6 *out) {
+  if (!from) return 0;
+  if (from->sa_family == AF_INET) {
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)(const void *)from;
+    if (a4->sin_addr.s_addr == htonl(INADDR_ANY)) return 0;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, a4, sizeof(*a4));
+    return sizeof(*a4);
+  }
+  if (from->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)(const void *)from;
+    if (IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr)) return 0;
+    *out = *a6;
+    return sizeof(*a6);
+  }
+  return 0;
 }
 
-void aq_txq_commit(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64_t owner,
-                   size_t len, uint32_t flags, size_t maxsegs) {
+static int same_addr(const aq_txent *e, const struct sockaddr_in6 *from, socklen_t fromlen,
+                     const struct sockaddr *to, socklen_t tolen) {
+  return e->tolen == tolen && memcmp(&e->to, to, tolen) == 0 && e->fromlen == fromlen &&
+         memcmp(&e->from, from, fromlen) == 0;
+}
+
+void aq_txq_commit(aq_txq *q, const struct sockaddr *from, const struct sockaddr *to,
+                   socklen_t tolen, uint64_t owner, size_t len, uint32_t flags, size_t maxsegs) {
   if (!len) return;
+  struct sockaddr_in6 src;
+  socklen_t srclen = source_of(from, &src);
   aq_txent *last = q->nents > q->head ? &q->ents[q->nents - 1] : NULL;
   if (last && !(last->flags & (AQ_TX_SEALED | AQ_TX_PROBE)) && !(flags & AQ_TX_PROBE) &&
       last->owner == owner && len <= last->seg && last->nseg < maxsegs &&
       AQ_TX_ECN_OF(last->flags) == AQ_TX_ECN_OF(flags) &&
       last->len + len <= q->max_batch && last->off + last->len == q->used &&
-      same_addr(last, to, tolen)) {
+      same_addr(last, &src, srclen, to, tolen)) {
     last->len += len;
     last->nseg++;
     if (len < last->seg || last->nseg >= maxsegs) last->flags |= AQ_TX_SEALED;
@@ -65,6 +89,8 @@ void aq_txq_commit(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64
   aq_txent *e = &q->ents[q->nents++];
   memcpy(&e->to, to, tolen);
   e->tolen = tolen;
+  if (srclen) e->from = src;
+  e->fromlen = srclen;
   e->owner = owner;
   e->off = q->used;
   e->len = e->seg = len;
@@ -74,13 +100,13 @@ void aq_txq_commit(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64
   q->used += len;
 }
 
-int aq_txq_push(aq_txq *q, const struct sockaddr *to, socklen_t tolen, uint64_t owner,
-                const uint8_t *data, size_t len) {
+int aq_txq_push(aq_txq *q, const struct sockaddr *from, const struct sockaddr *to,
+                socklen_t tolen, uint64_t owner, const uint8_t *data, size_t len) {
   uint8_t *p = aq_txq_reserve(q, len);
   if (!p) return -1;
   memcpy(p, data, len);
   aq_txq_seal(q);
-  aq_txq_commit(q, to, tolen, owner, len, AQ_TX_SEALED, 1);
+  aq_txq_commit(q, from, to, tolen, owner, len, AQ_TX_SEALED, 1);
   return 0;
 }
 

@@ -114,7 +114,6 @@ REJECTED = [
     ("original_version", 0xFF00001D, "one of supported_versions"),
     ("connection_id_length", 21, "between 8 and 20"),
     ("token", bytes(5000), "token"),
-    ("quantum_readiness_test", True, "ClientHello"),
     ("congestion_control_algorithm", "prague", "picoquic controller"),
     ("congestion_control_algorithm", "c4", "picoquic controller"),
     ("congestion_control_algorithm", "dcubic", "picoquic controller"),

@@ -46,7 +46,6 @@ NOT_LOCAL = {
 
 # Letters aioquic's client earns against aioquic's server that our client does not.
 CLIENT_GAPS = {
-    "Q": "quantum_readiness_test=True is refused: the engine cannot pad the ClientHello",
     "P": "ngtcp2 1.11 does not implement the spin bit, so no connectivity:spin_bit_updated "
          "events",
     "p": "no server push: the client grants no push ids (MAX_PUSH_ID)",

@@ -84,6 +84,8 @@ class Compat061Connection:
         self._seed_stats: Optional[QuicConnectionStats] = None
         self._seed_stats_pending = False
         self._seed_local: Optional[tuple[str, int]] = None
+        # the local address of the connection's path, reported by the engine (EV_CONN_INFO)
+        self._path_local: Optional[tuple[str, int]] = None
         self._seed_peer: Optional[PeerAddress] = None
         self._seed_dgram_deferred = 0  # bytes of datagrams waiting for command-ring room
         self.wrong_direction_dropped = 0
@@ -336,13 +338,20 @@ class Compat061Connection:
         return alpns[0] if alpns and len(alpns) == 1 else None
 
     def local_address(self) -> Optional[tuple[str, int]]:
-        """This side's ``(host, port)`` for the connection: the endpoint's port and the
-        local address the kernel routes to the peer from.  None when unknown."""
+        """This side's ``(host, port)`` for the connection: the local address of its path
+        as the engine reports it once the handshake completes (a server bound to a
+        wildcard address: the address the client sent to; IPv4-mapped on a dual-stack
+        ``::`` socket), else (a client's wildcard socket, or before the handshake) the
+        endpoint's port and the local address the kernel routes to the peer from.  None
+        when unknown."""
         if self._seed_local is not None:
             return self._seed_local
         peer = self._seed_peer
         if peer is None or self._endpoint._closed:
             return None
+        if self._path_local is not None:
+            self._seed_local = self._path_local
+            return self._seed_local
         port = self._endpoint.local_port
         try:
             fam = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET

@@ -420,7 +420,13 @@ class QuicConfiguration:
     servers whose requests are not idempotent may want ``False``."""
 
     quantum_readiness_test: bool = False
-    """aioquic's oversized ClientHello test.  Only ``False``."""
+    """Client: aioquic's quantum readiness test.  ``True`` adds a TLS extension of 1200 zero
+    bytes (type ``0x0c37``, unassigned, which servers ignore) to the ClientHello, so that
+    it no longer fits one Initial packet, as a post-quantum key share would not: the
+    client's first flight spans two Initial packets and the server must reassemble the
+    ClientHello from them.  (aioquic carries the same 1200 bytes in transport parameter
+    ``0x0c37``; ngtcp2 writes only the transport parameters it knows, so here it is a TLS
+    extension of its own.)  Ignored by a server."""
 
     # -------------------------------------------------- 0.6.1 properties
 
@@ -832,12 +838,9 @@ class QuicConfiguration:
                 f"QuicConfiguration.token is {len(self.token)} bytes: a server's address "
                 "validation token is at most a few hundred bytes (limit 4096)"
             )
-        _only_default(
-            "quantum_readiness_test",
-            self.quantum_readiness_test,
-            (False,),
-            "the engine cannot pad the ClientHello for this test",
-        )
+        if not isinstance(self.quantum_readiness_test, bool):
+            raise TypeError(f"QuicConfiguration.quantum_readiness_test must be a bool, "
+                            f"got {type(self.quantum_readiness_test).__name__}")
 
     def _validate_alpn(self) -> None:
         protocols = self.alpn_protocols

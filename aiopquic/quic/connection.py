@@ -313,6 +313,7 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "session_ticket": ticket,
         "no_early_data": 0 if cfg.early_data else 1,
         "ticket_key": None if cfg.is_client else _ticket_key(cfg),
+        "quantum_readiness": int(bool(cfg.is_client and cfg.quantum_readiness_test)),
     }
 
 
@@ -330,6 +331,16 @@ def _ticket_key(cfg: QuicConfiguration) -> bytes:
         _TICKET_KEYS[id(cfg)] = key
         weakref.finalize(cfg, _TICKET_KEYS.pop, id(cfg), None)
     return key
+
+
+def _conn_info_local(data: bytes) -> Optional[tuple[str, int]]:
+    """AQ_EV_CONN_INFO's local address of the connection's path as ``(host, port)``; None
+    when the kernel chooses it (a wildcard host) or it is unknown."""
+    raw = ffi.cast("aq_conn_info *", ffi.from_buffer(data))
+    host, _, port = ffi.string(raw.local_addr).decode("ascii", "replace").rpartition(" ")
+    if not host or host in ("?", "0.0.0.0", "::", "::ffff:0.0.0.0") or not port.isdigit():
+        return None
+    return host, int(port)
 
 
 _TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",
@@ -1159,6 +1170,9 @@ class QuicConnection(Compat061Connection):
             self._path_max_datagram = ev.code2
         elif t == _native.EV_CONN_INFO:
             self._conn_info_raw = bytes(ev.data)
+            local = _conn_info_local(ev.data)
+            if local is not None and type(self)._threaded:  # sans-IO: no real address
+                self._path_local = local
         elif t == _native.EV_NEW_TOKEN:
             if self._token_handler is not None:
                 self._endpoint._call_user(self._token_handler, bytes(ev.data), self)
