@@ -7,14 +7,26 @@ server and our client against aioquic's server (aioquic is a test extra).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from typing import Any, Optional
 
+import anyio
 import pylsqpack
 import pytest
-from h3_helpers import FakeQuic, H3Pair
+from h3_helpers import (
+    HOST,
+    FakeQuic,
+    H3Pair,
+    python_peer,
+    read_line_with,
+    subprocess_peer,
+)
 
+from aiopquic.asyncio import QuicConnectionProtocol, connect, serve
 from aiopquic.h3._wire import decode_varint, encode_frame, encode_varint
 from aiopquic.h3.connection import (
+    H3_ALPN,
     MAX_BLOCKED_STREAM_BYTES,
     ErrorCode,
     FrameType,
@@ -27,7 +39,8 @@ from aiopquic.h3.exceptions import (
     InvalidStreamTypeError,
     NoAvailablePushIDError,
 )
-from aiopquic.quic.events import StreamDataReceived
+from aiopquic.quic.configuration import QuicConfiguration
+from aiopquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
 REQUEST = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"),
            (b":path", b"/")]
@@ -382,3 +395,204 @@ def test_client_push_state_is_bounded_by_the_push_ids_granted():
     feed(h3, 0, _promise(4))  # one more is refused: the state cannot grow past the grant
     assert quic.closed_with[0] == ErrorCode.H3_ID_ERROR
     assert len(h3._promises) == 4
+
+
+# ---------------------------------------------------------------------------- over UDP
+
+SIZE = 300 * 1024
+
+
+def aioquic_pattern(n: int) -> bytes:
+    """The body tests/peers/aioquic_h3.py serves for /bytes/N (and pushes for /push/N)."""
+    block = hashlib.sha256(b"aioquic-h3").digest() * 2048
+    return (block * (n // len(block) + 1))[:n]
+
+
+class PushServer(QuicConnectionProtocol):
+    """aioquic-style server (H3Connection on QuicConnectionProtocol): GET /push/N pushes
+    /bytes/N, then answers "pushed" (or "no push")."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for h3_event in self.http.handle_event(event):
+            if not isinstance(h3_event, HeadersReceived):
+                continue
+            sid = h3_event.stream_id
+            headers = dict(h3_event.headers)
+            path = headers.get(b":path", b"")
+            if not path.startswith(b"/push/"):
+                self.http.send_headers(sid, [(b":status", b"404")], end_stream=True)
+                continue
+            size = path[len(b"/push/"):]
+            try:
+                push_sid = self.http.send_push_promise(sid, [
+                    (b":method", b"GET"), (b":scheme", b"https"),
+                    (b":authority", headers.get(b":authority", b"localhost")),
+                    (b":path", b"/bytes/" + size)])
+            except NoAvailablePushIDError:
+                answer = b"no push"
+            else:
+                body = aioquic_pattern(int(size))
+                self.http.send_headers(push_sid, [(b":status", b"200"), (
+                    b"content-length", str(len(body)).encode())])
+                self.http.send_data(push_sid, body, end_stream=True)
+                answer = b"pushed"
+            self.http.send_headers(sid, [(b":status", b"200")])
+            self.http.send_data(sid, answer, end_stream=True)
+        self.transmit()
+
+
+class PushClient(QuicConnectionProtocol):
+    """aioquic-style client: records the HTTP/3 events of one GET and of its pushes."""
+
+    max_push_id: Optional[int] = 8
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic, max_push_id=self.max_push_id)
+        self.events: list[Any] = []
+        self.changed = asyncio.Event()
+        self.terminated: Optional[ConnectionTerminated] = None
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        new = self.http.handle_event(event)
+        if isinstance(event, ConnectionTerminated):
+            self.terminated = event
+        if new or isinstance(event, ConnectionTerminated):
+            self.events += new
+            self.changed.set()
+
+    async def get_with_push(self, port: int, path: str) -> tuple[list[Any], list[Any]]:
+        """GET ``path``; wait (bounded) for the response and, if promised, the whole push.
+        Returns (response events, push events incl. the promise)."""
+        sid = self._quic.get_next_available_stream_id()
+        self.http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                                     (b":authority", f"localhost:{port}".encode()),
+                                     (b":path", path.encode())], end_stream=True)
+        self.transmit()
+
+        def split() -> tuple[list[Any], list[Any]]:
+            response = [e for e in self.events if getattr(e, "stream_id", None) == sid and
+                        not isinstance(e, PushPromiseReceived)]
+            pushes = [e for e in self.events if isinstance(e, PushPromiseReceived) or
+                      getattr(e, "push_id", None) is not None]
+            return response, pushes
+
+        with anyio.fail_after(30):
+            while True:
+                response, pushes = split()
+                promised = any(isinstance(e, PushPromiseReceived) for e in pushes)
+                pushed_end = any(getattr(e, "stream_ended", False) for e in pushes)
+                if response and response[-1].stream_ended and (pushed_end or not promised):
+                    return response, pushes
+                assert self.terminated is None, f"connection closed: {self.terminated}"
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def check_push(response: list[Any], pushes: list[Any], push_id: int = 0) -> None:
+    assert dict(response[0].headers)[b":status"] == b"200"
+    assert b"".join(e.data for e in response if isinstance(e, DataReceived)) == b"pushed"
+    promise = pushes[0]
+    assert isinstance(promise, PushPromiseReceived) and promise.push_id == push_id
+    assert dict(promise.headers)[b":path"] == f"/bytes/{SIZE}".encode()
+    assert promise.stream_id == response[0].stream_id
+    assert isinstance(pushes[1], HeadersReceived) and pushes[1].push_id == push_id
+    assert dict(pushes[1].headers)[b":status"] == b"200"
+    push_sid = pushes[1].stream_id
+    assert push_sid % 4 == 3  # a server-initiated unidirectional (push) stream
+    body = b"".join(e.data for e in pushes[2:] if isinstance(e, DataReceived))
+    assert all(e.push_id == push_id and e.stream_id == push_sid for e in pushes[1:])
+    assert len(body) == SIZE and body == aioquic_pattern(SIZE)
+    assert pushes[-1].stream_ended
+    assert len([e for e in pushes if isinstance(e, PushPromiseReceived)]) == 1
+
+
+def h3_client_config(certs: Any) -> QuicConfiguration:
+    return QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, cafile=certs.ca,
+                             server_name="localhost")
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+async def test_our_client_and_our_server_over_udp(certs):
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(certs.cert, certs.key)
+    server = await serve(HOST, 0, configuration=config, create_protocol=PushServer)
+    try:
+        async with connect(HOST, server.local_port, configuration=h3_client_config(certs),
+                           create_protocol=PushClient) as protocol:
+            for push_id in range(2):  # two GETs on one connection: push ids 0 and 1
+                protocol.events.clear()
+                response, pushes = await protocol.get_with_push(server.local_port,
+                                                                f"/push/{SIZE}")
+                check_push(response, pushes, push_id)
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+async def test_our_server_without_push_ids_answers_without_push(certs):
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(certs.cert, certs.key)
+
+    class NoPushClient(PushClient):
+        max_push_id = None
+
+    server = await serve(HOST, 0, configuration=config, create_protocol=PushServer)
+    try:
+        async with connect(HOST, server.local_port, configuration=h3_client_config(certs),
+                           create_protocol=NoPushClient) as protocol:
+            response, pushes = await protocol.get_with_push(server.local_port,
+                                                            f"/push/{SIZE}")
+            assert pushes == []
+            assert b"".join(e.data for e in response if isinstance(e, DataReceived)) == \
+                b"no push"
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.interop
+@pytest.mark.timeout(120)
+async def test_aioquic_client_gets_a_push_from_our_server(certs, tmp_path):
+    pytest.importorskip("aioquic")
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(certs.cert, certs.key)
+    server = await serve(HOST, 0, configuration=config, create_protocol=PushServer)
+    try:
+        argv = python_peer("aioquic_h3.py", "push-get", "--port", str(server.local_port),
+                           "--ca", certs.ca, "--path", f"/push/{SIZE}", "--lifetime", "60")
+        async with subprocess_peer(*argv, log_dir=str(tmp_path), name="aioquic-push-get",
+                                   stdout_pipe=True) as process:
+            line = await read_line_with(process, "PUSH ", 90,
+                                        str(tmp_path / "aioquic-push-get.err"))
+        digest = hashlib.sha256(aioquic_pattern(SIZE)).hexdigest()
+        assert line == (f"PUSH promises=1 path=/bytes/{SIZE} status=200 length={SIZE} "
+                        f"sha256={digest} ended=True response=200:pushed")
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.interop
+@pytest.mark.timeout(120)
+async def test_our_client_gets_a_push_from_aioquic_server(certs, tmp_path):
+    pytest.importorskip("aioquic")
+    argv = python_peer("aioquic_h3.py", "server", "--cert", certs.cert, "--key", certs.key,
+                       "--lifetime", "100")
+    async with subprocess_peer(*argv, log_dir=str(tmp_path), name="aioquic-push-server",
+                               stdout_pipe=True) as process:
+        line = await read_line_with(process, "LISTENING", 30,
+                                    str(tmp_path / "aioquic-push-server.err"))
+        port = int(line.split()[1])
+        async with connect(HOST, port, configuration=h3_client_config(certs),
+                           create_protocol=PushClient) as protocol:
+            for push_id in range(2):
+                protocol.events.clear()
+                response, pushes = await protocol.get_with_push(port, f"/push/{SIZE}")
+                check_push(response, pushes, push_id)
