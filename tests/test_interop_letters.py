@@ -56,13 +56,11 @@ CLIENT_GAPS = {
          "(connection_made raises), and no packet-level qlog shows PATH_CHALLENGE",
     "A": "as B (change_connection_id() itself works: M is earned)",
     "P": "no packet-level qlog, so no connectivity:spin_bit_updated events",
-    "p": "no server push: the client grants no push ids (MAX_PUSH_ID)",
 }
 
 # Letters aioquic's client earns against aioquic's server but not against ours.
 SERVER_GAPS = {
     "P": "our server's 1-RTT packets all carry spin bit 0 (ngtcp2 does not set it)",
-    "p": "no server push: send_push_promise() raises NoAvailablePushIDError",
 }
 
 
