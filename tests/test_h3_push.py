@@ -165,6 +165,16 @@ def test_send_push_promise_usage_errors():
     assert pair.server._next_push_id == 0
 
 
+def test_client_goaway_limits_push_ids():
+    pair = H3Pair()
+    sid = request(pair)
+    pair.server.send_push_promise(sid, PROMISE)  # push id 0
+    pair.client.send_goaway(1)  # a client's GOAWAY carries a push id: none from 1 on
+    pair.settle()
+    with pytest.raises(NoAvailablePushIDError, match="GOAWAY"):
+        pair.server.send_push_promise(sid, PROMISE)
+
+
 # ---------------------------------------------------------------------------- a push
 
 
@@ -449,16 +459,22 @@ class PushClient(QuicConnectionProtocol):
     """aioquic-style client: records the HTTP/3 events of one GET and of its pushes."""
 
     max_push_id: Optional[int] = 8
+    credit_on_consume = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.http = H3Connection(self._quic, max_push_id=self.max_push_id)
+        self.http = H3Connection(self._quic, max_push_id=self.max_push_id,
+                                 credit_on_consume=self.credit_on_consume)
         self.events: list[Any] = []
         self.changed = asyncio.Event()
         self.terminated: Optional[ConnectionTerminated] = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
         new = self.http.handle_event(event)
+        if self.credit_on_consume:
+            for h3_event in new:
+                if isinstance(h3_event, DataReceived):  # "consumed" as soon as it is seen
+                    self.http.consumed(h3_event.stream_id, len(h3_event.data))
         if isinstance(event, ConnectionTerminated):
             self.terminated = event
         if new or isinstance(event, ConnectionTerminated):
@@ -511,20 +527,32 @@ def check_push(response: list[Any], pushes: list[Any], push_id: int = 0) -> None
     assert len([e for e in pushes if isinstance(e, PushPromiseReceived)]) == 1
 
 
+WINDOW = 64 * 1024
+
+
 def h3_client_config(certs: Any) -> QuicConfiguration:
+    """A client whose receive windows are far below the pushed body: the push completes
+    only if the push stream's credit comes back as it is consumed."""
     return QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, cafile=certs.ca,
-                             server_name="localhost")
+                             server_name="localhost", max_stream_data=WINDOW,
+                             max_data=2 * WINDOW)
 
 
 @pytest.mark.anyio
 @pytest.mark.timeout(90)
-async def test_our_client_and_our_server_over_udp(certs):
+@pytest.mark.parametrize("credit_on_consume", [False, True])
+async def test_our_client_and_our_server_over_udp(certs, credit_on_consume):
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
     config.load_cert_chain(certs.cert, certs.key)
+
+    class Client(PushClient):
+        pass
+
+    Client.credit_on_consume = credit_on_consume
     server = await serve(HOST, 0, configuration=config, create_protocol=PushServer)
     try:
         async with connect(HOST, server.local_port, configuration=h3_client_config(certs),
-                           create_protocol=PushClient) as protocol:
+                           create_protocol=Client) as protocol:
             for push_id in range(2):  # two GETs on one connection: push ids 0 and 1
                 protocol.events.clear()
                 response, pushes = await protocol.get_with_push(server.local_port,
