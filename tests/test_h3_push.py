@@ -624,3 +624,33 @@ async def test_our_client_gets_a_push_from_aioquic_server(certs, tmp_path):
                 protocol.events.clear()
                 response, pushes = await protocol.get_with_push(port, f"/push/{SIZE}")
                 check_push(response, pushes, push_id)
+
+
+class HostileServer(PushServer):
+    """Answers a GET by opening a push stream with push id 9 (the client granted 0 .. 8),
+    bypassing H3Connection's checks."""
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for h3_event in self.http.handle_event(event):
+            if isinstance(h3_event, HeadersReceived):
+                sid = self._quic.get_next_available_stream_id(is_unidirectional=True)
+                self._quic.send_stream_data(sid, _push_stream(9) + encode_frame(1, STATIC_200))
+        self.transmit()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_push_id_over_the_grant_closes_a_real_connection(certs):
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(certs.cert, certs.key)
+    server = await serve(HOST, 0, configuration=config, create_protocol=HostileServer)
+    try:
+        async with connect(HOST, server.local_port, configuration=h3_client_config(certs),
+                           create_protocol=PushClient) as protocol:
+            with pytest.raises(AssertionError, match="connection closed"):
+                await protocol.get_with_push(server.local_port, "/")
+            assert protocol.terminated is not None
+            assert protocol.terminated.error_code == ErrorCode.H3_ID_ERROR
+            assert "push id 9" in protocol.terminated.reason_phrase
+    finally:
+        server.close()
