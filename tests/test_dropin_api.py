@@ -250,7 +250,7 @@ class _H3Server(RecordingProtocol):
 class _H3Client(RecordingProtocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.http = H3Connection(self._quic)
+        self.http = H3Connection(self._quic, max_push_id=None)  # grants no push id
         self.done: anyio.Event = anyio.Event()
         self.status = b""
 

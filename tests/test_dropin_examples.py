@@ -6,7 +6,7 @@ in this repository).  A temporary copy gets ``aioquic`` -> ``aiopquic`` in its i
 nothing else (``import aioquic`` becomes ``import aiopquic as aioquic``).  Then:
 
 - ``http3_server.py`` (with its Starlette ``demo:app``) and ``http3_client.py``: GET ``/`` (a
-  page that tries a server push), POST ``/echo`` and HTTP/0.9 (``--legacy-http``,
+  page that pushes ``/style.css``), POST ``/echo`` and HTTP/0.9 (``--legacy-http``,
   hq-interop), for every mix of aioquic and aiopquic on the two sides;
 - ``doq_server.py`` / ``doq_client.py`` (DNS over QUIC), the server forwarding to a stub DNS
   resolver on a loopback address, for every mix.
@@ -252,13 +252,14 @@ async def test_http3_example_get_post_and_legacy(example_trees, certs, tmp_path,
     async with running([sys.executable, "http3_server.py", "--host", HOST, "--port", str(port),
                         "-c", certs.cert, "-k", certs.key, "-q", str(server_qlog)],
                        server_dir, port):
-        # GET /: the demo page asks for a server push of /style.css (aiopquic's server has
-        # no push ids to give and answers without it)
+        # GET /: the demo page pushes /style.css; the PUSH_PROMISE precedes the response on
+        # the request stream, so the client has it when it reports the pushes
         get_dir = tmp_path / "get"
         get_dir.mkdir()
         out = await run_client(client + ["-i", "--output-dir", str(get_dir), url + "/"],
                                client_dir)
         assert "Response received for GET /" in out
+        assert "Push received for GET /style.css" in out, out
         page = (get_dir / "index.html").read_bytes()
         assert page.startswith(b":status: 200\r\n"), page[:200]
         assert b"server: aioquic/" in page

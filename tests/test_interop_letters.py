@@ -48,13 +48,11 @@ NOT_LOCAL = {
 CLIENT_GAPS = {
     "P": "ngtcp2 1.11 does not implement the spin bit, so no connectivity:spin_bit_updated "
          "events",
-    "p": "no server push: the client grants no push ids (MAX_PUSH_ID)",
 }
 
 # Letters aioquic's client earns against aioquic's server but not against ours.
 SERVER_GAPS = {
     "P": "our server's 1-RTT packets all carry spin bit 0 (ngtcp2 does not set it)",
-    "p": "no server push: send_push_promise() raises NoAvailablePushIDError",
 }
 
 

@@ -13,11 +13,22 @@ mismatch) is a stream error on the server (the stream is reset with ``H3_MESSAGE
 never reported) and a connection error on the client.  Unknown frame types, unknown
 unidirectional stream types and unknown settings are ignored, as RFC 9114 requires.
 
-Server push is not supported: a client sends no MAX_PUSH_ID, so a server may not push.
+Server push (RFC 9114 section 4.6) works as in aioquic: a client grants push ids 0 .. 8
+(``max_push_id``, sent as MAX_PUSH_ID right after its SETTINGS), reports each promise once as
+:class:`~aiopquic.h3.events.PushPromiseReceived` and the pushed response's header sections and
+body as ``HeadersReceived`` / ``DataReceived`` with ``push_id`` set (``stream_id`` is the push
+stream's).  A server calls :meth:`H3Connection.send_push_promise`, which returns the push
+stream's id for ``send_headers`` / ``send_data``.  A push id above the one granted, a push id
+used by two push streams, or promises of one push id with different headers close the
+connection (``H3_ID_ERROR`` / ``H3_GENERAL_PROTOCOL_ERROR``); so do a PUSH_PROMISE or a push
+stream from a client (``H3_FRAME_UNEXPECTED`` / ``H3_STREAM_CREATION_ERROR``).  What a client
+keeps per push is bounded by the push ids it granted; a push stream that arrives before its
+promise is held, without receive credit, until the promise comes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -35,6 +46,7 @@ from aiopquic.h3.events import (
     H3Event,
     Headers,
     HeadersReceived,
+    PushPromiseReceived,
     WebTransportStreamDataReceived,
 )
 from aiopquic.h3.exceptions import (
@@ -202,8 +214,11 @@ _MAX_CONTROL_FRAME = 16 * 1024
 _SMALL_DATA = 4096  # DATA payloads up to this are sent in one piece with their frame header
 
 # stream kinds
-_REQUEST, _WT, _CONTROL, _ENCODER, _DECODER, _WT_UNI, _IGNORED = range(7)
-_PAYLOAD_KINDS = frozenset((_REQUEST, _WT, _WT_UNI))
+_REQUEST, _WT, _CONTROL, _ENCODER, _DECODER, _WT_UNI, _IGNORED, _PUSH = range(8)
+_PAYLOAD_KINDS = frozenset((_REQUEST, _WT, _WT_UNI, _PUSH))
+# push ids a client grants by default (aioquic's: MAX_PUSH_ID 8), and the largest it may grant
+DEFAULT_MAX_PUSH_ID = 8
+MAX_PUSH_ID_LIMIT = 0xFFFF
 # header section states
 _INITIAL, _AFTER_HEADERS, _AFTER_TRAILERS = range(3)
 
@@ -296,7 +311,8 @@ class _Stream:
     __slots__ = ("stream_id", "kind", "pending", "ftype", "fleft", "fbuf", "frames_seen",
                  "recv_state", "send_state", "recv_ended", "send_ended", "blocked",
                  "session_id", "expected_length", "received_length", "no_body", "rx", "out",
-                 "credited", "held", "held_len", "block")
+                 "credited", "held", "held_len", "block", "push_id", "waiting",
+                 "blocked_push")
 
     def __init__(self, stream_id: int, kind: Optional[int]) -> None:
         self.stream_id = stream_id
@@ -323,6 +339,9 @@ class _Stream:
         self.held: list[bytes] = []  # bytes behind a blocked header section, in order
         self.held_len = 0
         self.block = b""  # the blocked header block (checked against the size limit later)
+        self.push_id: Optional[int] = None  # push streams: their push id (once read)
+        self.waiting = False  # a push stream held until its PUSH_PROMISE arrives
+        self.blocked_push: Optional[int] = None  # the blocked block is this push's promise
 
     def collect(self, data: bytes, pos: int, take: int) -> tuple[int, Optional[bytes]]:
         """Buffer ``take`` payload bytes of the current frame from ``data[pos:]``; returns the
@@ -389,7 +408,15 @@ def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
     return pseudo
 
 
+def _check_header_types(headers: Headers) -> None:
+    for item in headers:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
+                and isinstance(item[1], bytes)):
+            raise TypeError(f"headers must be (bytes, bytes) pairs, got {item!r}")
+
+
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
+_PROMISE_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
 _RESPONSE_PSEUDO = frozenset((b":status",))
 _NO_PSEUDO: frozenset[bytes] = frozenset()
 
@@ -481,16 +508,27 @@ class H3Connection:
     application (the asyncio helpers work this way).  Bytes this layer holds (a blocked header
     section and what follows it) are credited only once processed.
 
+    Server push: a client grants the push ids 0 .. ``max_push_id`` (default 8, as aioquic's
+    client; at most :data:`MAX_PUSH_ID_LIMIT`; ``None`` grants none and sends no MAX_PUSH_ID,
+    so a server cannot push).  A server ignores ``max_push_id``.  Pushed responses arrive as
+    ``HeadersReceived`` / ``DataReceived`` with ``push_id`` set, after the
+    ``PushPromiseReceived`` of their push id, and their credit works as a request stream's.
+
     Call it from the event loop's thread only (like the QuicConnection).
     """
 
     def __init__(self, quic: Any, enable_webtransport: bool = False, *,
                  max_field_section_size: int = DEFAULT_MAX_FIELD_SECTION_SIZE,
                  credit_on_consume: bool = False,
-                 extra_settings: Optional[dict[int, int]] = None) -> None:
+                 extra_settings: Optional[dict[int, int]] = None,
+                 max_push_id: Optional[int] = DEFAULT_MAX_PUSH_ID) -> None:
         if not isinstance(max_field_section_size, int) or max_field_section_size < 1:
             raise ValueError("max_field_section_size must be a positive integer, got "
                              f"{max_field_section_size!r}")
+        if max_push_id is not None and (isinstance(max_push_id, bool) or not isinstance(
+                max_push_id, int) or not 0 <= max_push_id <= MAX_PUSH_ID_LIMIT):
+            raise ValueError(f"max_push_id must be None or an integer from 0 to "
+                             f"{MAX_PUSH_ID_LIMIT}, got {max_push_id!r}")
         self._quic = quic
         self._is_client = bool(quic.configuration.is_client)
         self._enable_webtransport = bool(enable_webtransport)
@@ -526,6 +564,16 @@ class H3Connection:
         self._goaway_received: Optional[int] = None
         self._goaway_sent: Optional[int] = None
         self._max_request_seen = -4  # highest client bidi stream id processed (server)
+        # server push.  Client: the push ids granted, each promise's header digest, the push
+        # stream of each push id seen, push streams held until their promise, pushes the
+        # server cancelled (every one bounded by max_push_id + 1 entries).  Server: the
+        # client's MAX_PUSH_ID, the next push id, the open push stream of each push id.
+        self._max_push_id: Optional[int] = max_push_id if self._is_client else None
+        self._promises: dict[int, bytes] = {}
+        self._push_streams: dict[int, int] = {}
+        self._push_cancelled: set[int] = set()
+        self._peer_max_push_id: Optional[int] = None
+        self._next_push_id = 0
 
         settings: dict[int, int] = {
             Setting.QPACK_MAX_TABLE_CAPACITY: self._max_table_capacity,
@@ -550,6 +598,9 @@ class H3Connection:
         payload = b"".join(encode_varint(k) + encode_varint(v) for k, v in settings.items())
         self._quic.send_stream_data(self._local_control,
                                     encode_frame(FrameType.SETTINGS, payload))
+        if self._max_push_id is not None:
+            self._quic.send_stream_data(self._local_control, encode_frame(
+                FrameType.MAX_PUSH_ID, encode_varint(self._max_push_id)))
         self._local_encoder = self._open_uni(StreamType.QPACK_ENCODER)
         self._local_decoder = self._open_uni(StreamType.QPACK_DECODER)
 
@@ -630,9 +681,17 @@ class H3Connection:
         if not isinstance(stream_id, int) or stream_id < 0:
             raise ValueError(f"invalid stream id {stream_id!r}")
         if _is_uni(stream_id):
+            st = self._streams.get(stream_id)
+            if st is not None and st.kind == _PUSH and not self._is_client:
+                return st
+            if not self._is_client and stream_id & 1 and st is None and stream_id not in (
+                    self._local_control, self._local_encoder, self._local_decoder):
+                raise FrameUnexpected(
+                    f"stream {stream_id} is not an open push stream: it ended, the client "
+                    "cancelled it, or send_push_promise() never returned it")
             raise InvalidStreamTypeError(
                 f"stream {stream_id} is unidirectional: HTTP messages use bidirectional "
-                "streams")
+                "streams (a server also sends on the push streams of send_push_promise())")
         st = self._streams.get(stream_id)
         if st is None:
             local = bool(stream_id & 1) == (not self._is_client)
@@ -659,10 +718,7 @@ class H3Connection:
         st = self._send_stream(stream_id)
         if st.send_ended or st.send_state == _AFTER_TRAILERS:
             raise FrameUnexpected(f"no more headers may be sent on stream {stream_id}")
-        for item in headers:
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
-                    and isinstance(item[1], bytes)):
-                raise TypeError(f"headers must be (bytes, bytes) pairs, got {item!r}")
+        _check_header_types(headers)
         if self._is_client and st.send_state == _INITIAL and (b":method", b"HEAD") in headers:
             st.no_body = True
         interim = (not self._is_client and st.send_state == _INITIAL and
@@ -748,18 +804,90 @@ class H3Connection:
             self._streams[stream_id] = st
         return stream_id
 
-    # -- server push (dropin helper's block) --------------------------------------------
+    # -- server push ------------------------------------------------------------------
 
     def send_push_promise(self, stream_id: int, headers: Headers) -> int:
-        """Server push (aioquic's method).  Push is not implemented, so no push id is ever
-        available: this always raises
-        :class:`~aiopquic.h3.exceptions.NoAvailablePushIDError`, which aioquic programs
-        already handle by sending the response without the push.  A client calling it gets
-        :class:`RuntimeError` (only a server may push)."""
+        """Promise a push on the request stream ``stream_id`` (aioquic's method): sends
+        PUSH_PROMISE with the next push id and the promised request ``headers`` (``:method``,
+        ``:scheme``, ``:authority``, ``:path``), opens the push stream and returns *its stream
+        id*, on which the pushed response is sent with :meth:`send_headers` and
+        :meth:`send_data` (as aioquic returns).
+
+        Raises :class:`~aiopquic.h3.exceptions.NoAvailablePushIDError` when the client
+        granted no push id or all of them are used (or its GOAWAY forbids more),
+        :class:`InvalidStreamTypeError` unless ``stream_id`` is a client-initiated
+        bidirectional stream, :class:`FrameUnexpected` when that stream is not open for
+        sending, :class:`TypeError` for headers that are not bytes pairs, and
+        :class:`RuntimeError` on a client (only a server may push)."""
         if self._is_client:
             raise RuntimeError("only a server may send a push promise")
-        raise NoAvailablePushIDError(
-            f"no push id available for stream {stream_id}: server push is not supported")
+        if not isinstance(stream_id, int) or stream_id < 0 or \
+                not stream_is_request_response(stream_id):
+            raise InvalidStreamTypeError(
+                "push promises can only be sent on client-initiated bidirectional streams "
+                f"(got stream {stream_id!r})")
+        _check_header_types(headers)
+        st = self._streams.get(stream_id)
+        if st is None or st.kind != _REQUEST or st.send_ended:
+            raise FrameUnexpected(f"stream {stream_id} is not an open request stream: "
+                                  "cannot promise a push on it")
+        push_id = self._next_push_id
+        limit = self._peer_max_push_id
+        if limit is None or push_id > limit:
+            granted = "no push id" if limit is None else f"push ids up to {limit}"
+            raise NoAvailablePushIDError(
+                f"no push id available for stream {stream_id}: the client granted "
+                f"{granted} and {push_id} were used")
+        if self._goaway_received is not None and push_id >= self._goaway_received:
+            raise NoAvailablePushIDError(
+                f"no push id available for stream {stream_id}: the client's GOAWAY allows "
+                f"push ids below {self._goaway_received}")
+        self._next_push_id = push_id + 1
+        encoder_bytes, block = self._encoder.encode(stream_id, headers)
+        if encoder_bytes:
+            self._quic.send_stream_data(self._local_encoder, encoder_bytes)
+            self._encoder_bytes_sent += len(encoder_bytes)
+        self._quic.send_stream_data(stream_id, encode_frame(
+            FrameType.PUSH_PROMISE, encode_varint(push_id) + block))
+        push_stream_id = self._open_uni(StreamType.PUSH)
+        self._quic.send_stream_data(push_stream_id, encode_varint(push_id))
+        push = _Stream(push_stream_id, _PUSH)
+        push.push_id = push_id
+        push.recv_ended = True  # nothing is received on a stream we opened
+        self._streams[push_stream_id] = push
+        self._push_streams[push_id] = push_stream_id
+        return push_stream_id
+
+    def cancel_push(self, push_id: int) -> None:
+        """*(aiopquic)* Cancel a server push with CANCEL_PUSH (RFC 9114 section 7.2.3).
+
+        A client no longer wants push ``push_id`` (one it granted): the push stream is
+        stopped with ``H3_REQUEST_CANCELLED`` and whatever still arrives on it is discarded
+        without events.  A server withdraws a push it promised: the push stream is reset
+        and further writes to it raise.  Raises :class:`ValueError` for a push id the
+        client never granted (client) or that was never promised (server)."""
+        if isinstance(push_id, bool) or not isinstance(push_id, int) or push_id < 0:
+            raise ValueError(f"invalid push id {push_id!r}")
+        if self._is_client:
+            if self._max_push_id is None or push_id > self._max_push_id:
+                raise ValueError(f"push id {push_id} was never granted (max_push_id "
+                                 f"{self._max_push_id})")
+            self._push_cancelled.add(push_id)
+            push_sid = self._push_streams.get(push_id)
+            st = self._streams.get(push_sid) if push_sid is not None else None
+            if st is not None and st.kind == _PUSH:
+                self._drop_push(st)
+        else:
+            if push_id >= self._next_push_id:
+                raise ValueError(f"push id {push_id} was never promised")
+            push_sid = self._push_streams.get(push_id)
+            st = self._streams.get(push_sid) if push_sid is not None else None
+            if st is not None and not st.send_ended:
+                self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+                st.send_ended = True
+                self._maybe_forget(st)
+        self._quic.send_stream_data(self._local_control,
+                                    encode_frame(FrameType.CANCEL_PUSH, encode_varint(push_id)))
 
     def send_goaway(self, stream_id: Optional[int] = None) -> int:
         """*(aiopquic)* Send GOAWAY on the control stream and return its identifier.
@@ -814,8 +942,11 @@ class H3Connection:
         self._quic.close(error_code=error_code, reason_phrase=reason)
 
     def _maybe_forget(self, st: _Stream) -> None:
-        if st.recv_ended and not st.blocked and (st.send_ended or st.kind != _REQUEST):
+        if st.recv_ended and not st.blocked and not st.waiting and (
+                st.send_ended or st.kind not in (_REQUEST, _PUSH)):
             self._streams.pop(st.stream_id, None)
+            if st.kind == _PUSH and not self._is_client and st.push_id is not None:
+                self._push_streams.pop(st.push_id, None)
 
     def _on_datagram(self, data: bytes) -> list[H3Event]:
         head = decode_varint(data, 0)
@@ -837,6 +968,8 @@ class H3Connection:
                 st.send_ended = True
         st.recv_ended = True
         st.blocked = False
+        st.waiting = False
+        st.blocked_push = None
         st.pending = b""
         st.fbuf = bytearray()
         st.block = b""
@@ -875,21 +1008,14 @@ class H3Connection:
             if fin:
                 st.recv_ended = True
                 self._maybe_forget(st)
-        elif _is_uni(stream_id):
+        elif _is_uni(stream_id) and (st.kind != _PUSH or st.push_id is None):
             self._recv_uni(st, data, fin, events)
         elif st.kind == _IGNORED:
             if fin:
                 st.recv_ended = True
                 self._maybe_forget(st)
-        elif st.blocked:
-            if data:
-                st.held.append(data)  # a list of chunks: no quadratic re-copying
-                st.held_len += len(data)
-            st.recv_ended = st.recv_ended or fin
-            if st.held_len > MAX_BLOCKED_STREAM_BYTES:
-                self._refuse(st, ErrorCode.H3_EXCESSIVE_LOAD,
-                             f"{st.held_len} bytes behind a header section blocked on QPACK")
-                self._maybe_forget(st)
+        elif st.blocked or st.waiting:
+            self._hold(st, data, fin)
         else:
             if st.pending:
                 data = st.pending + data
@@ -897,6 +1023,20 @@ class H3Connection:
             self._recv_request(st, data, fin, events)
         self._settle(st)
         return events
+
+    def _hold(self, st: _Stream, data: bytes, fin: bool) -> None:
+        """Keep bytes behind a header section blocked on QPACK, or of a push stream whose
+        promise has not arrived (uncredited, at most MAX_BLOCKED_STREAM_BYTES)."""
+        if data:
+            st.held.append(data)  # a list of chunks: no quadratic re-copying
+            st.held_len += len(data)
+        st.recv_ended = st.recv_ended or fin
+        if st.held_len > MAX_BLOCKED_STREAM_BYTES:
+            what = "a header section blocked on QPACK" if st.blocked else \
+                f"the promise of push {st.push_id}"
+            self._refuse(st, ErrorCode.H3_EXCESSIVE_LOAD,
+                         f"{st.held_len} bytes waiting for {what}")
+            self._maybe_forget(st)
 
     # ---- request streams (and WebTransport bidirectional streams)
 
@@ -914,7 +1054,8 @@ class H3Connection:
                 if head is None:
                     break
                 ftype, p = head
-                if ftype == FrameType.WEBTRANSPORT_STREAM and self._enable_webtransport:
+                if ftype == FrameType.WEBTRANSPORT_STREAM and self._enable_webtransport and \
+                        st.kind == _REQUEST:
                     if st.frames_seen:
                         raise _FrameUnexpected("WebTransport stream signal after other frames")
                     session = decode_varint(data, p)
@@ -939,13 +1080,14 @@ class H3Connection:
                 pos = length[1]
                 if not st.frames_seen:
                     st.frames_seen = True
-                    if sid % 4 != 0:
+                    if sid % 4 != 0 and st.kind != _PUSH:
                         raise _StreamCreationError(
                             f"server-initiated bidirectional stream {sid} is not a "
                             "WebTransport stream")
                 self._check_request_frame(st, ftype)
-                if ftype == FrameType.HEADERS and length[0] > self._max_headers_frame:
-                    raise _ExcessiveLoad(f"HEADERS frame of {length[0]} bytes")
+                if ftype in (FrameType.HEADERS, FrameType.PUSH_PROMISE) and \
+                        length[0] > self._max_headers_frame:
+                    raise _ExcessiveLoad(f"frame {ftype:#x} of {length[0]} bytes")
                 st.ftype, st.fleft = ftype, length[0]
             ftype = st.ftype
             take = min(n - pos, st.fleft)
@@ -955,7 +1097,8 @@ class H3Connection:
                     st.received_length += take
                     if self._credit_on_consume:
                         st.out += take
-                    events.append(DataReceived(data=chunk, stream_id=sid, stream_ended=False))
+                    events.append(DataReceived(data=chunk, stream_id=sid, stream_ended=False,
+                                               push_id=st.push_id))
                     pos += take
                     st.fleft -= take
                 if st.fleft:
@@ -980,6 +1123,26 @@ class H3Connection:
                         st.recv_ended = True
                         self._maybe_forget(st)
                     return
+            elif ftype == FrameType.PUSH_PROMISE:  # (a client's request stream)
+                pos, payload = st.collect(data, pos, take)
+                if payload is None:
+                    break
+                head = decode_varint(payload, 0)
+                if head is None:
+                    raise _FrameError(f"PUSH_PROMISE without a push id on stream {sid}")
+                push_id = head[0]
+                self._check_push_id(push_id, "PUSH_PROMISE")
+                headers = self._decode_checked(st, payload[head[1]:])
+                if st.blocked:
+                    st.blocked_push = push_id
+                    rest = data[pos:]
+                    if rest:
+                        st.held.append(rest)
+                        st.held_len += len(rest)
+                    st.recv_ended = st.recv_ended or fin
+                    return
+                if headers is not None:
+                    self._on_push_promise(st, push_id, headers, events)
             else:  # unknown (or unused) frame: skip its payload as it arrives
                 pos += take
                 st.fleft -= take
@@ -1000,14 +1163,18 @@ class H3Connection:
             if st.recv_state == _AFTER_TRAILERS:
                 raise _FrameUnexpected("HEADERS frame after trailers")
         elif ftype == FrameType.PUSH_PROMISE:
-            if self._is_client:
+            if not self._is_client:
+                raise _FrameUnexpected("a client sent PUSH_PROMISE")
+            if st.kind == _PUSH:
+                raise _FrameUnexpected(f"PUSH_PROMISE on push stream {st.stream_id}")
+            if self._max_push_id is None:
                 raise _IdError("PUSH_PROMISE received but no push id was allowed")
-            raise _FrameUnexpected("a client sent PUSH_PROMISE")
         elif ftype in (FrameType.CANCEL_PUSH, FrameType.SETTINGS, FrameType.GOAWAY,
                        FrameType.MAX_PUSH_ID) or ftype in _RESERVED_FRAME_TYPES:
             raise _FrameUnexpected(f"frame type {ftype:#x} is not allowed on a request stream")
         elif ftype == FrameType.WEBTRANSPORT_STREAM:
-            raise _FrameUnexpected("WebTransport stream signal without WebTransport")
+            raise _FrameUnexpected("WebTransport stream signal without WebTransport (or on a "
+                                   "push stream)")
 
     def _decode_checked(self, st: _Stream, block: bytes) -> Optional[Headers]:
         """Decode a header block within max_field_section_size.  Returns None when the
@@ -1106,7 +1273,8 @@ class H3Connection:
                 raise
             self._abort(st, ErrorCode.H3_MESSAGE_ERROR)
             return
-        events.append(HeadersReceived(headers=headers, stream_id=sid, stream_ended=False))
+        events.append(HeadersReceived(headers=headers, stream_id=sid, stream_ended=False,
+                                      push_id=st.push_id))
 
     def _cancel_header_block(self, stream_id: int) -> None:
         """Tell the peer's QPACK encoder (Stream Cancellation) that ``stream_id``'s header
@@ -1178,7 +1346,8 @@ class H3Connection:
         if isinstance(last, (DataReceived, HeadersReceived)) and last.stream_id == st.stream_id:
             last.stream_ended = True
         else:
-            events.append(DataReceived(data=b"", stream_id=st.stream_id, stream_ended=True))
+            events.append(DataReceived(data=b"", stream_id=st.stream_id, stream_ended=True,
+                                       push_id=st.push_id))
         self._maybe_forget(st)
 
     # ---- unidirectional streams
@@ -1226,6 +1395,25 @@ class H3Connection:
                 for stream_id in unblocked:
                     self._resume(stream_id, events)
             return
+        if kind == _PUSH:
+            head = decode_varint(data, pos)
+            if head is None:
+                st.pending = data[pos:]
+                if fin:  # ended before its push id: nothing to report
+                    st.pending = b""
+                    st.recv_ended = True
+                    self._maybe_forget(st)
+                return
+            self._on_push_stream(st, head[0])
+            rest = data[head[1]:]
+            if st.kind == _IGNORED:
+                pass
+            elif st.waiting:
+                self._hold(st, rest, fin)
+                return
+            else:
+                self._recv_request(st, rest, fin, events)
+                return
         if kind == _WT_UNI:
             if st.session_id is None:
                 head = decode_varint(data, pos)
@@ -1267,13 +1455,85 @@ class H3Connection:
         elif stream_type == StreamType.PUSH:
             if not self._is_client:
                 raise _StreamCreationError("a client opened a push stream")
-            raise _IdError("push stream received but no push id was allowed")
+            st.kind = _PUSH
+            st.send_ended = True  # a receive-only stream
         elif stream_type == StreamType.WEBTRANSPORT and self._enable_webtransport:
             st.kind = _WT_UNI
         else:
             # unknown (or reserved) stream type: abort reading, discard (RFC 9114 6.2)
             st.kind = _IGNORED
             self._quic.stop_stream(sid, ErrorCode.H3_STREAM_CREATION_ERROR)
+
+    # ---- server push (client side, and CANCEL_PUSH both ways)
+
+    def _check_push_id(self, push_id: int, what: str) -> None:
+        """A push id a server sent must be one we granted (RFC 9114 sections 4.6, 7.2.7)."""
+        if self._max_push_id is None or push_id > self._max_push_id:
+            granted = "no push id" if self._max_push_id is None else \
+                f"push ids up to {self._max_push_id}"
+            raise _IdError(f"{what} with push id {push_id}, but we granted {granted}")
+
+    def _on_push_stream(self, st: _Stream, push_id: int) -> None:
+        self._check_push_id(push_id, "push stream")
+        if push_id in self._push_streams:
+            raise _IdError(f"push id {push_id} used by two push streams "
+                           f"({self._push_streams[push_id]} and {st.stream_id})")
+        self._push_streams[push_id] = st.stream_id
+        st.push_id = push_id
+        if push_id in self._push_cancelled:
+            self._drop_push(st)
+        elif push_id not in self._promises:
+            st.waiting = True  # held (without credit) until the PUSH_PROMISE arrives
+
+    def _drop_push(self, st: _Stream) -> None:
+        """Stop reading a cancelled push stream; what still arrives is discarded."""
+        st.waiting = False
+        self._abort(st, ErrorCode.H3_REQUEST_CANCELLED, cancel=st.blocked)
+        self._maybe_forget(st)
+        self._settle(st)
+
+    def _on_push_promise(self, st: _Stream, push_id: int, headers: Headers,
+                         events: list[H3Event]) -> None:
+        pseudo = _check_fields(headers, _PROMISE_PSEUDO, None, True)
+        for name in _PROMISE_PSEUDO:
+            if not pseudo.get(name):
+                raise _MessageError(f"PUSH_PROMISE {push_id} without {name.decode()}")
+        digest = hashlib.sha256(repr(headers).encode()).digest()
+        known = self._promises.get(push_id)
+        if known is not None:
+            if known != digest:
+                raise _ProtocolError(f"PUSH_PROMISE {push_id} repeated with other headers")
+            return  # the same promise on another request stream: reported once
+        self._promises[push_id] = digest
+        events.append(PushPromiseReceived(headers=headers, push_id=push_id,
+                                          stream_id=st.stream_id))
+        push_sid = self._push_streams.get(push_id)
+        push = self._streams.get(push_sid) if push_sid is not None else None
+        if push is not None and push.waiting:
+            push.waiting = False
+            data = b"".join(push.held)
+            push.held = []
+            push.held_len = 0
+            self._recv_request(push, data, push.recv_ended, events)
+            self._settle(push)
+
+    def _on_cancel_push(self, push_id: int) -> None:
+        if not self._is_client:
+            if push_id >= self._next_push_id:
+                raise _IdError(f"CANCEL_PUSH for push id {push_id}, which was never promised")
+            push_sid = self._push_streams.get(push_id)
+            st = self._streams.get(push_sid) if push_sid is not None else None
+            if st is not None and not st.send_ended:
+                self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+                st.send_ended = True
+                self._maybe_forget(st)
+            return
+        self._check_push_id(push_id, "CANCEL_PUSH")
+        self._push_cancelled.add(push_id)
+        push_sid = self._push_streams.get(push_id)
+        st = self._streams.get(push_sid) if push_sid is not None else None
+        if st is not None and st.waiting:
+            self._drop_push(st)
 
     def _recv_control(self, st: _Stream, data: bytes, pos: int,
                       events: list[H3Event]) -> None:
@@ -1353,10 +1613,14 @@ class H3Connection:
                                f"{goaway_id})")
             self._goaway_received = goaway_id
             events.append(GoawayReceived(stream_id=goaway_id))
-        elif ftype == FrameType.MAX_PUSH_ID:
-            _parse_single_varint(payload, "MAX_PUSH_ID")  # push is not supported: ignored
+        elif ftype == FrameType.MAX_PUSH_ID:  # (a server: _check_control_frame)
+            max_push_id = _parse_single_varint(payload, "MAX_PUSH_ID")
+            if self._peer_max_push_id is not None and max_push_id < self._peer_max_push_id:
+                raise _IdError(f"MAX_PUSH_ID reduced ({self._peer_max_push_id} -> "
+                               f"{max_push_id})")
+            self._peer_max_push_id = max_push_id
         elif ftype == FrameType.CANCEL_PUSH:
-            _parse_single_varint(payload, "CANCEL_PUSH")
+            self._on_cancel_push(_parse_single_varint(payload, "CANCEL_PUSH"))
 
     def _resume(self, stream_id: int, events: list[H3Event]) -> None:
         st = self._streams.get(stream_id)
@@ -1371,8 +1635,12 @@ class H3Connection:
         else:
             st.blocked = False
             headers = self._check_size(st, self._decode(stream_id, None))
+            push_id, st.blocked_push = st.blocked_push, None
             if headers is not None:
-                self._on_headers(st, headers, events)
+                if push_id is not None:
+                    self._on_push_promise(st, push_id, headers, events)
+                else:
+                    self._on_headers(st, headers, events)
         if st.kind == _IGNORED:
             st.held = []
             st.held_len = 0

@@ -43,7 +43,7 @@ class DataReceived(H3Event):
     "Whether the peer ended the stream (nothing follows on it)."
 
     push_id: Optional[int] = None
-    "The Push ID or ``None`` if this is not a push (aiopquic never accepts pushes)."
+    "The Push ID of a pushed response (``stream_id`` is its push stream), else ``None``."
 
 
 @dataclass
@@ -82,13 +82,14 @@ class HeadersReceived(H3Event):
     "Whether the peer ended the stream (nothing follows on it)."
 
     push_id: Optional[int] = None
-    "The Push ID or ``None`` if this is not a push (aiopquic never accepts pushes)."
+    "The Push ID of a pushed response (``stream_id`` is its push stream), else ``None``."
 
 
 @dataclass
 class PushPromiseReceived(H3Event):
-    """Defined for aioquic compatibility; never emitted (aiopquic clients allow no server
-    push: they send no MAX_PUSH_ID, so a PUSH_PROMISE is a connection error)."""
+    """A server promised a push (client side): the pushed response follows as
+    ``HeadersReceived`` / ``DataReceived`` with this ``push_id``.  Emitted once per push
+    id."""
 
     headers: Headers
     "The request headers."

@@ -17,7 +17,8 @@ class InvalidStreamTypeError(H3Error):
 
 
 class NoAvailablePushIDError(H3Error):
-    """Server push is not possible: the client allowed no (more) push ids."""
+    """Server push is not possible now: the client granted no push id, all of them are used,
+    or its GOAWAY forbids more (answer without the push)."""
 
 
 class FrameUnexpected(H3Error):

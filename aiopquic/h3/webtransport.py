@@ -416,7 +416,8 @@ class WebTransportConnection:
 
     ``quic`` is the :class:`~aiopquic.quic.connection.QuicConnection`; the
     :class:`H3Connection` is created here (``enable_webtransport`` off gives plain HTTP/3
-    with every WebTransport request answered by the adapter).  ``max_sessions``,
+    with every WebTransport request answered by the adapter; it grants no server push ids:
+    use :class:`H3Connection` directly for push).  ``max_sessions``,
     ``max_streams`` and ``max_session_data`` are the flow-control limits advertised to the
     peer (SETTINGS_WT_MAX_SESSIONS, SETTINGS_WT_INITIAL_MAX_STREAMS_*, SETTINGS_WT_INITIAL_
     MAX_DATA) and enforced on it.  ``supported_protocols`` (server) is the WT-Protocol
@@ -447,7 +448,8 @@ class WebTransportConnection:
         self.http = H3Connection(quic, enable_webtransport=enable_webtransport,
                                  credit_on_consume=True,
                                  max_field_section_size=max_field_section_size,
-                                 extra_settings=extra)
+                                 extra_settings=extra,
+                                 max_push_id=None)  # no server push through sessions
         self._enabled = self.http.webtransport_enabled
         self._max_sessions = max_sessions
         self._max_streams = max_streams

@@ -1639,6 +1639,11 @@ class QuicEndpoint:
                 quic._flush_credit(stream_id)
             if self.on_events is not None:
                 self._call(self.on_events, quic)
+                # credit the hook returned (an H3Connection hands payload out and credits
+                # it there): flush it now, since no later packet may come to flush it (a
+                # sender blocked on a window under _CREDIT_BATCH would wait forever)
+                for stream_id in list(quic._credit):
+                    quic._flush_credit(stream_id)
         return len(batch) >= limit and not self._closed
 
     def _call(self, hook: Callable[[QuicConnection], None], quic: QuicConnection) -> None:

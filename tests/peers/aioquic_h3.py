@@ -4,6 +4,9 @@
     aioquic_h3.py server --cert CERT --key KEY [--port 0]
         HTTP/3 server on aioquic's H3Connection:
           GET /bytes/N       N bytes of a deterministic pattern (seed "aioquic-h3")
+          GET /push/N        a server push of /bytes/N (PUSH_PROMISE, then the pushed
+                             response), then the response "pushed" (or "no push" when the
+                             client granted no push id)
           CONNECT /echo      (extended CONNECT, :protocol webtransport) WebTransport echo:
                              bidi streams echoed on the same stream, uni streams on a new
                              uni stream, datagrams echoed; a bidi stream carrying exactly
@@ -12,6 +15,9 @@
         Prints "LISTENING <port>" once bound.
     aioquic_h3.py get --port PORT --ca CA --path PATH
         GET PATH; prints "STATUS <code> LENGTH <n> SHA256 <hex>".
+    aioquic_h3.py push-get --port PORT --ca CA --path PATH
+        GET PATH; prints "PUSH promises=<n> path=<promised :path> status=<pushed :status>
+        length=<n> sha256=<hex> ended=<bool> response=<status>:<body>".
     aioquic_h3.py wt --port PORT --ca CA --path PATH [--size N]
         Opens a WebTransport session, sends N bytes on a bidi stream (the server must echo
         them on a bidi stream of its own, which is answered with b"thanks"), a short message
@@ -39,8 +45,10 @@ from aioquic.h3.events import (
     DatagramReceived,
     DataReceived,
     HeadersReceived,
+    PushPromiseReceived,
     WebTransportStreamDataReceived,
 )
+from aioquic.h3.exceptions import NoAvailablePushIDError
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
@@ -98,6 +106,23 @@ class ServerProtocol(QuicConnectionProtocol):
                 else:
                     http.send_headers(event.stream_id, [(b":status", b"404")],
                                       end_stream=True)
+            elif method == b"GET" and path.startswith(b"/push/"):
+                size = path[len(b"/push/"):]
+                try:
+                    push_sid = http.send_push_promise(event.stream_id, [
+                        (b":method", b"GET"), (b":scheme", b"https"),
+                        (b":authority", headers.get(b":authority", b"localhost")),
+                        (b":path", b"/bytes/" + size)])
+                except NoAvailablePushIDError:
+                    answer = b"no push"
+                else:
+                    body = pattern(int(size))
+                    http.send_headers(push_sid, [(b":status", b"200"), (b"content-length",
+                                                                        str(len(body)).encode())])
+                    http.send_data(push_sid, body, end_stream=True)
+                    answer = b"pushed"
+                http.send_headers(event.stream_id, [(b":status", b"200")])
+                http.send_data(event.stream_id, answer, end_stream=True)
             elif method == b"GET" and path.startswith(b"/bytes/"):
                 body = pattern(int(path[len(b"/bytes/"):]))
                 http.send_headers(event.stream_id, [(b":status", b"200"),
@@ -176,6 +201,45 @@ async def run_get(args) -> int:
                 break
     print(f"STATUS {status.decode()} LENGTH {len(body)} "
           f"SHA256 {hashlib.sha256(body).hexdigest()}", flush=True)
+    return 0
+
+
+async def run_push_get(args) -> int:
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
+                                      server_name=args.server_name,
+                                      max_datagram_frame_size=65536)
+    configuration.load_verify_locations(cafile=args.ca)
+    async with connect(args.host, args.port, configuration=configuration,
+                       create_protocol=ClientProtocol) as proto:
+        sid = proto._quic.get_next_available_stream_id()
+        proto.http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                                      (b":authority", f"localhost:{args.port}".encode()),
+                                      (b":path", args.path.encode())], end_stream=True)
+        proto.transmit()
+        promises, promised_path = 0, b""
+        status, body, pushed_status, pushed = b"", bytearray(), b"", bytearray()
+        ended = response_done = False
+        while not (response_done and (ended or not promises)):
+            ev = await proto.queue.get()
+            if isinstance(ev, PushPromiseReceived):
+                promises += 1
+                promised_path = dict(ev.headers).get(b":path", b"")
+            elif isinstance(ev, (HeadersReceived, DataReceived)) and ev.push_id is not None:
+                if isinstance(ev, HeadersReceived):
+                    pushed_status = dict(ev.headers).get(b":status", b"")
+                else:
+                    pushed += ev.data
+                ended = ended or ev.stream_ended
+            elif isinstance(ev, (HeadersReceived, DataReceived)) and ev.stream_id == sid:
+                if isinstance(ev, HeadersReceived):
+                    status = dict(ev.headers).get(b":status", b"")
+                else:
+                    body += ev.data
+                response_done = ev.stream_ended
+    print(f"PUSH promises={promises} path={promised_path.decode()} "
+          f"status={pushed_status.decode()} length={len(pushed)} "
+          f"sha256={hashlib.sha256(pushed).hexdigest()} ended={ended} "
+          f"response={status.decode()}:{body.decode()}", flush=True)
     return 0
 
 
@@ -276,7 +340,7 @@ async def run_wt(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["server", "get", "wt"])
+    parser.add_argument("mode", choices=["server", "get", "push-get", "wt"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cert")
@@ -287,7 +351,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=256 * 1024)
     parser.add_argument("--lifetime", type=float, default=120.0)
     args = parser.parse_args(argv)
-    run = {"server": run_server, "get": run_get, "wt": run_wt}[args.mode]
+    run = {"server": run_server, "get": run_get, "push-get": run_push_get,
+           "wt": run_wt}[args.mode]
     try:
         return asyncio.run(asyncio.wait_for(run(args), args.lifetime))
     except asyncio.TimeoutError:
