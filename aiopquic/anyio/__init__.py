@@ -26,6 +26,7 @@ from aiopquic.anyio._connection import (
     StreamStoppedError,
 )
 from aiopquic.anyio.client import connect
+from aiopquic.anyio.endpoint import ClientEndpoint
 from aiopquic.anyio.server import (
     HANDLER_ERROR_CODE,
     ConnectionHandler,
@@ -36,6 +37,7 @@ from aiopquic.anyio.server import (
 
 __all__ = [
     "ACCEPT_BACKLOG",
+    "ClientEndpoint",
     "DATAGRAM_BACKLOG",
     "H3_NO_ERROR",
     "HANDLER_ERROR_CODE",

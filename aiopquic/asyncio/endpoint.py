@@ -28,7 +28,8 @@ from typing import Callable, Optional
 from aiopquic.asyncio import _loop
 from aiopquic.asyncio._transport import remember_host
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-from aiopquic.quic._checks import check_int, check_port
+from aiopquic.quic._checks import check_port
+from aiopquic.quic._shared_endpoint import check_shared_client
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection, QuicConnectionError, QuicEndpoint
 from aiopquic.tls import SessionTicket
@@ -55,31 +56,12 @@ class ClientEndpoint:
 
     def __init__(self, configuration: Optional[QuicConfiguration] = None, *,
                  threads: int = 1, local_host: str = "0.0.0.0", local_port: int = 0) -> None:
-        if configuration is not None and not isinstance(configuration, QuicConfiguration):
-            raise TypeError(f"ClientEndpoint configuration must be a QuicConfiguration, "
-                            f"got {type(configuration).__name__}")
-        if configuration is None:
-            configuration = QuicConfiguration(is_client=True)
-        configuration.validate()
-        if not configuration.is_client:
-            raise ValueError("ClientEndpoint needs a client configuration (is_client=True)")
-        for name in ("session_ticket", "session_ticket_file"):
-            if getattr(configuration, name, None) is not None:
-                raise ValueError(f"ClientEndpoint: QuicConfiguration.{name} belongs to one "
-                                 f"server: use connect() without endpoint= to resume")
-        if configuration.token:
-            raise ValueError("ClientEndpoint: QuicConfiguration.token belongs to one server: "
-                             "use connect() without endpoint=")
-        if not isinstance(local_host, str):
-            raise TypeError(f"ClientEndpoint local_host must be a str, "
-                            f"got {type(local_host).__name__}")
-        if ipaddress.ip_address(local_host).version != 4:
-            raise ValueError(f"ClientEndpoint local_host must be an IPv4 address (IPv6 "
-                             f"sockets bind '::'), got {local_host!r}")
+        configuration, threads, local_port = check_shared_client(configuration, threads,
+                                                                 local_host, local_port)
         self.configuration = configuration
-        self.threads = check_int("threads", threads, 1, 65)
+        self.threads = threads
         self._local_host = local_host
-        self._local_port = check_port(local_port, "local_port")
+        self._local_port = local_port
         self._endpoints: dict[int, list[QuicEndpoint]] = {}  # family (4/6) -> per thread
         self._protocols: dict[QuicConnection, QuicConnectionProtocol] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
