@@ -7,9 +7,13 @@ driven by the same load generator in the same run.
 
 Servers (each in its own process):
 
-- aiopquic: ``python -m aiopquic serve --root DIR`` (the project's HTTP/3 file server);
-- aioquic: tests/peers/aioquic_h3.py (aioquic's H3Connection, ``GET /bytes/N``);
-- gtlsserver: Debian's ngtcp2 example server (C, nghttp3), ``-d DIR``.
+- aiopquic: benchmarks/peers/aiopquic_h3_server.py (``GET /bytes/N`` from memory, answered
+  in the event callback: the HTTP/3 stack's own cost);
+- aiopquic-fs: ``python -m aiopquic serve --root DIR`` (the project's file server: a task,
+  a path check, a stat and a read per request);
+- aioquic: tests/peers/aioquic_h3.py (aioquic's H3Connection, ``GET /bytes/N`` from
+  memory, like the first);
+- gtlsserver: Debian's ngtcp2 example server (C, nghttp3), files from ``-d DIR``.
 
 The load generator is aiopquic's HTTP/3 client in this process: ``--connections``
 connections, each keeping ``--streams`` GETs of a ``--size``-byte body in flight (100
@@ -48,6 +52,7 @@ from aiopquic.http3_tools import _ClientProtocol  # noqa: E402
 from aiopquic.quic.configuration import QuicConfiguration  # noqa: E402
 
 AIOQUIC_PEER = os.path.join(ROOT, "tests", "peers", "aioquic_h3.py")
+AIOPQUIC_PEER = os.path.join(HERE, "peers", "aiopquic_h3_server.py")
 
 
 def _gtlsserver() -> Optional[str]:
@@ -109,9 +114,13 @@ def servers(directory: str, cert: str, key: str, size: int) -> list[Server]:
         f.write(b"x" * size)
     out = []
     port = _free_port()
-    out.append(Server("aiopquic", [sys.executable, "-m", "aiopquic", "serve", "--host",
-                                   "127.0.0.1", "--port", str(port), "--cert", cert, "--key",
-                                   key, "--root", directory, "--quiet"], "/body.bin", port))
+    out.append(Server("aiopquic", [sys.executable, AIOPQUIC_PEER, "--port", str(port),
+                                   "--cert", cert, "--key", key], f"/bytes/{size}", port))
+    port = _free_port()
+    out.append(Server("aiopquic-fs", [sys.executable, "-m", "aiopquic", "serve", "--host",
+                                      "127.0.0.1", "--port", str(port), "--cert", cert,
+                                      "--key", key, "--root", directory, "--quiet"],
+                      "/body.bin", port))
     port = _free_port()
     out.append(Server("aioquic", [sys.executable, AIOQUIC_PEER, "server", "--cert", cert,
                                   "--key", key, "--port", str(port), "--lifetime", "100000"],
@@ -246,7 +255,7 @@ def main() -> int:
                 rate, cpu = asyncio.run(measure(server, cafile, args.size, args.seconds,
                                                 args.connections, args.streams))
             results[server.name].append((rate, cpu))
-            print(f"  run {run + 1} {server.name:<11} {rate:9,.0f} req/s  "
+            print(f"  run {run + 1} {server.name:<12} {rate:9,.0f} req/s  "
                   f"{cpu * 1e6:7.1f} us CPU/req", flush=True)
     ours_rate = statistics.median(r for r, _ in results["aiopquic"])
     ours_cpu = statistics.median(c for _, c in results["aiopquic"])
@@ -258,7 +267,7 @@ def main() -> int:
         rate = statistics.median(rates)
         ratio = "ours" if name == "aiopquic" else f"{ours_rate / max(rate, 1e-9):.2f}x"
         cratio = "ours" if name == "aiopquic" else f"{cpu / max(ours_cpu, 1e-12):.2f}x"
-        print(f"{name:<11} {rate:13,.0f} {min(rates):9,.0f}-{max(rates):<9,.0f} "
+        print(f"{name:<12} {rate:13,.0f} {min(rates):9,.0f}-{max(rates):<9,.0f} "
               f"{cpu * 1e6:7.1f} us {ratio:>11} {cratio:>10}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
