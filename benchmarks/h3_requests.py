@@ -133,7 +133,10 @@ def servers(directory: str, cert: str, key: str, size: int) -> list[Server]:
     return out
 
 
-async def _get(proto: Any, path: str, size: int) -> None:
+async def request(proto: Any, path: str) -> tuple[bytes, bytes]:
+    """GET ``path`` on the connection of ``proto`` (an ``http3_tools._ClientProtocol``):
+    (status, body), the body's credit returned as it arrives.  Raises RuntimeError when
+    the response is cut short."""
     http = proto.http
     sid = proto._quic.get_next_available_stream_id()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -142,22 +145,27 @@ async def _get(proto: Any, path: str, size: int) -> None:
                             (b":authority", b"localhost"), (b":path", path.encode())],
                       end_stream=True)
     proto.transmit()
-    got = 0
+    chunks: list[bytes] = []
     status = b""
     while True:
         ev = await queue.get()
         if ev is None:
-            raise RuntimeError("request cut short")
+            raise RuntimeError(f"GET {path} cut short")
         if isinstance(ev, HeadersReceived):
             status = dict(ev.headers).get(b":status", b"")
         if isinstance(ev, DataReceived):
-            got += len(ev.data)
+            chunks.append(ev.data)
             http.consumed(sid, len(ev.data))
         if isinstance(ev, (HeadersReceived, DataReceived)) and ev.stream_ended:
             break
     del proto.responses[sid]
-    if status != b"200" or got != size:
-        raise RuntimeError(f"GET {path}: status {status!r}, {got} bytes")
+    return status, b"".join(chunks)
+
+
+async def _get(proto: Any, path: str, size: int) -> None:
+    status, body = await request(proto, path)
+    if status != b"200" or len(body) != size:
+        raise RuntimeError(f"GET {path}: status {status!r}, {len(body)} bytes")
 
 
 async def _wait_ready(server: Server, cafile: str) -> None:

@@ -39,12 +39,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEER = os.path.join(ROOT, "tests", "peers", "hypercorn_peer.py")
 sys.path.insert(0, os.path.dirname(PEER))
+sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import h3_requests  # noqa: E402
 import hypercorn_peer  # noqa: E402
 
 from aiopquic.asyncio.client import connect  # noqa: E402
-from aiopquic.h3.events import DataReceived, HeadersReceived  # noqa: E402
 from aiopquic.http3_tools import _ClientProtocol, fetch  # noqa: E402
 from aiopquic.quic.configuration import QuicConfiguration  # noqa: E402
 
@@ -113,26 +114,9 @@ async def download(port: int, cafile: str, mib: int) -> float:
 
 
 async def _get_small(proto: Any) -> None:
-    http = proto.http
-    sid = proto._quic.get_next_available_stream_id()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    proto.responses[sid] = queue
-    http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
-                            (b":authority", b"localhost"), (b":path", b"/small")],
-                      end_stream=True)
-    body = b""
-    while True:
-        ev = await queue.get()
-        if ev is None:
-            raise RuntimeError("small GET cut short")
-        if isinstance(ev, DataReceived):
-            body += ev.data
-            http.consumed(sid, len(ev.data))
-        if isinstance(ev, (HeadersReceived, DataReceived)) and ev.stream_ended:
-            break
-    del proto.responses[sid]
-    if body != b"ok":
-        raise RuntimeError(f"small GET: {body!r}")
+    status, body = await h3_requests.request(proto, "/small")
+    if status != b"200" or body != b"ok":
+        raise RuntimeError(f"small GET: {status!r} {body!r}")
 
 
 async def small_gets(port: int, cafile: str, seconds: float, clients: int = 10) -> float:

@@ -4,13 +4,18 @@ server and aioquic's, with thread and file-descriptor counts measured."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 
 import anyio
 import pytest
-from quic_helpers import HOST, echo_roundtrip, echo_stream_handler, running_server
+from quic_helpers import (
+    HOST,
+    aioquic_echo_server,
+    echo_roundtrip,
+    echo_stream_handler,
+    running_server,
+)
 
 from aiopquic.asyncio import ClientEndpoint, connect
 
@@ -135,34 +140,7 @@ async def test_nobody_there_fails_by_handshake_timeout(client_config):
 
 
 async def test_shared_endpoint_against_aioquic_server(client_config, certs):
-    from aioquic.asyncio import QuicConnectionProtocol as AioquicProtocol
-    from aioquic.asyncio import serve as aioquic_serve
-    from aioquic.quic.configuration import QuicConfiguration as AioquicConfiguration
-    from aioquic.quic.events import StreamDataReceived
-
-    class Tolerant(AioquicProtocol):
-        # aioquic 1.x forgets a finished stream and, when a retransmitted STREAM frame of it
-        # arrives late (a slow server on PyPy), reports its data again: its protocol then
-        # feeds a reader at EOF ("feed_data after feed_eof").  Not this test's subject.
-        def quic_event_received(self, event) -> None:
-            if isinstance(event, StreamDataReceived):
-                reader = self._stream_readers.get(event.stream_id)
-                if reader is not None and getattr(reader, "_eof", False):
-                    return
-            super().quic_event_received(event)
-
-    def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def echo() -> None:
-            writer.write(await reader.read())
-            writer.write_eof()
-        asyncio.ensure_future(echo())
-
-    cfg = AioquicConfiguration(is_client=False, alpn_protocols=["test"])
-    cfg.load_cert_chain(certs.cert, certs.key)
-    server = await aioquic_serve(HOST, 0, configuration=cfg, stream_handler=handler,
-                                 create_protocol=Tolerant)
-    try:
-        port = server._transport.get_extra_info("sockname")[1]
+    async with aioquic_echo_server(certs, tolerant=True) as port:
         async with ClientEndpoint(client_config()) as endpoint:
             async def one(i: int) -> None:
                 async with endpoint.connect(HOST, port) as protocol:
@@ -174,6 +152,3 @@ async def test_shared_endpoint_against_aioquic_server(client_config, certs):
                     for i in range(20):
                         tg.start_soon(one, i)
             assert len(endpoint.local_ports) == 1
-    finally:
-        server.close()
-

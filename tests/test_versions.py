@@ -3,7 +3,6 @@ our client and server, aioquic both ways, and Debian's gtlsserver."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 
@@ -13,6 +12,7 @@ from quic_helpers import (
     HOST,
     ProtocolCollector,
     RecordingProtocol,
+    aioquic_echo_server,
     client,
     echo_roundtrip,
     echo_stream_handler,
@@ -104,26 +104,11 @@ async def test_aioquic_client_in_v2_and_negotiating_to_v2(server_config, certs):
 
 
 async def test_our_client_in_v2_to_aioquic_server(client_config, certs):
-    from aioquic.asyncio import serve as aioquic_serve
-    from aioquic.quic.configuration import QuicConfiguration as AioquicConfiguration
-
-    def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def echo() -> None:
-            writer.write(await reader.read())
-            writer.write_eof()
-        asyncio.ensure_future(echo())
-
-    cfg = AioquicConfiguration(is_client=False, alpn_protocols=["test"])
-    cfg.load_cert_chain(certs.cert, certs.key)
-    server = await aioquic_serve(HOST, 0, configuration=cfg, stream_handler=handler)
-    try:
-        port = server._transport.get_extra_info("sockname")[1]
+    async with aioquic_echo_server(certs) as port:
         with anyio.fail_after(30):
             async with client(port, client_config(supported_versions=[QUIC_V2])) as protocol:
                 assert await echo_roundtrip(protocol, PAYLOAD) == PAYLOAD
                 assert protocol._quic.negotiated_version == QUIC_V2
-    finally:
-        server.close()
 
 
 @pytest.mark.skipif(not (shutil.which("gtlsserver") or os.path.exists("/usr/sbin/gtlsserver")),
@@ -210,30 +195,15 @@ def test_reserved_versions_alone_are_refused():
 
 
 async def test_version_negotiation_against_aioquic_server(client_config, certs):
-    from aioquic.asyncio import serve as aioquic_serve
-    from aioquic.quic.configuration import QuicConfiguration as AioquicConfiguration
-
     from aiopquic.quic.logger import QuicLogger
 
-    def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def echo() -> None:
-            writer.write(await reader.read())
-            writer.write_eof()
-        asyncio.ensure_future(echo())
-
-    scfg = AioquicConfiguration(is_client=False, alpn_protocols=["test"])
-    scfg.load_cert_chain(certs.cert, certs.key)
-    server = await aioquic_serve(HOST, 0, configuration=scfg, stream_handler=handler)
     logger = QuicLogger()
-    try:
-        port = server._transport.get_extra_info("sockname")[1]
+    async with aioquic_echo_server(certs) as port:
         cfg = client_config(supported_versions=[RESERVED, QUIC_V1], quic_logger=logger)
         with anyio.fail_after(30):
             async with client(port, cfg) as protocol:
                 assert await echo_roundtrip(protocol, PAYLOAD) == PAYLOAD
                 assert protocol._quic.negotiated_version == QUIC_V1
-    finally:
-        server.close()
     assert len(_vn_packets(logger)) == 1
 
 

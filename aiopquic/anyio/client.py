@@ -12,6 +12,7 @@ import anyio
 from aiopquic.anyio._connection import Connection
 from aiopquic.anyio._io import drive, resolve
 from aiopquic.quic._checks import check_port
+from aiopquic.quic._shared_endpoint import check_client_configuration
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
 from aiopquic.tls import SessionTicket
@@ -64,15 +65,7 @@ def check_client_arguments(what: str, host: object,
     messages); returns the configuration to use (a default client one for ``None``)."""
     if not isinstance(host, str):
         raise TypeError(f"{what} host must be a str, got {type(host).__name__}")
-    if configuration is not None and not isinstance(configuration, QuicConfiguration):
-        raise TypeError(f"{what} configuration must be a QuicConfiguration, "
-                        f"got {type(configuration).__name__}")
-    if configuration is None:
-        configuration = QuicConfiguration(is_client=True)
-    configuration.validate()
-    if not configuration.is_client:
-        raise ValueError(f"{what} needs a client configuration (is_client=True)")
-    return configuration
+    return check_client_configuration(what, configuration)
 
 
 @asynccontextmanager

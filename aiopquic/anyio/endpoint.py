@@ -23,7 +23,7 @@ import anyio.abc
 from aiopquic.anyio._connection import Connection
 from aiopquic.anyio._io import drive, resolve
 from aiopquic.quic._checks import check_port
-from aiopquic.quic._shared_endpoint import check_shared_client
+from aiopquic.quic._shared_endpoint import SharedEndpoints
 from aiopquic.quic.configuration import QuicConfiguration
 from aiopquic.quic.connection import QuicConnection, QuicConnectionError, QuicEndpoint
 from aiopquic.tls import SessionTicket
@@ -31,7 +31,7 @@ from aiopquic.tls import SessionTicket
 __all__ = ["ClientEndpoint"]
 
 
-class ClientEndpoint:
+class ClientEndpoint(SharedEndpoints):
     """Client connections sharing ``threads`` network threads and their sockets (one
     unconnected UDP socket per thread and address family, opened on first use).
 
@@ -44,26 +44,10 @@ class ClientEndpoint:
 
     def __init__(self, configuration: Optional[QuicConfiguration] = None, *,
                  threads: int = 1, local_host: str = "0.0.0.0", local_port: int = 0) -> None:
-        configuration, threads, local_port = check_shared_client(configuration, threads,
-                                                                 local_host, local_port)
-        self.configuration = configuration
-        self.threads = threads
-        self._local_host = local_host
-        self._local_port = local_port
-        self._endpoints: dict[int, list[QuicEndpoint]] = {}
+        super().__init__(configuration, threads, local_host, local_port)
         self._connections: dict[QuicConnection, Connection] = {}
         self._tg: Optional[anyio.abc.TaskGroup] = None
         self._closed = False
-
-    @property
-    def connection_count(self) -> int:
-        """Connections open on this endpoint."""
-        return sum(len(ep.connections) for eps in self._endpoints.values() for ep in eps)
-
-    @property
-    def local_ports(self) -> list[int]:
-        """The local UDP port of every socket opened so far (IPv4 first)."""
-        return [ep.local_port for family in (4, 6) for ep in self._endpoints.get(family, [])]
 
     async def __aenter__(self) -> ClientEndpoint:
         if self._tg is not None or self._closed:
@@ -88,10 +72,8 @@ class ClientEndpoint:
         return None
 
     def _close_endpoints(self) -> None:
-        for eps in self._endpoints.values():
-            for ep in eps:
-                ep.close()  # after their drive() tasks ended (see drive())
-        self._endpoints.clear()
+        for ep in self._take_endpoints():
+            ep.close()  # after their drive() tasks ended (see drive())
         self._connections.clear()
 
     def _on_events(self, quic: QuicConnection) -> None:
@@ -100,18 +82,14 @@ class ClientEndpoint:
             conn._on_events()
 
     def _endpoint_for(self, version: int) -> QuicEndpoint:
-        assert self._tg is not None
-        eps = self._endpoints.setdefault(version, [])
-        if len(eps) < self.threads:
-            host = self._local_host if version == 4 else "::"
-            port = self._local_port if (version == 4 and not eps) else 0
-            ep = QuicEndpoint(self.configuration, host, port, shared=True)
+        tg = self._tg
+        assert tg is not None
+
+        def started(ep: QuicEndpoint, host: str) -> None:
             ep.on_events = self._on_events
-            ep.start()
-            self._tg.start_soon(drive, ep)
-            eps.append(ep)
-            return ep
-        return min(eps, key=lambda e: len(e.connections))
+            tg.start_soon(drive, ep)
+
+        return self._pick(version, started)
 
     @asynccontextmanager
     async def connect(
@@ -139,7 +117,7 @@ class ClientEndpoint:
         endpoint = self._endpoint_for(version)
         quic = endpoint.connect(ip, rport, name)
         quic._session_ticket_handler = session_ticket_handler
-        conn = Connection(quic, endpoint, local_host=self._local_host if version == 4 else "::")
+        conn = Connection(quic, endpoint, local_host=self._local_host_for(version))
         self._connections[quic] = conn
         try:
             timeout = self.configuration.handshake_timeout

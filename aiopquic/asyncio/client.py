@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
+from aiopquic.asyncio._session import close_gracefully, wait_handshake
 from aiopquic.asyncio._transport import remember_host
 from aiopquic.asyncio.endpoint import ClientEndpoint
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.quic._checks import check_port
+from aiopquic.quic._shared_endpoint import check_client_configuration
 from aiopquic.quic.configuration import QuicConfiguration
-from aiopquic.quic.connection import QuicConnectionError, QuicEndpoint
+from aiopquic.quic.connection import QuicEndpoint
 from aiopquic.tls import SessionTicket
 
 __all__ = ["connect"]
@@ -65,9 +67,6 @@ async def connect(
     """
     if not isinstance(host, str):
         raise TypeError(f"connect() host must be a str, got {type(host).__name__}")
-    if configuration is not None and not isinstance(configuration, QuicConfiguration):
-        raise TypeError(f"connect() configuration must be a QuicConfiguration, "
-                        f"got {type(configuration).__name__}")
     if endpoint is not None:
         if not isinstance(endpoint, ClientEndpoint):
             raise TypeError(f"connect() endpoint must be a ClientEndpoint, "
@@ -81,14 +80,10 @@ async def connect(
                 token_handler=token_handler, wait_connected=wait_connected) as shared:
             yield shared
         return
+    configuration = check_client_configuration("connect()", configuration)
     loop = asyncio.get_running_loop()
     port = check_port(port, allow_zero=False)
     local_port = check_port(local_port, "local_port")
-    if configuration is None:
-        configuration = QuicConfiguration(is_client=True)
-    configuration.validate()
-    if not configuration.is_client:
-        raise ValueError("connect() needs a client configuration (is_client=True)")
     ip, rport = await _loop.resolve(host, port)
     server_name = configuration.server_name or host
     bind = "::" if ipaddress.ip_address(ip).version == 6 else "0.0.0.0"
@@ -102,22 +97,8 @@ async def connect(
         protocol = create_protocol(quic, stream_handler=stream_handler)
         _loop.attach(own, loop, lambda q: protocol)
         if wait_connected:
-            try:
-                await asyncio.wait_for(protocol.wait_connected(),
-                                       configuration.handshake_timeout + 5.0)
-            except asyncio.TimeoutError:
-                raise ConnectionError(
-                    f"handshake with {host}:{port} timed out after "
-                    f"{configuration.handshake_timeout:g} s") from None
-            except QuicConnectionError as exc:
-                raise QuicConnectionError(f"cannot connect to {host}:{port}: {exc}",
-                                          exc.error_code, exc.reason_phrase) from None
+            await wait_handshake(protocol, configuration, host, port)
         yield protocol
-        protocol.close()
-        try:
-            await asyncio.wait_for(protocol.wait_closed(),
-                                   max(configuration.idle_timeout, 1.0) + 5.0)
-        except asyncio.TimeoutError:
-            pass
+        await close_gracefully(protocol, configuration)
     finally:
         _loop.detach(own, loop)

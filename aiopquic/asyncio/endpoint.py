@@ -26,18 +26,19 @@ from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
 from aiopquic.asyncio import _loop
+from aiopquic.asyncio._session import close_gracefully, wait_handshake
 from aiopquic.asyncio._transport import remember_host
 from aiopquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aiopquic.quic._checks import check_port
-from aiopquic.quic._shared_endpoint import check_shared_client
+from aiopquic.quic._shared_endpoint import SharedEndpoints
 from aiopquic.quic.configuration import QuicConfiguration
-from aiopquic.quic.connection import QuicConnection, QuicConnectionError, QuicEndpoint
+from aiopquic.quic.connection import QuicConnection, QuicEndpoint
 from aiopquic.tls import SessionTicket
 
 __all__ = ["ClientEndpoint"]
 
 
-class ClientEndpoint:
+class ClientEndpoint(SharedEndpoints):
     """Client connections sharing ``threads`` network threads and their sockets.
 
     ``configuration`` (default: ``QuicConfiguration(is_client=True)``) applies to every
@@ -56,26 +57,10 @@ class ClientEndpoint:
 
     def __init__(self, configuration: Optional[QuicConfiguration] = None, *,
                  threads: int = 1, local_host: str = "0.0.0.0", local_port: int = 0) -> None:
-        configuration, threads, local_port = check_shared_client(configuration, threads,
-                                                                 local_host, local_port)
-        self.configuration = configuration
-        self.threads = threads
-        self._local_host = local_host
-        self._local_port = local_port
-        self._endpoints: dict[int, list[QuicEndpoint]] = {}  # family (4/6) -> per thread
+        super().__init__(configuration, threads, local_host, local_port)
         self._protocols: dict[QuicConnection, QuicConnectionProtocol] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closed = False
-
-    @property
-    def connection_count(self) -> int:
-        """Connections open on this endpoint."""
-        return sum(len(ep.connections) for eps in self._endpoints.values() for ep in eps)
-
-    @property
-    def local_ports(self) -> list[int]:
-        """The local UDP port of every socket opened so far (IPv4 first)."""
-        return [ep.local_port for family in (4, 6) for ep in self._endpoints.get(family, [])]
 
     def _endpoint_for(self, version: int, loop: asyncio.AbstractEventLoop) -> QuicEndpoint:
         if self._loop is None:
@@ -83,18 +68,12 @@ class ClientEndpoint:
         elif self._loop is not loop:
             raise RuntimeError("a ClientEndpoint is used from the event loop that first "
                                "connected through it")
-        eps = self._endpoints.setdefault(version, [])
-        if len(eps) < self.threads:
-            host = self._local_host if version == 4 else "::"
-            port = self._local_port if (version == 4 and not eps) else 0
-            ep = QuicEndpoint(self.configuration, host, port, shared=True)
+
+        def started(ep: QuicEndpoint, host: str) -> None:
             remember_host(ep, host)
-            protocols = self._protocols
-            _loop.attach(ep, loop, protocols.get)
-            ep.start()
-            eps.append(ep)
-            return ep
-        return min(eps, key=lambda e: len(e.connections))
+            _loop.attach(ep, loop, self._protocols.get)
+
+        return self._pick(version, started)
 
     @asynccontextmanager
     async def connect(
@@ -129,22 +108,9 @@ class ClientEndpoint:
         self._protocols[quic] = protocol
         try:
             if wait_connected:
-                timeout = self.configuration.handshake_timeout
-                try:
-                    await asyncio.wait_for(protocol.wait_connected(), timeout + 5.0)
-                except asyncio.TimeoutError:
-                    raise ConnectionError(f"handshake with {host}:{port} timed out after "
-                                          f"{timeout:g} s") from None
-                except QuicConnectionError as exc:
-                    raise QuicConnectionError(f"cannot connect to {host}:{port}: {exc}",
-                                              exc.error_code, exc.reason_phrase) from None
+                await wait_handshake(protocol, self.configuration, host, port)
             yield protocol
-            protocol.close()
-            try:
-                await asyncio.wait_for(protocol.wait_closed(),
-                                       max(self.configuration.idle_timeout, 1.0) + 5.0)
-            except asyncio.TimeoutError:
-                pass
+            await close_gracefully(protocol, self.configuration)
         finally:
             if not quic.closed:
                 quic.close(0, None, "connection abandoned")
@@ -157,10 +123,8 @@ class ClientEndpoint:
         if self._closed:
             return
         self._closed = True
-        for eps in self._endpoints.values():
-            for ep in eps:
-                _loop.detach(ep, self._loop)
-        self._endpoints.clear()
+        for ep in self._take_endpoints():
+            _loop.detach(ep, self._loop)
         self._protocols.clear()
 
     async def __aenter__(self) -> ClientEndpoint:
