@@ -199,6 +199,21 @@ async def aioquic_echo_server(certs, *, alpn: str = "test", tolerant: bool = Fal
         server.close()
 
 
+async def anyio_roundtrip(conn, payload: bytes) -> bytes:
+    """On an aiopquic.anyio Connection: open a stream, send ``payload`` and FIN, return all
+    that comes back until the peer's FIN."""
+    stream = await conn.open_stream()
+    await stream.send(payload)
+    await stream.send_eof()
+    got = b""
+    try:
+        while True:
+            got += await stream.receive()
+    except anyio.EndOfStream:
+        pass
+    return got
+
+
 def client(port: int, configuration, **kwargs: Any):
     """connect() to 127.0.0.1:port (an async context manager yielding the protocol)."""
     return connect(HOST, port, configuration=configuration, **kwargs)

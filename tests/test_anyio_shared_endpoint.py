@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from quic_helpers import HOST
+from quic_helpers import HOST, anyio_roundtrip
 
 import aiopquic.anyio as aq
 
@@ -48,17 +48,8 @@ async def test_connections_share_two_threads(server_config, client_config):
                 async def one(i: int) -> None:
                     nonlocal count
                     async with endpoint.connect(HOST, port) as conn:
-                        stream = await conn.open_stream()
                         payload = i.to_bytes(4, "big") * 100
-                        await stream.send(payload)
-                        await stream.send_eof()
-                        got = b""
-                        try:
-                            while True:
-                                got += await stream.receive()
-                        except anyio.EndOfStream:
-                            pass
-                        assert got == payload
+                        assert await anyio_roundtrip(conn, payload) == payload
                         count += 1
 
                 with anyio.fail_after(60):

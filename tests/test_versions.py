@@ -111,9 +111,10 @@ async def test_our_client_in_v2_to_aioquic_server(client_config, certs):
                 assert protocol._quic.negotiated_version == QUIC_V2
 
 
-@pytest.mark.skipif(not (shutil.which("gtlsserver") or os.path.exists("/usr/sbin/gtlsserver")),
-                    reason="gtlsserver missing (Debian package ngtcp2-server)")
-async def test_our_client_in_v2_to_gtlsserver(client_config, tmp_path):
+async def _against_gtlsserver(client_config, tmp_path, versions: list[int],
+                              quic_logger_factory=None) -> tuple[int, object]:
+    """Connect to Debian's gtlsserver offering ``versions``: (negotiated version, the
+    QuicLogger of the connection that got through, or None)."""
     from h3_helpers import free_udp_port, self_signed, subprocess_peer
 
     cert = self_signed(str(tmp_path))
@@ -121,19 +122,29 @@ async def test_our_client_in_v2_to_gtlsserver(client_config, tmp_path):
     gtlsserver = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
     argv = [gtlsserver, "-q", "-d", str(tmp_path), HOST, str(port), cert.key, cert.cert]
     async with subprocess_peer(*argv, log_dir=str(tmp_path), name="gtlsserver"):
-        cfg = client_config(alpn_protocols=["h3"], supported_versions=[QUIC_V2], cafile=None,
-                            handshake_timeout=2)
-        cfg.load_verify_locations(cert.cert)
-        version = None
         with anyio.fail_after(60):
             for _ in range(20):  # gtlsserver binds asynchronously: retry until it answers
+                logger = quic_logger_factory() if quic_logger_factory else None
+                cfg = client_config(alpn_protocols=["h3"], supported_versions=versions,
+                                    cafile=None, handshake_timeout=2, quic_logger=logger)
+                cfg.load_verify_locations(cert.cert)
                 try:
                     async with client(port, cfg) as protocol:
-                        version = protocol._quic.negotiated_version
-                        break
+                        return protocol._quic.negotiated_version, logger
                 except ConnectionError:
                     await anyio.sleep(0.25)
-        assert version == QUIC_V2
+    raise AssertionError("gtlsserver never answered")
+
+
+needs_gtlsserver = pytest.mark.skipif(
+    not (shutil.which("gtlsserver") or os.path.exists("/usr/sbin/gtlsserver")),
+    reason="gtlsserver missing (Debian package ngtcp2-server)")
+
+
+@needs_gtlsserver
+async def test_our_client_in_v2_to_gtlsserver(client_config, tmp_path):
+    version, _ = await _against_gtlsserver(client_config, tmp_path, [QUIC_V2])
+    assert version == QUIC_V2
 
 
 RESERVED = 0x1A2A3A4A  # what aioquic's interop.py puts first to force Version Negotiation
@@ -207,31 +218,11 @@ async def test_version_negotiation_against_aioquic_server(client_config, certs):
     assert len(_vn_packets(logger)) == 1
 
 
-@pytest.mark.skipif(not (shutil.which("gtlsserver") or os.path.exists("/usr/sbin/gtlsserver")),
-                    reason="gtlsserver missing (Debian package ngtcp2-server)")
+@needs_gtlsserver
 async def test_version_negotiation_against_gtlsserver(client_config, tmp_path):
-    from h3_helpers import free_udp_port, self_signed, subprocess_peer
-
     from aiopquic.quic.logger import QuicLogger
 
-    cert = self_signed(str(tmp_path))
-    port = free_udp_port()
-    gtlsserver = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
-    argv = [gtlsserver, "-q", "-d", str(tmp_path), HOST, str(port), cert.key, cert.cert]
-    async with subprocess_peer(*argv, log_dir=str(tmp_path), name="gtlsserver"):
-        version = None
-        with anyio.fail_after(60):
-            for _ in range(20):  # gtlsserver binds asynchronously: retry until it answers
-                logger = QuicLogger()
-                cfg = client_config(alpn_protocols=["h3"], cafile=None, handshake_timeout=2,
-                                    supported_versions=[RESERVED, QUIC_V2, QUIC_V1],
-                                    quic_logger=logger)
-                cfg.load_verify_locations(cert.cert)
-                try:
-                    async with client(port, cfg) as protocol:
-                        version = protocol._quic.negotiated_version
-                        break
-                except ConnectionError:
-                    await anyio.sleep(0.25)
-        assert version in (QUIC_V1, QUIC_V2)
-        assert len(_vn_packets(logger)) == 1
+    version, logger = await _against_gtlsserver(
+        client_config, tmp_path, [RESERVED, QUIC_V2, QUIC_V1], QuicLogger)
+    assert version in (QUIC_V1, QUIC_V2)
+    assert len(_vn_packets(logger)) == 1

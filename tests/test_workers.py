@@ -12,7 +12,7 @@ import os
 
 import anyio
 import pytest
-from quic_helpers import HOST, client, echo_roundtrip, echo_stream_handler
+from quic_helpers import HOST, anyio_roundtrip, client, echo_roundtrip, echo_stream_handler
 
 from aiopquic.asyncio import serve
 
@@ -139,17 +139,8 @@ def test_anyio_serve_with_workers(server_config, client_config, backend):
             async def one(i: int) -> None:
                 async with aq.connect(HOST, server.local_port,
                                       configuration=client_config()) as conn:
-                    stream = await conn.open_stream()
                     payload = os.urandom(1000 + i)
-                    await stream.send(payload)
-                    await stream.send_eof()
-                    got = b""
-                    try:
-                        while True:
-                            got += await stream.receive()
-                    except anyio.EndOfStream:
-                        pass
-                    assert got == payload
+                    assert await anyio_roundtrip(conn, payload) == payload
 
             with anyio.fail_after(90):
                 async with anyio.create_task_group() as clients:
