@@ -104,11 +104,14 @@ SCENARIOS["mem-idle"] = {
 }
 SCENARIOS["conns-10k"] = {
     "desc": "N idle connections from one client process held by one server: server RSS per "
-            "connection (aiopquic's client shares 2 network threads: ClientEndpoint)",
-    "job": {"op": "idle", "count": 10000, "batch": 500, "shared": True, "threads": 2},
+            "connection, server CPU while they idle 5 s (aiopquic's client shares 2 network "
+            "threads: ClientEndpoint)",
+    "job": {"op": "idle", "count": 10000, "batch": 500, "shared": True, "threads": 2,
+            "idle_seconds": 5.0},  # measured after 10 s of settling
     "quick": {"count": 2000},
     "metric": "per_conn_kib", "unit": "KiB/conn", "higher": False,
-    "extra": ["open_seconds", "client_rss_kib", "client_threads", "client_fds"],
+    "extra": ["open_seconds", "idle_cpu_pct", "client_rss_kib", "client_threads",
+              "client_fds"],
     "once": True, "peers": ("aiopquic", "aioquic"),
 }
 IPERF_SCENARIOS = ("upload-16k",)

@@ -1540,7 +1540,12 @@ static void check_path(aq_conn *c, ngtcp2_tstamp now) {
   }
   if (!c->cap || now < c->cap_raise_at) return;
   if (c->last_ack_ts <= c->cap_step_ts) { /* nothing acknowledged since the last step */
-    c->cap_raise_at = now + pto;
+    /* with nothing in flight no acknowledgement can come: an idle connection does not poll
+     * (10,000 idle connections polled every PTO cost a quarter of a core); the next packet
+     * sent re-arms the check (conn_write) */
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(c->conn, &ci);
+    c->cap_raise_at = ci.bytes_in_flight ? now + pto : UINT64_MAX;
     return;
   }
   size_t engine = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
@@ -1852,6 +1857,7 @@ static void write_ping(aq_conn *c, aq_txq *q, size_t room, ngtcp2_tstamp now) {
 static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   c->want_write = 0;
   if (c->state >= AQ_ST_CLOSING) return 0;
+  uint64_t pkts_before = c->pkts_sent;
   /* A close whose data is all acknowledged goes out after one more pass, never before it:
    * that pass writes what the engine itself still holds (a client's Finished, ACKs, queued
    * datagrams).  Closing first lost the Finished of a client that closed at once after its
@@ -2003,6 +2009,8 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
   }
   ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
   if (c->close_pending && c->close_deadline < expiry) expiry = c->close_deadline;
+  if (c->cap && c->cap_raise_at == UINT64_MAX && c->pkts_sent != pkts_before)
+    c->cap_raise_at = now + ngtcp2_conn_get_pto(c->conn); /* sending again: resume the climb */
   if (c->cap && c->cap_raise_at < expiry) expiry = c->cap_raise_at;
   if (pktmax > AQ_BASE_PLPMTU && c->last_ack_ts && c->state == AQ_ST_OPEN) {
     ngtcp2_tstamp bh = c->last_ack_ts + 4 * ngtcp2_conn_get_pto(c->conn);

@@ -322,11 +322,18 @@ async def _idle(args: dict[str, Any], count: int, batch: int, endpoint: Any
         await asyncio.sleep(0.5)  # let the server settle (timers, ACKs)
         after = await server_memory(first)
         client_mem = bl.memory()
+        idle_s = float(args["job"].get("idle_seconds", 0))
+        window = None
+        if idle_s:  # nothing happens now: what do the idle connections cost the server?
+            await asyncio.sleep(10.0)  # settle: path MTU searches, acknowledgements
+            start = await server_memory(first)
+            await asyncio.sleep(idle_s)
+            window = (start, await server_memory(first))
         release.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         if errors:
             raise AssertionError(f"{len(errors)} idle connections failed: {errors[0]!r}")
-    return bl.idle_result(count, base, after, opened, client_mem)
+    return bl.idle_result(count, base, after, opened, client_mem, window, idle_s)
 
 
 

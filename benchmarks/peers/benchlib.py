@@ -97,7 +97,13 @@ def memory() -> dict[str, int]:
     file counts."""
     import os
     out = {"rss_kib": 0, "hwm_kib": 0, "threads": len(os.listdir("/proc/self/task")),
-           "fds": len(os.listdir("/proc/self/fd"))}
+           "fds": len(os.listdir("/proc/self/fd")), "cpu_ms": 0}
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out["cpu_ms"] = (int(fields[11]) + int(fields[12])) * 1000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -191,13 +197,20 @@ def hs_result(times: list[float], wall: float, concurrency: int) -> dict[str, An
             "p99_ms": percentile(times, 99) * 1e3}
 
 def idle_result(count: int, base: dict[str, int], after: dict[str, int], opened: float,
-                client_mem: dict[str, int]) -> dict[str, Any]:
+                client_mem: dict[str, int],
+                window: Optional[tuple[dict[str, int], dict[str, int]]] = None,
+                idle_seconds: float = 0.0) -> dict[str, Any]:
+    """``window``: the server's memory() at the start and end of ``idle_seconds`` in which
+    nothing happens (after the connections settled): its CPU use while holding the idle
+    connections, in percent of one core."""
     return {"conns": count, "server_rss_base_kib": base["rss_kib"],
             "server_rss_after_kib": after["rss_kib"],
             "per_conn_kib": (after["rss_kib"] - base["rss_kib"]) / count,
             "open_seconds": opened, "client_rss_kib": client_mem["rss_kib"],
             "client_threads": client_mem.get("threads", 0),
-            "client_fds": client_mem.get("fds", 0)}
+            "client_fds": client_mem.get("fds", 0),
+            "idle_cpu_pct": (100.0 * (window[1]["cpu_ms"] - window[0]["cpu_ms"]) / 1000 /
+                             idle_seconds if window is not None and idle_seconds else 0.0)}
 
 
 def job_from_argv(argv: list[str]) -> dict[str, Any]:

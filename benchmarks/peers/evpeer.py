@@ -378,11 +378,18 @@ class Client:
             await asyncio.sleep(0.5)
             after = await self.memory_of_server(first)
             client_mem = bl.memory()
+            idle_s = float(job.get("idle_seconds", 0))
+            window = None
+            if idle_s:  # nothing happens now: what do the idle connections cost the server?
+                await asyncio.sleep(10.0)  # settle: path MTU searches, acknowledgements
+                start = await self.memory_of_server(first)
+                await asyncio.sleep(idle_s)
+                window = (start, await self.memory_of_server(first))
             release.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             if errors:
                 raise AssertionError(f"{len(errors)} idle connections failed: {errors[0]!r}")
-        return bl.idle_result(count, base, after, opened, client_mem)
+        return bl.idle_result(count, base, after, opened, client_mem, window, idle_s)
 
     async def run(self) -> dict[str, Any]:
         job = self.args["job"]
