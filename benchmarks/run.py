@@ -89,6 +89,15 @@ SCENARIOS["handshake-100"] = {
     "quick": {},
     "metric": "per_s", "unit": "hs/s", "higher": True, "extra": ["p50_ms"],
 }
+SCENARIOS["handshake-1000"] = {
+    "desc": "1,000 concurrent connects from one process: handshakes completed per second "
+            "(aiopquic's client on a 2-thread ClientEndpoint)",
+    "job": {"op": "handshake", "count": 1000, "concurrency": 1000, "warmup": 3,
+            "shared": True},
+    "quick": {"count": 500, "concurrency": 500},
+    "metric": "per_s", "unit": "hs/s", "higher": True, "extra": ["p50_ms"],
+    "peers": ("aiopquic", "aioquic", "qh3"),
+}
 SCENARIOS["mem-send"] = {
     "desc": "sender (client) RSS growth: 64 MiB upload vs a long one (1 GiB; 128 MiB quick)",
     "job": {"op": "upload", "size": 64 * MIB, "chunk": 16 << 10, "streams": 1},

@@ -915,7 +915,8 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
 /* pref: room for cfg->nversions entries, alive until the ngtcp2_conn is created (ngtcp2
  * copies the lists). */
 static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transport_params *p,
-                          ngtcp2_tstamp now, uint32_t *pref) {
+                          ngtcp2_tstamp now, uint32_t *pref, const struct sockaddr *remote,
+                          socklen_t remotelen) {
   const aq_config *cfg = &ctx->cfg;
   ngtcp2_settings_default(s);
   s->initial_ts = now;
@@ -923,11 +924,19 @@ static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transpor
   s->cc_algo = (ngtcp2_cc_algo)cfg->cc_algo;
   if (cfg->handshake_timeout_ns) s->handshake_timeout = cfg->handshake_timeout_ns;
   /* PMTUD climbs from 1200 bytes through the ladder up to the configured maximum.  DF is
-   * set on the socket, so a probe larger than the path is lost and ngtcp2 stops there. */
+   * set on the socket, so a probe larger than the path is lost and ngtcp2 stops there.
+   * Never beyond the local route's MTU: the kernel refuses those probes (EMSGSIZE), and
+   * each refused probe costs the engine a loss and a PTO probe (three per connection on
+   * every 1500-byte interface). */
   size_t nprobes = 0;
-  if (cfg->max_udp_payload) {
-    s->max_tx_udp_payload_size = cfg->max_udp_payload;
-    while (nprobes < AQ_LADDER_LEN && aq_ladder[nprobes] <= cfg->max_udp_payload) nprobes++;
+  size_t maxp = cfg->max_udp_payload;
+  if (maxp && remote) {
+    size_t route = aq_io_route_payload(remote, remotelen);
+    if (route >= AQ_BASE_PLPMTU && route < maxp) maxp = route;
+  }
+  if (maxp) {
+    s->max_tx_udp_payload_size = maxp;
+    while (nprobes < AQ_LADDER_LEN && aq_ladder[nprobes] <= maxp) nprobes++;
     s->pmtud_probes = aq_ladder;
     s->pmtud_probeslen = nprobes;
     if (!nprobes) s->no_pmtud = 1;
@@ -1012,7 +1021,8 @@ static int client_engine_new(aq_conn *c, const ngtcp2_path *path, const ngtcp2_c
   ngtcp2_transport_params params;
   uint32_t pref[4];
   init_callbacks(&cb, 0);
-  init_settings(ctx, &settings, &params, now, pref);
+  init_settings(ctx, &settings, &params, now, pref, (const struct sockaddr *)path->remote.addr,
+                (socklen_t)path->remote.addrlen);
   if (original) settings.original_version = original;
   if (ctx->cfg.token_len) {
     settings.token = ctx->cfg.token;
@@ -1130,7 +1140,8 @@ aq_conn *aq_conn_accept(aq_ctx *ctx, uint64_t handle, const ngtcp2_path *path,
   ngtcp2_transport_params params;
   uint32_t pref[4];
   init_callbacks(&cb, 1);
-  init_settings(ctx, &settings, &params, now, pref);
+  init_settings(ctx, &settings, &params, now, pref, (const struct sockaddr *)path->remote.addr,
+                (socklen_t)path->remote.addrlen);
   ngtcp2_cid scid;
   make_cid(ctx, &scid, scid_in, 0);
   params.original_dcid = hd->dcid;

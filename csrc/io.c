@@ -466,3 +466,21 @@ int aq_io_recv(aq_io *io, uint8_t *mem, aq_rxmsg *out) {
   }
   return n;
 }
+
+size_t aq_io_route_payload(const struct sockaddr *to, socklen_t tolen) {
+  int family = to->sa_family;
+  if (family != AF_INET && family != AF_INET6) return 0;
+  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  size_t out = 0;
+  if (connect(fd, to, tolen) == 0) {
+    int mtu = 0;
+    socklen_t len = sizeof(mtu);
+    int rv = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &len)
+                                : getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &len);
+    size_t hdr = family == AF_INET6 ? 48 : 28; /* IPv6 + UDP, IPv4 + UDP headers */
+    if (rv == 0 && mtu > 0 && (size_t)mtu > hdr) out = (size_t)mtu - hdr;
+  }
+  close(fd);
+  return out;
+}

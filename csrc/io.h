@@ -104,6 +104,10 @@ int aq_io_parse_addr(const char *host, int port, struct sockaddr_storage *ss, so
 /* connect() the socket to its only peer (client): ICMP errors then reach us. */
 int aq_io_connect(aq_io *io, const struct sockaddr *to, socklen_t tolen);
 int aq_io_local_port(const aq_io *io);
+/* The largest UDP payload the local route to `to` carries (its interface MTU less the IP and
+ * UDP headers), or 0 when unknown.  A throwaway connected socket asks the kernel (IP_MTU /
+ * IPV6_MTU): a few syscalls, once per connection. */
+size_t aq_io_route_payload(const struct sockaddr *to, socklen_t tolen);
 
 /* Sends the queue from its head.  AQ_IO_DONE: everything left (the queue is reset);
  * AQ_IO_BLOCKED: the socket is full, the rest stays queued for EPOLLOUT.  Packets the path

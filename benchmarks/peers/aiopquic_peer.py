@@ -234,16 +234,28 @@ async def datagrams(client: QuicConnectionProtocol, duration: float, burst: int
 
 
 
-async def handshakes(args: dict[str, Any], count: int, concurrency: int, warmup: int
-                     ) -> dict[str, Any]:
+async def handshakes(args: dict[str, Any], count: int, concurrency: int, warmup: int,
+                     shared: bool = False) -> dict[str, Any]:
+    """``shared``: every connection on one ClientEndpoint (2 network threads) instead of a
+    socket and thread each."""
+    if not shared:
+        return await _handshakes(args, count, concurrency, warmup, lambda: _connect(args))
+    from aiopquic.asyncio import ClientEndpoint
+    async with ClientEndpoint(client_config(args), threads=2) as endpoint:
+        return await _handshakes(args, count, concurrency, warmup,
+                                 lambda: endpoint.connect(args["host"], args["port"]))
+
+
+async def _handshakes(args: dict[str, Any], count: int, concurrency: int, warmup: int,
+                      opener: Any) -> dict[str, Any]:
     for _ in range(warmup):
-        async with _connect(args):
+        async with opener():
             pass
     times: list[float] = []
     if concurrency <= 1:
         for _ in range(count):
             t0 = time.perf_counter()
-            async with _connect(args):
+            async with opener():
                 times.append(time.perf_counter() - t0)
         wall = sum(times)
     else:
@@ -251,7 +263,7 @@ async def handshakes(args: dict[str, Any], count: int, concurrency: int, warmup:
 
         async def one() -> None:
             t0 = time.perf_counter()
-            async with _connect(args):
+            async with opener():
                 times.append(time.perf_counter() - t0)
                 if len(times) == count:
                     all_up.set()
@@ -343,7 +355,7 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
     op = job["op"]
     if op == "handshake":
         return await handshakes(args, job["count"], job.get("concurrency", 1),
-                                job.get("warmup", 3))
+                                job.get("warmup", 3), job.get("shared", False))
     if op == "idle":
         return await idle(args, job["count"], job.get("batch", 50), job.get("shared", False),
                           job.get("threads", 2))
