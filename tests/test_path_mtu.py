@@ -8,7 +8,6 @@ kernel's own MTU applies to every packet: this is what a 64 KiB loopback hides.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import sys
 import anyio
 import pytest
 from impair import Relay
+from netns.netns_common import counting_sink
 from quic_helpers import HOST, RecordingProtocol, client, largest_ipv4_packet, running_server
 
 from aiopquic.asyncio import connect
@@ -107,20 +107,6 @@ async def _upload(protocol, total: int, chunk: int = 64 * 1024, between=None) ->
     return await reader.read()
 
 
-def _sink_handler(reader, writer):
-    async def run():
-        n = 0
-        while True:
-            data = await reader.read(1 << 20)
-            if not data:
-                break
-            n += len(data)
-        writer.write(str(n).encode())
-        writer.write_eof()
-
-    asyncio.get_running_loop().create_task(run())
-
-
 needs_large_loopback = pytest.mark.skipif(
     largest_ipv4_packet() <= 1472,
     reason="the path must grow beyond 1472 bytes first: loopback MTU here is too small")
@@ -133,7 +119,7 @@ async def test_black_hole_falls_back_and_recovers(server_config, client_config):
     notice (no acknowledgement for several PTOs), fall back to small packets and finish."""
     total = 48 * 1024 * 1024
     async with running_server(server_config(max_datagram_size=16384),
-                              stream_handler=_sink_handler) as server:
+                              stream_handler=counting_sink) as server:
         with Relay((HOST, server.local_port)) as relay:
             state = {"clamped": False}
             async with connect(relay.address[0], relay.address[1],
@@ -230,7 +216,7 @@ async def test_streams_progress_under_a_datagram_flood(server_config, client_con
     and stream data alternate leading each packet."""
     total = 8 * 1024 * 1024
     async with running_server(server_config(max_datagram_frame_size=65535),
-                              stream_handler=_sink_handler) as server:
+                              stream_handler=counting_sink) as server:
         async with client(server.local_port,
                           client_config(max_datagram_frame_size=65535)) as protocol:
             quic = protocol._quic

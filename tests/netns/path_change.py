@@ -14,10 +14,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import zlib
 
-from aiopquic._native import make_self_signed
+from netns_common import self_signed_files
+
 from aiopquic.asyncio import connect, serve
 from aiopquic.quic.configuration import QuicConfiguration
 
@@ -26,13 +26,7 @@ PHASE = 24 * 1024 * 1024  # bytes before and after the change
 
 
 async def main(host: str, mtu_after: int) -> int:
-    cert_pem, key_pem = make_self_signed("localhost,127.0.0.1,::1")
-    tmp = tempfile.mkdtemp()
-    cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
-    with open(cert, "wb") as f:
-        f.write(cert_pem)
-    with open(key, "wb") as f:
-        f.write(key_pem)
+    cert, key = self_signed_files()
     sconf = QuicConfiguration(is_client=False, alpn_protocols=["t"], max_datagram_size=16384)
     sconf.load_cert_chain(cert, key)
     got = {"bytes": 0, "crc": 0}

@@ -12,9 +12,9 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 
-from aiopquic._native import make_self_signed
+from netns_common import counting_sink, self_signed_files
+
 from aiopquic.asyncio import QuicConnectionProtocol, connect, serve
 from aiopquic.quic.configuration import QuicConfiguration
 
@@ -23,13 +23,7 @@ TOTAL = 4 * 1024 * 1024
 
 
 async def main(host: str) -> int:
-    cert_pem, key_pem = make_self_signed("localhost,127.0.0.1,::1")
-    tmp = tempfile.mkdtemp()
-    cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
-    with open(cert, "wb") as f:
-        f.write(cert_pem)
-    with open(key, "wb") as f:
-        f.write(key_pem)
+    cert, key = self_signed_files()
     sconf = QuicConfiguration(is_client=False, alpn_protocols=["t"], max_datagram_size=16384)
     sconf.load_cert_chain(cert, key)
     servers: list[QuicConnectionProtocol] = []
@@ -39,20 +33,7 @@ async def main(host: str) -> int:
         servers.append(proto)
         return proto
 
-    def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def run() -> None:
-            n = 0
-            while True:
-                data = await reader.read(1 << 20)
-                if not data:
-                    break
-                n += len(data)
-            writer.write(str(n).encode())
-            writer.write_eof()
-
-        asyncio.get_running_loop().create_task(run())
-
-    server = await serve(host, 0, configuration=sconf, stream_handler=on_stream,
+    server = await serve(host, 0, configuration=sconf, stream_handler=counting_sink,
                          create_protocol=make)
     cconf = QuicConfiguration(alpn_protocols=["t"], cafile=cert, server_name="localhost",
                               max_datagram_size=16384)
