@@ -705,8 +705,9 @@ static int handshake_completed_cb(ngtcp2_conn *conn, void *ud) {
   return 0;
 }
 
-/* After the server freed its TLS session (tls_done), CRYPTO data can only be a client's
- * post-handshake message, which QUIC clients do not send: dropped. */
+/* After the TLS session was freed (tls_done), CRYPTO data can only be a post-handshake
+ * message: a client's (QUIC clients send none) or a server's further session ticket
+ * (the client kept the first): dropped. */
 static int recv_crypto_cb(ngtcp2_conn *conn, ngtcp2_encryption_level level, uint64_t offset,
                           const uint8_t *data, size_t datalen, void *ud) {
   aq_conn *c = ud;

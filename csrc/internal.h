@@ -224,8 +224,8 @@ typedef struct aq_conn {
   int accepted_emitted;
   int alpn_missing; /* server: the client offered no protocol we accept */
   int early_attempted; /* client: a ticket allowing 0-RTT was set before the handshake */
-  int tls_done;        /* server: the handshake and its ticket are done: free the TLS session
-                        * after this read (an idle connection does not keep it) */
+  int tls_done;        /* the TLS session has nothing left to do (server: handshake and
+                        * ticket sent; client: a ticket received): freed after this read */
   /* client: the versions of a Version Negotiation packet (aq_conn_read restarts in one) */
   uint32_t vn_offered[16];
   size_t vn_noffered;

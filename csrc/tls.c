@@ -319,6 +319,9 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
     free(blob);
   }
   gnutls_free(data.data);
+  /* the client has its ticket: nothing else needs the TLS session (key updates use the
+   * engine's own crypto context); aq_conn_after_read frees it, later tickets are dropped */
+  c->tls_done = 1;
   return 0;
 }
 
