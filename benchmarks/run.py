@@ -96,7 +96,7 @@ SCENARIOS["handshake-1000"] = {
             "shared": True},
     "quick": {"count": 500, "concurrency": 500},
     "metric": "per_s", "unit": "hs/s", "higher": True, "extra": ["p50_ms"],
-    "peers": ("aiopquic", "aioquic", "qh3"),
+    "peers": ("aiopquic", "aioquic", "qh3", "seed"),
 }
 SCENARIOS["mem-send"] = {
     "desc": "sender (client) RSS growth: 64 MiB upload vs a long one (1 GiB; 128 MiB quick)",
