@@ -873,19 +873,13 @@ class H3Connection:
                 raise ValueError(f"push id {push_id} was never granted (max_push_id "
                                  f"{self._max_push_id})")
             self._push_cancelled.add(push_id)
-            push_sid = self._push_streams.get(push_id)
-            st = self._streams.get(push_sid) if push_sid is not None else None
+            st = self._push_stream_of(push_id)
             if st is not None and st.kind == _PUSH:
                 self._drop_push(st)
         else:
             if push_id >= self._next_push_id:
                 raise ValueError(f"push id {push_id} was never promised")
-            push_sid = self._push_streams.get(push_id)
-            st = self._streams.get(push_sid) if push_sid is not None else None
-            if st is not None and not st.send_ended:
-                self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-                st.send_ended = True
-                self._maybe_forget(st)
+            self._withdraw_push(push_id)
         self._quic.send_stream_data(self._local_control,
                                     encode_frame(FrameType.CANCEL_PUSH, encode_varint(push_id)))
 
@@ -1507,8 +1501,7 @@ class H3Connection:
         self._promises[push_id] = digest
         events.append(PushPromiseReceived(headers=headers, push_id=push_id,
                                           stream_id=st.stream_id))
-        push_sid = self._push_streams.get(push_id)
-        push = self._streams.get(push_sid) if push_sid is not None else None
+        push = self._push_stream_of(push_id)
         if push is not None and push.waiting:
             push.waiting = False
             data = b"".join(push.held)
@@ -1517,21 +1510,29 @@ class H3Connection:
             self._recv_request(push, data, push.recv_ended, events)
             self._settle(push)
 
+    def _push_stream_of(self, push_id: int) -> Optional[_Stream]:
+        """The push stream carrying ``push_id`` while this layer tracks it, else None."""
+        push_sid = self._push_streams.get(push_id)
+        return self._streams.get(push_sid) if push_sid is not None else None
+
+    def _withdraw_push(self, push_id: int) -> None:
+        """Server: a promised push is cancelled (by us or by the client): reset its stream
+        with H3_REQUEST_CANCELLED unless it already ended."""
+        st = self._push_stream_of(push_id)
+        if st is not None and not st.send_ended:
+            self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            st.send_ended = True
+            self._maybe_forget(st)
+
     def _on_cancel_push(self, push_id: int) -> None:
         if not self._is_client:
             if push_id >= self._next_push_id:
                 raise _IdError(f"CANCEL_PUSH for push id {push_id}, which was never promised")
-            push_sid = self._push_streams.get(push_id)
-            st = self._streams.get(push_sid) if push_sid is not None else None
-            if st is not None and not st.send_ended:
-                self._quic.reset_stream(st.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-                st.send_ended = True
-                self._maybe_forget(st)
+            self._withdraw_push(push_id)
             return
         self._check_push_id(push_id, "CANCEL_PUSH")
         self._push_cancelled.add(push_id)
-        push_sid = self._push_streams.get(push_id)
-        st = self._streams.get(push_sid) if push_sid is not None else None
+        st = self._push_stream_of(push_id)
         if st is not None and st.waiting:
             self._drop_push(st)
 

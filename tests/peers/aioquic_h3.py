@@ -176,18 +176,30 @@ class ClientProtocol(QuicConnectionProtocol):
             self.queue.put_nowait(h3_event)
 
 
-async def run_get(args) -> int:
+def client_configuration(args) -> QuicConfiguration:
+    """The client side of every mode: HTTP/3 with datagrams, the test CA."""
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
                                       server_name=args.server_name,
                                       max_datagram_frame_size=65536)
     configuration.load_verify_locations(cafile=args.ca)
+    return configuration
+
+
+def send_get(proto, args) -> int:
+    """Send GET args.path on a new request stream; its stream id."""
+    sid = proto._quic.get_next_available_stream_id()
+    proto.http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                                  (b":authority", f"localhost:{args.port}".encode()),
+                                  (b":path", args.path.encode())], end_stream=True)
+    proto.transmit()
+    return sid
+
+
+async def run_get(args) -> int:
+    configuration = client_configuration(args)
     async with connect(args.host, args.port, configuration=configuration,
                        create_protocol=ClientProtocol) as proto:
-        sid = proto._quic.get_next_available_stream_id()
-        proto.http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
-                                      (b":authority", f"localhost:{args.port}".encode()),
-                                      (b":path", args.path.encode())], end_stream=True)
-        proto.transmit()
+        sid = send_get(proto, args)
         status, body = b"", bytearray()
         while True:
             ev = await proto.queue.get()
@@ -205,17 +217,10 @@ async def run_get(args) -> int:
 
 
 async def run_push_get(args) -> int:
-    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
-                                      server_name=args.server_name,
-                                      max_datagram_frame_size=65536)
-    configuration.load_verify_locations(cafile=args.ca)
+    configuration = client_configuration(args)
     async with connect(args.host, args.port, configuration=configuration,
                        create_protocol=ClientProtocol) as proto:
-        sid = proto._quic.get_next_available_stream_id()
-        proto.http.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
-                                      (b":authority", f"localhost:{args.port}".encode()),
-                                      (b":path", args.path.encode())], end_stream=True)
-        proto.transmit()
+        sid = send_get(proto, args)
         promises, promised_path = 0, b""
         status, body, pushed_status, pushed = b"", bytearray(), b"", bytearray()
         ended = response_done = False
@@ -244,10 +249,7 @@ async def run_push_get(args) -> int:
 
 
 async def run_wt(args) -> int:
-    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
-                                      server_name=args.server_name,
-                                      max_datagram_frame_size=65536)
-    configuration.load_verify_locations(cafile=args.ca)
+    configuration = client_configuration(args)
     async with connect(args.host, args.port, configuration=configuration,
                        create_protocol=ClientProtocol) as proto:
         http, quic = proto.http, proto._quic
