@@ -913,6 +913,13 @@ static void init_callbacks(ngtcp2_callbacks *cb, int server) {
 
 /* ---------------------------------------------------------------- creation */
 
+size_t aq_spoken_versions(const aq_config *cfg, uint32_t out[4]) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
+    if (ngtcp2_is_supported_version(cfg->versions[i])) out[n++] = cfg->versions[i];
+  return n;
+}
+
 /* pref: room for cfg->nversions entries, alive until the ngtcp2_conn is created (ngtcp2
  * copies the lists). */
 static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transport_params *p,
@@ -965,9 +972,7 @@ static void init_settings(const aq_ctx *ctx, ngtcp2_settings *s, ngtcp2_transpor
   if (cfg->nversions) { /* ctx->cfg outlives every connection of the context */
     /* preferred: the versions we speak; available (offered in version_information) may
      * also hold reserved ones, which ngtcp2 allows there only */
-    size_t npref = 0;
-    for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
-      if (ngtcp2_is_supported_version(cfg->versions[i])) pref[npref++] = cfg->versions[i];
+    size_t npref = aq_spoken_versions(cfg, pref);
     if (npref) {
       s->preferred_versions = pref;
       s->preferred_versionslen = npref;
@@ -1084,10 +1089,8 @@ fail:
 static void client_renegotiate(aq_conn *c, ngtcp2_tstamp now) {
   const aq_config *cfg = &c->ctx->cfg;
   uint32_t pref[4];
-  size_t npref = 0;
-  for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
-    if (ngtcp2_is_supported_version(cfg->versions[i])) pref[npref++] = cfg->versions[i];
-  if (!cfg->nversions) pref[npref++] = NGTCP2_PROTO_VER_V1;
+  size_t npref = aq_spoken_versions(cfg, pref);
+  if (!npref) pref[npref++] = NGTCP2_PROTO_VER_V1; /* none configured: version 1 only */
   uint32_t chosen = ngtcp2_select_version(pref, npref, c->vn_offered, c->vn_noffered);
   if (!chosen || c->vn_restarted || c->early_attempted) {
     char why[200];

@@ -186,13 +186,11 @@ static void send_version_negotiation(struct aq_endpoint *ep, const ngtcp2_versio
   uint8_t buf[256];
   /* the versions this server speaks, in its order (a client restarts in one of them and
    * then checks the server's version_information against this list: RFC 9368 section 4) */
-  uint32_t sv[4] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
-  size_t nsv = 2;
-  const aq_config *cfg = &ep->ctx.cfg;
-  if (cfg->nversions) {
-    nsv = 0;
-    for (uint32_t i = 0; i < cfg->nversions && i < 4; i++)
-      if (ngtcp2_is_supported_version(cfg->versions[i])) sv[nsv++] = cfg->versions[i];
+  uint32_t sv[4];
+  size_t nsv = aq_spoken_versions(&ep->ctx.cfg, sv);
+  if (!nsv) { /* none configured: what ngtcp2 accepts */
+    sv[nsv++] = NGTCP2_PROTO_VER_V1;
+    sv[nsv++] = NGTCP2_PROTO_VER_V2;
   }
   uint8_t unused;
   if (pktlen < 1200) return; /* RFC 9000 6.1: only for a datagram of at least 1200 bytes */

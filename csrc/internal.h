@@ -365,6 +365,9 @@ aq_conn *aq_sched_top(struct aq_endpoint *ep);
 /* Fill a connection ID we issue: random, or QUIC-LB plaintext when ctx->cfg.lb_sid_len;
  * with workers, the byte at aq_worker_byte() is congruent to our worker number. */
 void aq_fill_cid(const aq_ctx *ctx, uint8_t *cid, size_t len);
+/* The configured QUIC versions the engine speaks, in the configured order (reserved ones,
+ * which only force Version Negotiation, left out); 0 when none are configured. */
+size_t aq_spoken_versions(const aq_config *cfg, uint32_t out[4]);
 size_t aq_worker_byte(const aq_config *cfg);
 /* dcid/scid: NULL for random ones of ctx->cid_len bytes (the Initial DCID at least 8). */
 aq_conn *aq_conn_new_client(aq_ctx *ctx, uint64_t handle, const struct sockaddr *local,

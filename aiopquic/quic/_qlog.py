@@ -100,6 +100,17 @@ class SeqDirLogger:
         trace.close()
 
 
+def _env_dir() -> Optional[str]:
+    return os.environ.get("AIOPQUIC_QLOG_DIR") or None
+
+
+def logging_wanted(configuration: Any) -> bool:
+    """True when connections made with ``configuration`` get a trace (what
+    :func:`logger_for` decides, without creating anything)."""
+    return configuration.quic_logger is not None or configuration.qlog_dir is not None or \
+        _env_dir() is not None
+
+
 def logger_for(configuration: Any) -> Any:
     """The logger a connection made with ``configuration`` records into, or None:
     ``quic_logger`` when set, else one :class:`SeqDirLogger` per ``qlog_dir`` (or, when
@@ -110,7 +121,7 @@ def logger_for(configuration: Any) -> Any:
         return logger
     qlog_dir = configuration.qlog_dir
     if qlog_dir is None:
-        qlog_dir = os.environ.get("AIOPQUIC_QLOG_DIR") or None
+        qlog_dir = _env_dir()
         if qlog_dir is None:
             return None
         os.makedirs(qlog_dir, exist_ok=True)

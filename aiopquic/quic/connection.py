@@ -43,7 +43,7 @@ from aiopquic.quic._checks import (
 )
 from aiopquic.quic._compat061 import Compat061Connection, PeerAddress
 from aiopquic.quic._enginelog import packet_events
-from aiopquic.quic._qlog import ConnectionTrace, logger_for
+from aiopquic.quic._qlog import ConnectionTrace, logger_for, logging_wanted
 from aiopquic.quic.configuration import (
     CONGESTION_CONTROL_ALIASES,
     MIN_STREAM_BUFFER_SIZE,
@@ -308,8 +308,7 @@ def native_config(cfg: QuicConfiguration, retry: Optional[bool] = None,
         "nversions": len(cfg.supported_versions or []),
         "client_version": int(cfg.original_version or 0) if cfg.is_client else 0,
         # packet-level qlog events come from the engine's log (quic/_enginelog.py)
-        "engine_log": int(cfg.quic_logger is not None or cfg.qlog_dir is not None or
-                          bool(os.environ.get("AIOPQUIC_QLOG_DIR"))),
+        "engine_log": int(logging_wanted(cfg)),
         "session_ticket": ticket,
         "no_early_data": 0 if cfg.early_data else 1,
         "ticket_key": None if cfg.is_client else _ticket_key(cfg),
