@@ -242,6 +242,8 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=25)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--lo-mtu", type=int, default=0)
+    p.add_argument("--servers", default="",
+                   help="comma-separated subset of aiopquic,aiopquic-fs,aioquic,gtlsserver")
     args = p.parse_args()
     if args.lo_mtu:
         argv = [a for a in sys.argv[1:]]
@@ -253,6 +255,12 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="h3req-")
     cert, key, cafile = _certs(tmp)
     stacks = servers(tmp, cert, key, args.size)
+    if args.servers:
+        wanted = args.servers.split(",")
+        unknown = set(wanted) - {s.name for s in stacks}
+        if unknown:
+            p.error(f"--servers: unknown or unavailable: {', '.join(sorted(unknown))}")
+        stacks = [s for s in stacks if s.name in wanted or s.name == "aiopquic"]
     results: dict[str, list[tuple[float, float]]] = {s.name: [] for s in stacks}
     print(f"HTTP/3 GET of {args.size} bytes, {args.connections} connections x "
           f"{args.streams} streams in flight, {args.seconds:g} s per run, loopback MTU "

@@ -315,6 +315,8 @@ long aq_stream_write(aq_endpoint *ep, uint64_t conn, int64_t stream_id, aq_txbuf
                      const char *data, size_t len, int fin);
 int aq_stream_reset(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code);
 int aq_stream_stop(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t code);
+/* The application consumed n bytes of stream_id: extend its window and the connection's;
+ * stream_id -1 extends only the connection's (bytes of streams whose FIN arrived). */
 int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t n);
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);

@@ -1721,7 +1721,9 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
       ngtcp2_conn_shutdown_stream_read(c->conn, 0, cmd->stream_id, cmd->code);
       break;
     case AQ_CMD_STREAM_CONSUMED:
-      ngtcp2_conn_extend_max_stream_offset(c->conn, cmd->stream_id, cmd->code);
+      /* stream_id -1: credit of streams that ended, for the connection's window only */
+      if (cmd->stream_id >= 0)
+        ngtcp2_conn_extend_max_stream_offset(c->conn, cmd->stream_id, cmd->code);
       ngtcp2_conn_extend_max_offset(c->conn, cmd->code);
       break;
     case AQ_CMD_DATAGRAM: {

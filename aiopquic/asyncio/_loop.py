@@ -39,11 +39,18 @@ def attach(endpoint: QuicEndpoint, loop: asyncio.AbstractEventLoop,
         # was cleared), so run again on the next loop iteration, after other callbacks.
         nonlocal scheduled
         scheduled = False
-        if endpoint.process() and not scheduled:
+        if endpoint.process():
             scheduled = True
             loop.call_soon(pump)
 
-    loop.add_reader(endpoint.fileno, pump)
+    def on_readable() -> None:
+        # A pump already scheduled reads the wake fd (and the events) this iteration:
+        # running one here too would start a second chain of pumps, and under a steady
+        # backlog the chains would multiply, each taking a full batch before any task runs.
+        if not scheduled:
+            pump()
+
+    loop.add_reader(endpoint.fileno, on_readable)
     _ATTACHED[endpoint] = loop
 
 

@@ -39,7 +39,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Callable, Optional, Union, overload
+from typing import Any, Callable, Optional, Union, cast, overload
 from urllib.parse import urlsplit
 
 from aiopquic.asyncio.client import connect
@@ -695,6 +695,16 @@ class WebTransportProtocol(QuicConnectionProtocol):
         if self._compat and isinstance(event, WebTransportEvent) and \
                 getattr(event, "session_id", -1) in self._compat:
             self._compat_dispatch(event)
+            return
+        kind = type(event)
+        if kind is HeadersReceived:  # the most frequent events first, by exact type
+            self.http_event_received(event)
+            return
+        if kind is DataReceived:
+            self.http_event_received(event)
+            if not self.http_credit_on_consume:
+                data_event = cast(DataReceived, event)
+                self._http.consumed(data_event.stream_id, len(data_event.data))
             return
         if isinstance(event, StreamData):
             entry = self._streams.get(event.stream_id)

@@ -107,6 +107,9 @@ class EncoderStreamSizes:
         self._sizes: deque[tuple[int, int]] = deque(maxlen=max(self.max_entries, 1))
         self._buf = b""
         self._broken = False  # unparsable stream: every dynamic entry counts as the capacity
+        # the largest size bound of any entry a header block can reference (static, or
+        # dynamic ever inserted): one byte of a block decodes to at most this + 2 bytes
+        self.largest = max(static_sizes()[1])
 
     def _entry(self, absolute: int) -> tuple[int, int]:
         """(name length, entry size) bounds of the entry with this absolute index."""
@@ -117,8 +120,19 @@ class EncoderStreamSizes:
 
     def _insert(self, name: int, size: int) -> None:
         cap = self.capacity
-        self._sizes.append((min(name, cap), min(size, cap)))
+        size = min(size, cap)
+        self._sizes.append((min(name, cap), size))
         self.inserts += 1
+        if size > self.largest:
+            self.largest = size
+
+    def small(self, block_len: int, limit: int) -> bool:
+        """True when any header block of ``block_len`` bytes decodes to at most ``limit``
+        bytes (name + value + 32 per field) whatever it references: each field line takes
+        at least one byte and yields at most one entry (``largest``) plus its literal bytes
+        Huffman-decoded (8/5 each), so the size is at most ``block_len * (largest + 2)``."""
+        largest = self.capacity if self._broken else self.largest
+        return block_len * (largest + 2) <= limit
 
     def feed(self, data: bytes) -> None:
         """Follow encoder stream bytes (the same bytes pylsqpack's decoder gets)."""
@@ -163,10 +177,12 @@ class EncoderStreamSizes:
                     pos = head[1]
         except ValueError:
             self._broken = True
+            self.largest = max(self.largest, self.capacity)
             return
         self._buf = buf[pos:]
         if len(self._buf) > 2 * self.capacity + 64:
             self._broken = True  # pylsqpack refuses such an instruction anyway
+            self.largest = max(self.largest, self.capacity)
 
     def required_insert_count(self, block: bytes) -> Optional[int]:
         """The Required Insert Count of a header block (RFC 9204 section 4.5.1.1), or None

@@ -33,7 +33,7 @@ import logging
 import random
 import re
 from enum import IntEnum
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pylsqpack
 
@@ -204,6 +204,7 @@ _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connecti
                                   b"transfer-encoding", b"upgrade"))
 _BAD_NAME = re.compile(rb"[^\x21-\x39\x3b-\x40\x5b-\x7e]")  # CTL, SP, ':', A-Z, DEL, 8-bit
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_VALUE_OR_SPACE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")  # one search for both checks
 
 # Largest HEADERS frame buffered whole (at least; a larger max_field_section_size raises it).
 _MAX_BUFFERED_FRAME = 256 * 1024
@@ -216,6 +217,8 @@ _SMALL_DATA = 4096  # DATA payloads up to this are sent in one piece with their 
 # stream kinds
 _REQUEST, _WT, _CONTROL, _ENCODER, _DECODER, _WT_UNI, _IGNORED, _PUSH = range(8)
 _PAYLOAD_KINDS = frozenset((_REQUEST, _WT, _WT_UNI, _PUSH))
+# QuicConnection._consumed's key for connection-level credit only (streams that ended)
+_CONN_CREDIT = -1
 # push ids a client grants by default (aioquic's: MAX_PUSH_ID 8), and the largest it may grant
 DEFAULT_MAX_PUSH_ID = 8
 MAX_PUSH_ID_LIMIT = 0xFFFF
@@ -306,54 +309,69 @@ def stream_is_request_response(stream_id: int) -> bool:
 
 
 class _Stream:
-    """Receive (and for requests, send) state of one stream."""
+    """Receive (and for requests, send) state of one stream.
 
-    __slots__ = ("stream_id", "kind", "pending", "ftype", "fleft", "fbuf", "frames_seen",
-                 "recv_state", "send_state", "recv_ended", "send_ended", "blocked",
-                 "session_id", "expected_length", "received_length", "no_body", "rx", "out",
-                 "credited", "held", "held_len", "block", "push_id", "waiting",
-                 "blocked_push")
+    The class attributes are the state of a new stream: an instance stores only what it
+    changes (a request stream sets a handful of fields; ``__init__`` runs once per request,
+    so it stays short).  Defaults are immutable: ``held`` and ``fbuf`` are replaced, not
+    mutated in place, while they are the shared empty values."""
+
+    pending = b""  # unparsed bytes (a split frame header)
+    ftype: Optional[int] = None  # frame being received (its header is parsed)
+    fleft = 0  # payload bytes of that frame still to come
+    fbuf: Union[bytes, bytearray] = b""  # payload of a frame that is buffered whole
+    frames_seen = False
+    recv_state = _INITIAL
+    send_state = _INITIAL
+    recv_ended = False
+    send_ended = False
+    blocked = False  # header section waits for QPACK encoder stream data
+    session_id: Optional[int] = None  # WebTransport streams: their session
+    expected_length: Optional[int] = None
+    received_length = 0
+    no_body = False  # response to HEAD (or 204/304): content-length is not checked
+    # receive credit: bytes received, payload handed out for the application to credit,
+    # and bytes credited by this layer (framing, or payload handed out by default)
+    rx = 0
+    out = 0
+    credited = 0
+    held: list[bytes] = []  # bytes behind a blocked header section, in order (see hold())
+    held_len = 0
+    block = b""  # the blocked header block (checked against the size limit later)
+    push_id: Optional[int] = None  # push streams: their push id (once read)
+    waiting = False  # a push stream held until its PUSH_PROMISE arrives
+    blocked_push: Optional[int] = None  # the blocked block is this push's promise
 
     def __init__(self, stream_id: int, kind: Optional[int]) -> None:
         self.stream_id = stream_id
         self.kind = kind
-        self.pending = b""  # unparsed bytes (a split frame header)
-        self.ftype: Optional[int] = None  # frame being received (its header is parsed)
-        self.fleft = 0  # payload bytes of that frame still to come
-        self.fbuf = bytearray()  # payload of a frame that is buffered whole
-        self.frames_seen = False
-        self.recv_state = _INITIAL
-        self.send_state = _INITIAL
-        self.recv_ended = False
-        self.send_ended = False
-        self.blocked = False  # header section waits for QPACK encoder stream data
-        self.session_id: Optional[int] = None  # WebTransport streams: their session
-        self.expected_length: Optional[int] = None
-        self.received_length = 0
-        self.no_body = False  # response to HEAD (or 204/304): content-length is not checked
-        # receive credit: bytes received, payload handed out for the application to credit,
-        # and bytes credited by this layer (framing, or payload handed out by default)
-        self.rx = 0
-        self.out = 0
-        self.credited = 0
-        self.held: list[bytes] = []  # bytes behind a blocked header section, in order
-        self.held_len = 0
-        self.block = b""  # the blocked header block (checked against the size limit later)
-        self.push_id: Optional[int] = None  # push streams: their push id (once read)
-        self.waiting = False  # a push stream held until its PUSH_PROMISE arrives
-        self.blocked_push: Optional[int] = None  # the blocked block is this push's promise
+
+    def hold(self, data: bytes) -> None:
+        """Keep ``data`` in ``held`` (a list of chunks: no quadratic re-copying)."""
+        if self.held:
+            self.held.append(data)
+        else:
+            self.held = [data]  # never append to the shared default
+        self.held_len += len(data)
 
     def collect(self, data: bytes, pos: int, take: int) -> tuple[int, Optional[bytes]]:
         """Buffer ``take`` payload bytes of the current frame from ``data[pos:]``; returns the
         new position and the whole payload once the frame is complete (else None)."""
+        if take == self.fleft and not self.fbuf:  # the whole payload is here: no buffering
+            self.fleft = 0
+            self.ftype = None
+            return pos + take, data[pos:pos + take]
         if take:
-            self.fbuf += data[pos:pos + take]
+            if self.fbuf:
+                self.fbuf += data[pos:pos + take]
+            else:
+                self.fbuf = bytearray(data[pos:pos + take])
             pos += take
             self.fleft -= take
         if self.fleft:
             return pos, None
         payload = bytes(self.fbuf)
-        self.fbuf = bytearray()
+        self.fbuf = b""
         self.ftype = None
         return pos, payload
 
@@ -399,9 +417,9 @@ def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
                 if length is not None and n != length:
                     raise _MessageError("conflicting content-length values")
                 length = n
-        if _BAD_VALUE.search(value):
-            raise _MessageError(f"value of header {name!r} contains NUL, CR or LF")
-        if value and (value[0] in (0x20, 0x09) or value[-1] in (0x20, 0x09)):
+        if value and _BAD_VALUE_OR_SPACE.search(value) is not None:
+            if _BAD_VALUE.search(value):
+                raise _MessageError(f"value of header {name!r} contains NUL, CR or LF")
             raise _MessageError(f"value of header {name!r} has surrounding whitespace")
     if stream is not None and length is not None:
         stream.expected_length = length
@@ -630,6 +648,9 @@ class H3Connection:
         credit = self._credit
         if credit is None or nbytes <= 0 or self._quic.closed:
             return
+        st = self._streams.get(stream_id)
+        if st is None or st.recv_ended:
+            stream_id = _CONN_CREDIT  # the stream has all its data: only MAX_DATA matters
         credit(stream_id, nbytes)
         if flush:
             self._quic._flush_credit(stream_id)
@@ -649,10 +670,13 @@ class H3Connection:
             len(st.block)
         if owed > 0 and not self._done:
             st.credited += owed
-            credit(st.stream_id, owed)
+            # a stream whose FIN arrived needs no MAX_STREAM_DATA: its credit joins the
+            # connection's (one command per batch of requests instead of one per request)
+            key = _CONN_CREDIT if st.recv_ended else st.stream_id
+            credit(key, owed)
             if st.kind not in _PAYLOAD_KINDS:
                 # no application read will flush this stream's credit: send it now
-                self._quic._flush_credit(st.stream_id)
+                self._quic._flush_credit(key)
 
     @property
     def goaway_received(self) -> Optional[int]:
@@ -678,9 +702,12 @@ class H3Connection:
         return stream_id
 
     def _send_stream(self, stream_id: int) -> _Stream:
+        st = self._streams.get(stream_id)
+        if st is not None and st.kind == _REQUEST and type(stream_id) is int:
+            return st  # the usual case, checked first
         if not isinstance(stream_id, int) or stream_id < 0:
             raise ValueError(f"invalid stream id {stream_id!r}")
-        if _is_uni(stream_id):
+        if stream_id & 2:
             st = self._streams.get(stream_id)
             if st is not None and st.kind == _PUSH and not self._is_client:
                 return st
@@ -721,8 +748,12 @@ class H3Connection:
         _check_header_types(headers)
         if self._is_client and st.send_state == _INITIAL and (b":method", b"HEAD") in headers:
             st.no_body = True
-        interim = (not self._is_client and st.send_state == _INITIAL and
-                   any(k == b":status" and v[:1] == b"1" for k, v in headers))
+        interim = False
+        if not self._is_client and st.send_state == _INITIAL:
+            for name, value in headers:
+                if name == b":status":
+                    interim = value[:1] == b"1"
+                    break
         if interim and end_stream:
             raise FrameUnexpected("an interim (1xx) response cannot end the stream")
         encoder_bytes, block = self._encoder.encode(stream_id, headers)
@@ -965,7 +996,7 @@ class H3Connection:
         st.waiting = False
         st.blocked_push = None
         st.pending = b""
-        st.fbuf = bytearray()
+        st.fbuf = b""
         st.block = b""
         st.held = []
         st.held_len = 0
@@ -1022,8 +1053,7 @@ class H3Connection:
         """Keep bytes behind a header section blocked on QPACK, or of a push stream whose
         promise has not arrived (uncredited, at most MAX_BLOCKED_STREAM_BYTES)."""
         if data:
-            st.held.append(data)  # a list of chunks: no quadratic re-copying
-            st.held_len += len(data)
+            st.hold(data)
         st.recv_ended = st.recv_ended or fin
         if st.held_len > MAX_BLOCKED_STREAM_BYTES:
             what = "a header section blocked on QPACK" if st.blocked else \
@@ -1106,8 +1136,7 @@ class H3Connection:
                 if st.blocked:
                     rest = data[pos:]
                     if rest:
-                        st.held.append(rest)
-                        st.held_len += len(rest)
+                        st.hold(rest)
                     st.recv_ended = st.recv_ended or fin
                     return
                 if headers is not None:
@@ -1131,8 +1160,7 @@ class H3Connection:
                     st.blocked_push = push_id
                     rest = data[pos:]
                     if rest:
-                        st.held.append(rest)
-                        st.held_len += len(rest)
+                        st.hold(rest)
                     st.recv_ended = st.recv_ended or fin
                     return
                 if headers is not None:
@@ -1175,21 +1203,24 @@ class H3Connection:
         stream is blocked on QPACK (``st.blocked``) or was refused as too large."""
         sid = st.stream_id
         sizes = self._sizes
-        ric = sizes.required_insert_count(block)
-        if ric is not None and ric <= sizes.inserts:
-            # every entry it references is known: bound the decoded size before decoding
-            # (the bound is at most 8/5 of the real size, from Huffman coding)
-            cap = 2 * self._max_field_section_size
-            bound = sizes.bound(block, cap)
-            if bound is not None and bound > cap:
-                self._reject_headers(st, f"more than {cap}", cancel=ric > 0)
-                return None
+        cap = 2 * self._max_field_section_size
+        if not sizes.small(len(block), cap):
+            ric = sizes.required_insert_count(block)
+            if ric is not None and ric <= sizes.inserts:
+                # every entry it references is known: bound the decoded size before
+                # decoding (the bound is at most 8/5 of the real size, from Huffman coding)
+                bound = sizes.bound(block, cap)
+                if bound is not None and bound > cap:
+                    self._reject_headers(st, f"more than {cap}", cancel=ric > 0)
+                    return None
         try:
             headers = self._decode(sid, block)
         except pylsqpack.StreamBlocked:
             st.blocked = True
             st.block = block
             return None
+        if sizes.small(len(block), self._max_field_section_size):
+            return headers  # within the limit whatever it decoded to: no need to count
         return self._check_size(st, headers)
 
     def _check_size(self, st: _Stream, headers: Headers) -> Optional[Headers]:
@@ -1298,7 +1329,7 @@ class H3Connection:
             self._cancel_header_block(st.stream_id)
         st.kind = _IGNORED
         st.pending = b""
-        st.fbuf = bytearray()
+        st.fbuf = b""
         st.ftype = None
         st.blocked = False
         st.block = b""

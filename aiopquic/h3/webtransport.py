@@ -56,6 +56,7 @@ from aiopquic.quic.events import (
     ConnectionTerminated,
     QuicEvent,
     StopSendingReceived,
+    StreamDataReceived,
     StreamReset,
 )
 
@@ -817,6 +818,10 @@ class WebTransportConnection:
         """Process one QUIC event; returns the WebTransport events and the HTTP/3 events of
         no session (plain requests and responses, GOAWAY, ...)."""
         http = self.http
+        if type(event) is StreamDataReceived and not self._enabled and not self._out and \
+                not self._sessions and not self._gone:
+            # plain HTTP/3 (WebTransport off, no session ever): every event passes unchanged
+            return http.handle_event(event)
         if isinstance(event, StreamReset):
             http.handle_event(event)
             self._on_stream_reset(event.stream_id, event.error_code)

@@ -1056,7 +1056,9 @@ class QuicConnection(Compat061Connection):
         self._manual_credit.add(stream_id)
 
     def _consumed(self, stream_id: int, n: int) -> None:
-        """The application consumed ``n`` bytes of ``stream_id``: extend the peer's credit."""
+        """The application consumed ``n`` bytes of ``stream_id``: extend the peer's credit.
+        ``stream_id`` -1: bytes of streams that ended (FIN received), whose credit only
+        matters at the connection level (MAX_DATA): one command for many streams."""
         if n <= 0 or self._closed:
             return
         total = self._credit.get(stream_id, 0) + n
@@ -1142,7 +1144,8 @@ class QuicConnection(Compat061Connection):
             self._events.append(events.PingAcknowledged(uid=ev.code))
         elif t == _native.EV_STREAM_CLOSED:
             st = self._tx.pop(ev.stream_id, None)
-            self._seed_stream_done(ev.stream_id)
+            if self._seed_drain_events or self._seed_polls or self._seed_armed:
+                self._seed_stream_done(ev.stream_id)
             if st is not None:
                 st.spill.clear()
                 self._wake(st)
@@ -1581,6 +1584,8 @@ class QuicEndpoint:
         limit = check_int("max_events", limit, 1, 1 << 20)
         touched: dict[int, QuicConnection] = {}
         conns = self.connections
+        accept_pending = self._accept_pending
+        refused = self._refused
         batch = self._poll(limit)
         for ev in batch:
             quic = conns.get(ev.conn)
@@ -1618,12 +1623,12 @@ class QuicEndpoint:
                                              ev.data.decode(errors="replace"), ev.code)
                 continue
             quic._on_native(ev)
-            if ev.conn in self._accept_pending and (ev.type == _native.EV_HANDSHAKE_DONE
-                                                    or ev.type == _native.EV_CLOSED):
-                self._accept_pending.discard(ev.conn)
+            if accept_pending and ev.conn in accept_pending and (
+                    ev.type == _native.EV_HANDSHAKE_DONE or ev.type == _native.EV_CLOSED):
+                accept_pending.discard(ev.conn)
                 if self.on_accept is not None:
                     self._call(self.on_accept, quic)
-            if ev.conn in self._refused:
+            if refused and ev.conn in refused:
                 if ev.type == _native.EV_CLOSED:
                     del conns[ev.conn]
                     self._refused.discard(ev.conn)
