@@ -46,6 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from benchutil import certs, lo_mtu  # noqa: E402
+
 from aiopquic.asyncio.client import connect  # noqa: E402
 from aiopquic.h3.events import DataReceived, HeadersReceived  # noqa: E402
 from aiopquic.http3_tools import _ClientProtocol  # noqa: E402
@@ -60,21 +62,6 @@ def _gtlsserver() -> Optional[str]:
     if found:
         return found
     return "/usr/sbin/gtlsserver" if os.path.exists("/usr/sbin/gtlsserver") else None
-
-
-def _certs(directory: str) -> tuple[str, str, str]:
-    import trustme
-
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    cert, key, cafile = (os.path.join(directory, n) for n in ("c.pem", "k.pem", "ca.pem"))
-    leaf.cert_chain_pems[0].write_to_path(cert)
-    for pem in leaf.cert_chain_pems[1:]:
-        with open(cert, "ab") as f:
-            f.write(pem.bytes())
-    leaf.private_key_pem.write_to_path(key)
-    ca.cert_pem.write_to_path(cafile)
-    return cert, key, cafile
 
 
 def _free_port() -> int:
@@ -226,14 +213,6 @@ async def measure(server: Server, cafile: str, size: int, seconds: float, connec
     return done / elapsed, cpu / max(done, 1)
 
 
-def _mtu() -> int:
-    try:
-        with open("/sys/class/net/lo/mtu") as f:
-            return int(f.read())
-    except OSError:
-        return 0
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=5.0)
@@ -253,7 +232,7 @@ def main() -> int:
                   f"{sys.executable} {os.path.abspath(__file__)} " + " ".join(argv))
         return subprocess.call(["unshare", "-n", "sh", "-c", script])
     tmp = tempfile.mkdtemp(prefix="h3req-")
-    cert, key, cafile = _certs(tmp)
+    cert, key, cafile = certs(tmp)
     stacks = servers(tmp, cert, key, args.size)
     if args.servers:
         wanted = args.servers.split(",")
@@ -264,7 +243,7 @@ def main() -> int:
     results: dict[str, list[tuple[float, float]]] = {s.name: [] for s in stacks}
     print(f"HTTP/3 GET of {args.size} bytes, {args.connections} connections x "
           f"{args.streams} streams in flight, {args.seconds:g} s per run, loopback MTU "
-          f"{_mtu()}; stacks alternate, {args.repeat} runs each")
+          f"{lo_mtu()}; stacks alternate, {args.repeat} runs each")
     for run in range(args.repeat):
         for server in stacks:
             with server:

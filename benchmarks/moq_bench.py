@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from benchutil import lo_mtu
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "build" / "aiomoqt" / "aiomoqt-0.13.3"
 STACKS = {"ours": ROOT / ".venv-aiomoqt", "0.6.1": ROOT / ".venv-aiomoqt-seed"}
@@ -42,13 +44,6 @@ MODES = {
     "wt-streams-paced": ["-W", "-r", "8000", "-s", "4096"],
     "quic-datagrams": ["-Q", "-D", "-r", "20000", "-s", "1000"],
 }
-
-
-def lo_mtu() -> Optional[int]:
-    try:
-        return int(Path("/sys/class/net/lo/mtu").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def parse(out: str) -> dict[str, Optional[float]]:

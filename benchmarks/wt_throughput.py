@@ -36,20 +36,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import json
 import os
 import shlex
 import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from benchutil import certs, lo_mtu
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "benchmarks" / "peers" / "wt_peer.py"
@@ -62,32 +61,6 @@ METRICS = (
     ("datagrams", "recv_per_s", "datagrams received/s"),
     ("datagrams", "loss", "datagram loss"),
 )
-
-
-def lo_mtu() -> Optional[int]:
-    """The loopback MTU of this process's network namespace (SIOCGIFMTU: /sys/class/net
-    shows the namespace that mounted /sys, not ours after ``unshare -n``)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            raw = fcntl.ioctl(s.fileno(), 0x8921, struct.pack("16si", b"lo", 0))
-        return int(struct.unpack("16si", raw)[1])
-    except OSError:
-        return None
-
-
-def certs(directory: str) -> tuple[str, str, str]:
-    import trustme
-
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    cert, key, cafile = (os.path.join(directory, n) for n in ("c.pem", "k.pem", "ca.pem"))
-    leaf.cert_chain_pems[0].write_to_path(cert)
-    for pem in leaf.cert_chain_pems[1:]:
-        with open(cert, "ab") as f:
-            f.write(pem.bytes())
-    leaf.private_key_pem.write_to_path(key)
-    ca.cert_pem.write_to_path(cafile)
-    return cert, key, cafile
 
 
 def peer_env() -> dict[str, str]:
