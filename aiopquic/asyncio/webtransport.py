@@ -625,9 +625,12 @@ class WebTransportProtocol(QuicConnectionProtocol):
 
     async def _wait_writable(self, stream_id: int) -> None:
         """Wait until ``stream_id``'s Python-side send queue is empty (back-pressure)."""
+        quic = self._quic
         while True:
-            if self._quic.closed:
+            if quic.closed:
                 raise ConnectionError(f"connection closed: {self._wt.close_message()}")
+            if not quic.stream_send_pending(stream_id):
+                return  # the usual case: no future, no callback
             fut = self._loop.create_future()
 
             def wake(fut: asyncio.Future[None] = fut) -> None:
@@ -1310,13 +1313,15 @@ class WebTransportSessionBase:
         if self.session_closed:
             return
         proto = self._wt6_check()
-        await proto._wait_writable(stream_id)
-        if self.session_closed:
-            return
         quic = proto._quic
+        if quic.closed or quic.stream_send_pending(stream_id):
+            await proto._wait_writable(stream_id)  # (raises if the connection is closed)
+            if self.session_closed:
+                return
         first = quic._tx.get(stream_id) is None
         self.send_stream_data(stream_id, data, end_stream)
-        await proto._wait_writable(stream_id)
+        if quic.closed or quic.stream_send_pending(stream_id):
+            await proto._wait_writable(stream_id)
         if not end_stream and (first or quic.tx_event_ring_fill() > soft_yield_at):
             await asyncio.sleep(0)  # a new stream, or a busy ring: let the loop run
 
