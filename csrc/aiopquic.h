@@ -15,6 +15,7 @@
 
 typedef struct aq_endpoint aq_endpoint;
 typedef struct aq_txbuf aq_txbuf;
+typedef struct aq_dgq aq_dgq;
 
 /* Event types (network thread -> Python). */
 enum {
@@ -46,8 +47,10 @@ enum {
                              * it failed), code2 = 0 or an errno / ngtcp2 error; data = why */
   AQ_EV_PEER_ADDRESS = 22,  /* conn: a new path was validated (the client moved, or a NAT
                              * rebound it); data = "host port" of the peer on it */
-  AQ_EV_ENGINE_LOG = 23     /* conn (aq_config.engine_log): data = ngtcp2's packet and frame
+  AQ_EV_ENGINE_LOG = 23,    /* conn (aq_config.engine_log): data = ngtcp2's packet and frame
                              * log lines ("pkt ..." / "frm ..."), each ending in '\n' */
+  AQ_EV_DGRAM_SPACE = 24    /* conn: after aq_dgq_room refused, at most half the datagram
+                             * limit is still waiting to be sent */
 };
 
 /* AQ_EV_ACCEPTED flags */
@@ -318,7 +321,16 @@ int aq_stream_stop(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t c
 /* The application consumed n bytes of stream_id: extend its window and the connection's;
  * stream_id -1 extends only the connection's (bytes of streams whose FIN arrived). */
 int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64_t n);
-int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len);
+/* Datagram send accounting of one connection (see struct aq_dgq in ring.h).  aq_dgq_new:
+ * NULL when out of memory; aq_dgq_release drops the caller's reference.  aq_dgq_room:
+ * 1 when `len` more bytes fit under the limit now (or nothing is outstanding), else 0, and
+ * AQ_EV_DGRAM_SPACE follows once half the limit has drained. */
+aq_dgq *aq_dgq_new(uint64_t limit);
+void aq_dgq_release(aq_dgq *q);
+int aq_dgq_room(aq_dgq *q, uint64_t len);
+uint64_t aq_dgq_outstanding(aq_dgq *q);
+/* q: the connection's accounting, or NULL (not counted). */
+int aq_send_datagram(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data, size_t len);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
 int aq_key_update(aq_endpoint *ep, uint64_t conn);
 /* Stream priority 0..255: lower is served first; among equals, odd = FIFO by stream id, even =

@@ -1226,7 +1226,7 @@ void aq_conn_free(aq_conn *c) {
   while (c->dg_head) {
     aq_dgram *d = c->dg_head;
     c->dg_head = d->next;
-    free(d);
+    aq_dgram_finish(NULL, d); /* the connection is gone: Python learns it from CLOSED */
   }
   while (c->pings) {
     aq_pingreq *p = c->pings;
@@ -1650,12 +1650,28 @@ void aq_conn_on_expiry(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
 
 /* ---------------------------------------------------------------- commands */
 
+void aq_dgram_finish(aq_conn *c, aq_dgram *d) {
+  aq_dgq *q = d->q;
+  if (q) {
+    atomic_fetch_add_explicit(&q->done, d->len, memory_order_release);
+    /* pairs with the fence in aq_dgq_room (it stores `want`, then loads `done`) */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (c && atomic_load_explicit(&q->want, memory_order_relaxed) &&
+        aq_dgq_outstanding(q) <= q->limit / 2 && atomic_exchange(&q->want, 0))
+      aq_sink_emit_simple(c->ctx->sink, AQ_EV_DGRAM_SPACE, c->handle, -1, 0, 0, 0, NULL, 0);
+    aq_dgq_release(q);
+  }
+  free(d);
+}
+
 void aq_conn_discard_cmd(const aq_cmd *cmd) {
   switch (cmd->type) {
     case AQ_CMD_STREAM_DATA:
       if (cmd->ptr) aq_txbuf_decref(cmd->ptr);
       break;
     case AQ_CMD_DATAGRAM:
+      aq_dgram_finish(NULL, cmd->ptr);
+      break;
     case AQ_CMD_CLOSE:
     case AQ_CMD_CONNECT:
       free(cmd->ptr);
@@ -1743,7 +1759,7 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
         c->dg_head = old->next;
         c->dg_queued -= old->len;
         c->dg_dropped++;
-        free(old);
+        aq_dgram_finish(c, old);
       }
       break;
     }
@@ -1917,7 +1933,7 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
         if (!c->dg_head) c->dg_tail = NULL;
         c->dg_queued -= d->len;
         c->dg_dropped++;
-        free(d);
+        aq_dgram_finish(c, d);
         continue;
       }
       ngtcp2_vec v = {d->data, d->len};
@@ -1931,7 +1947,7 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
         if (!c->dg_head) c->dg_tail = NULL;
         c->dg_queued -= d->len;
         if (!accepted) c->dg_dropped++;
-        free(d);
+        aq_dgram_finish(c, d);
       }
       if (nwrite == NGTCP2_ERR_WRITE_MORE || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
           nwrite == NGTCP2_ERR_INVALID_STATE)

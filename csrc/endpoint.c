@@ -986,13 +986,54 @@ int aq_stream_consumed(aq_endpoint *ep, uint64_t conn, int64_t stream_id, uint64
   return simple_cmd(ep, AQ_CMD_STREAM_CONSUMED, conn, stream_id, n, 0, NULL, 0);
 }
 
-int aq_send_datagram(aq_endpoint *ep, uint64_t conn, const char *data, size_t len) {
+aq_dgq *aq_dgq_new(uint64_t limit) {
+  aq_dgq *q;
+  if (posix_memalign((void **)&q, AQ_CACHELINE, sizeof(*q)) != 0) return NULL;
+  memset(q, 0, sizeof(*q));
+  q->limit = limit;
+  atomic_store(&q->refs, 1);
+  return q;
+}
+
+void aq_dgq_release(aq_dgq *q) {
+  if (q && atomic_fetch_sub(&q->refs, 1) == 1) free(q);
+}
+
+uint64_t aq_dgq_outstanding(aq_dgq *q) {
+  return atomic_load_explicit(&q->submitted, memory_order_relaxed) -
+         atomic_load_explicit(&q->done, memory_order_acquire);
+}
+
+int aq_dgq_room(aq_dgq *q, uint64_t len) {
+  uint64_t out = aq_dgq_outstanding(q);
+  if (out == 0 || out + len <= q->limit) return 1;
+  atomic_store(&q->want, 1);
+  /* pairs with the fence in aq_dgram_finish (it stores `done`, then loads `want`) */
+  atomic_thread_fence(memory_order_seq_cst);
+  out = aq_dgq_outstanding(q);
+  if (out == 0 || out + len <= q->limit) {
+    atomic_store(&q->want, 0); /* drained meanwhile: an event may still come, harmlessly */
+    return 1;
+  }
+  return 0;
+}
+
+int aq_send_datagram(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data, size_t len) {
   aq_dgram *d = malloc(sizeof(*d) + len);
   if (!d) return -2;
   d->next = NULL;
+  d->q = q;
   d->len = len;
   if (len) memcpy(d->data, data, len); /* an empty datagram is legal */
+  if (q) {
+    atomic_fetch_add(&q->refs, 1);
+    atomic_fetch_add_explicit(&q->submitted, len, memory_order_release);
+  }
   if (simple_cmd(ep, AQ_CMD_DATAGRAM, conn, -1, 0, 0, d, len) != 0) {
+    if (q) {
+      atomic_fetch_sub_explicit(&q->submitted, len, memory_order_release);
+      aq_dgq_release(q);
+    }
     free(d);
     return -1;
   }

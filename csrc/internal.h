@@ -77,6 +77,7 @@ typedef struct aq_connreq { /* AQ_CMD_CONNECT */
 
 typedef struct aq_dgram {
   struct aq_dgram *next;
+  aq_dgq *q; /* the sender's accounting (holds a reference), or NULL */
   size_t len;
   uint8_t data[];
 } aq_dgram;
@@ -296,6 +297,10 @@ typedef struct aq_conn {
   struct aq_conn *next_touched; /* conns that read packets in this batch */
   struct aq_conn *next, *prev;
 } aq_conn;
+
+/* A queued datagram leaves (sent, dropped or discarded): account it and free it.  `c` may
+ * be NULL (a discarded command): then no AQ_EV_DGRAM_SPACE is emitted. */
+void aq_dgram_finish(aq_conn *c, aq_dgram *d);
 
 /* ---- endpoint (the threaded driver) ---- */
 

@@ -94,4 +94,19 @@ struct aq_txbuf {
   uint8_t *data;
 };
 
+/*
+ * Datagram send accounting of one connection, shared by Python (the producer: `submitted`)
+ * and the network thread (`done`: bytes of datagrams sent or dropped).  Python refuses a
+ * datagram while `submitted - done` would pass `limit` and sets `want`; the network thread
+ * then emits AQ_EV_DGRAM_SPACE once at most half the limit is outstanding.  Each queued
+ * datagram holds a reference, so the struct outlives the Python object that made it.
+ */
+struct aq_dgq {
+  _Alignas(AQ_CACHELINE) _Atomic uint64_t submitted; /* producer */
+  _Alignas(AQ_CACHELINE) _Atomic uint64_t done;      /* network thread */
+  _Atomic int want;                                  /* producer waits for DGRAM_SPACE */
+  _Atomic int refs;
+  uint64_t limit;
+};
+
 #endif

@@ -6,6 +6,7 @@ import anyio
 import pytest
 from quic_helpers import ProtocolCollector, RecordingProtocol, client, running_server
 
+from aiopquic._native import lib
 from aiopquic.quic.events import DatagramFrameReceived
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -89,7 +90,8 @@ async def test_datagram_when_disabled_both_sides_raises(server_config, client_co
 
 
 async def test_datagram_flood_is_bounded(server_config, client_config):
-    """A sender that outruns the path drops its oldest queued datagrams instead of growing
+    """A sender that outruns the path and ignores the return value (aioquic style) is refused
+    past datagram_ring_bytes (send_datagram_frame returns 0, counted) instead of growing
     memory without bound; what arrives is intact."""
     import os as _os
 
@@ -109,14 +111,62 @@ async def test_datagram_flood_is_bounded(server_config, client_config):
     try:
         async with _connect("127.0.0.1", server.local_port, configuration=client_config(
                 max_datagram_frame_size=65535)) as protocol:
+            quic = protocol._quic
             body = _os.urandom(1100)  # fits a 1200-byte packet: accepted before PMTUD ran
-            for _ in range(20_000):  # 22 MB at once: far more than the 1 MiB queue
-                protocol._quic.send_datagram_frame(body)
+            taken = 0
+            for _ in range(20_000):  # 22 MB at once: far more than the 1 MiB limit
+                if quic.send_datagram_frame(body):
+                    taken += 1
+                assert lib.aq_dgq_outstanding(quic._dgq) <= 1 << 20
             with anyio.fail_after(10):
                 await protocol.ping()
                 stats = await protocol.get_stats()
     finally:
         server.close()
-    assert stats.datagrams_dropped > 0
+    assert quic.datagrams_refused == 20_000 - taken > 0
+    assert stats.datagrams_dropped == 0  # refused before the native queue had to drop
     assert received and all(d == body for d in received)
-    assert len(received) + stats.datagrams_dropped <= 20_000
+    assert len(received) <= taken
+
+
+async def test_datagram_backpressure_0_6_1_style(server_config, client_config):
+    """aiopquic 0.6.1's contract: send_datagram_frame returns 0 while datagram_ring_bytes
+    wait to be sent, the drain event clears, and sets again once half have left; a sender
+    that waits on it loses nothing at the sender and never holds more than the limit."""
+    import os as _os
+
+    from aiopquic.asyncio import connect as _connect
+    from aiopquic.asyncio import serve as _serve
+
+    received = []
+
+    class Sink(RecordingProtocol):
+        def quic_event_received(self, event):
+            if isinstance(event, DatagramFrameReceived):
+                received.append(event.data)
+            super().quic_event_received(event)
+
+    limit = 64 * 1024
+    server = await _serve("127.0.0.1", 0, configuration=server_config(
+        max_datagram_frame_size=65535), create_protocol=Sink)
+    try:
+        async with _connect("127.0.0.1", server.local_port, configuration=client_config(
+                max_datagram_frame_size=65535, datagram_ring_bytes=limit)) as protocol:
+            quic = protocol._quic
+            body = _os.urandom(1000)
+            waits = 0
+            with anyio.fail_after(30):
+                for _ in range(5_000):  # 5 MB: the sender outruns the network thread
+                    while not quic.send_datagram_frame(body):
+                        drained = quic.get_datagram_tx_drain_event()
+                        assert not drained.is_set()
+                        waits += 1
+                        await drained.wait()
+                    assert lib.aq_dgq_outstanding(quic._dgq) <= limit
+                await protocol.ping()
+                stats = await protocol.get_stats()
+    finally:
+        server.close()
+    assert waits > 0 and quic.datagrams_refused == waits
+    assert stats.datagrams_dropped == 0
+    assert received and all(d == body for d in received)

@@ -327,6 +327,11 @@ class Compat061Connection:
     def _seed_dgram_full(self) -> None:
         self.get_datagram_tx_drain_event().clear()
 
+    def _seed_dgram_space(self) -> None:
+        """Datagrams drained (AQ_EV_DGRAM_SPACE): send_datagram_frame has room again."""
+        if self._seed_dgram_event is not None:
+            self._seed_dgram_event.set()
+
     # ---------------------------------------------------------------- introspection
 
     def _negotiated_alpn(self, cnx_ptr: int = 0) -> Optional[str]:

@@ -290,7 +290,8 @@ class QuicConfiguration:
 
     datagram_ring_bytes: Optional[int] = None
     """*(aiopquic 0.6.1)* Bytes of datagrams that may wait to be sent per connection; beyond
-    it the oldest are dropped (counted in ``datagrams_dropped``).  ``None``: 1 MiB."""
+    it ``send_datagram_frame`` returns 0 (not taken) until half of them have left, as
+    0.6.1's "ring full".  ``None``: 1 MiB."""
 
     datagram_max_payload: Optional[int] = None
     """*(aiopquic 0.6.1)* Largest datagram payload ``send_datagram_frame`` accepts, 1..65535:

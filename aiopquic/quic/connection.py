@@ -80,6 +80,7 @@ _CONNECTION_REFUSED = 0x2  # RFC 9000 transport error code
 _CREDIT_BATCH = 64 * 1024
 _FINISHED_MEMORY = 65536  # finished stream ids remembered to reject late writes
 _DATAGRAM_DEFER_LIMIT = 1 << 20  # datagram bytes waiting for command-ring room, per connection
+_DATAGRAM_QUEUE = 1 << 20  # datagram bytes that may wait to be sent (datagram_ring_bytes=None)
 
 # A datagram must fit in one packet: 1452-byte UDP payload minus the short header (1 + 18-byte
 # CID + up to 4 bytes packet number), the AEAD tag (16) and the DATAGRAM frame header (<= 3).
@@ -458,6 +459,7 @@ class QuicConnection(Compat061Connection):
         self._peer_max_datagram = 0
         self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
         self._tx_ring_bytes = 0  # send-ring bytes held by this connection's streams
+        self._dgq: Any = None  # datagram send accounting (aq_dgq), made on the first datagram
         self._stats_callbacks: dict[int, Callable[[QuicConnectionStats], None]] = {}
         self._stats_ids = 0
         self._finished_streams: list[int] = []  # closed in the engine; see _take_finished
@@ -465,6 +467,9 @@ class QuicConnection(Compat061Connection):
         self._peer_seen = [-1, -1, -1, -1]
         self.received_datagrams_dropped = 0
         """Received datagrams dropped by the :data:`MAX_QUEUED_EVENTS` overflow policy."""
+        self.datagrams_refused = 0
+        """*(aiopquic)* Times :meth:`send_datagram_frame` returned 0 because
+        ``datagram_ring_bytes`` of datagrams were already waiting to be sent."""
         self.alpn_protocol: Optional[str] = None
         # QuicConfiguration.quic_logger / qlog_dir: this connection's trace (quic/_qlog.py);
         # aioquic's H3Connection logs into ``_quic_logger`` (the raw trace) when it is set
@@ -826,13 +831,17 @@ class QuicConnection(Compat061Connection):
     def send_datagram_frame(self, data: Union[bytes, bytearray, memoryview]) -> int:
         """Send an unreliable DATAGRAM frame; returns the number of bytes accepted.
 
-        Never blocks: if more than 1 MiB of datagrams waits for the path, the oldest are
-        dropped (counted in :attr:`QuicConnectionStats.datagrams_dropped`).  Returns
-        ``len(data)`` when the datagram was queued, and 0 -- the datagram was not taken --
-        only while the command ring to the network thread is full and 1 MiB of datagrams
-        already waits for it; then :meth:`get_datagram_tx_drain_event` is cleared until there
-        is room (aiopquic 0.6.1's contract; aioquic callers, who ignore the return value,
-        see it as one more dropped datagram).
+        Never blocks.  Returns ``len(data)`` when the datagram was queued, and 0 -- the
+        datagram was not taken -- while ``QuicConfiguration.datagram_ring_bytes`` (default
+        1 MiB) of datagrams already wait to be sent (the sender outruns the path or the
+        congestion window); then :meth:`get_datagram_tx_drain_event` is cleared until half of
+        them have left, and :attr:`datagrams_refused` counts the refusal (aiopquic 0.6.1's
+        contract: wait on the event, send the same datagram again; aioquic callers, who
+        ignore the return value, see it as one more lost datagram, the newest).  The same 0
+        comes while the command ring to the network thread is full and 1 MiB of datagrams
+        waits for it.  A datagram the path can no longer carry when its turn comes (the
+        path shrank) is dropped and counted in
+        :attr:`QuicConnectionStats.datagrams_dropped`.
 
         Raises :class:`TypeError` when ``data`` is not bytes-like (an empty datagram is
         allowed), :class:`ValueError` when datagrams are not enabled locally
@@ -852,7 +861,19 @@ class QuicConnection(Compat061Connection):
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes is larger than the "
                              f"{limit}-byte maximum for this connection")
-        rv = lib.aq_send_datagram(self._endpoint.ptr, self._handle, ffi.from_buffer(data),
+        q = self._dgq
+        if q is None:
+            q = lib.aq_dgq_new(self.configuration.datagram_ring_bytes or _DATAGRAM_QUEUE)
+            if q == ffi.NULL:
+                raise MemoryError("cannot allocate the datagram accounting")
+            q = self._dgq = ffi.gc(q, lib.aq_dgq_release)
+        if not lib.aq_dgq_room(q, len(data)):
+            # datagram_ring_bytes wait to be sent already: refuse (0.6.1's "ring full"),
+            # AQ_EV_DGRAM_SPACE sets the drain event again once half of them have left
+            self.datagrams_refused += 1
+            self._seed_dgram_full()
+            return 0
+        rv = lib.aq_send_datagram(self._endpoint.ptr, self._handle, q, ffi.from_buffer(data),
                                   len(data))
         if rv == -1:
             if self._seed_dgram_deferred + len(data) > _DATAGRAM_DEFER_LIMIT:
@@ -864,7 +885,7 @@ class QuicConnection(Compat061Connection):
             def resend() -> int:
                 if self._closed:
                     return 0
-                rc = int(lib.aq_send_datagram(self._endpoint.ptr, self._handle,
+                rc = int(lib.aq_send_datagram(self._endpoint.ptr, self._handle, q,
                                               ffi.from_buffer(raw), len(raw)))
                 if rc != -1:
                     self._seed_dgram_deferred -= len(raw)
@@ -1142,6 +1163,8 @@ class QuicConnection(Compat061Connection):
                 self._events.append(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_PING_ACK:
             self._events.append(events.PingAcknowledged(uid=ev.code))
+        elif t == _native.EV_DGRAM_SPACE:
+            self._seed_dgram_space()
         elif t == _native.EV_STREAM_CLOSED:
             st = self._tx.pop(ev.stream_id, None)
             if self._seed_drain_events or self._seed_polls or self._seed_armed:
