@@ -331,6 +331,12 @@ int aq_dgq_room(aq_dgq *q, uint64_t len);
 uint64_t aq_dgq_outstanding(aq_dgq *q);
 /* q: the connection's accounting, or NULL (not counted). */
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data, size_t len);
+
+/* Process-wide glibc malloc tuning (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD): received
+ * stream data moves in chunks of up to ~320 KiB, allocated on the network thread and again
+ * as Python bytes; with glibc's defaults each such block is mapped and unmapped (or the heap
+ * trimmed and grown), a page fault per 4 KiB received.  0, or -1 when not glibc / refused. */
+int aq_tune_malloc(int trim_threshold, int mmap_threshold);
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid);
 int aq_key_update(aq_endpoint *ep, uint64_t conn);
 /* Stream priority 0..255: lower is served first; among equals, odd = FIFO by stream id, even =

@@ -14,6 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -880,6 +883,18 @@ int aq_poll_events(aq_endpoint *ep, aq_event *out, int max) {
 }
 
 void aq_free(void *p) { free(p); }
+
+int aq_tune_malloc(int trim_threshold, int mmap_threshold) {
+#ifdef __GLIBC__
+  if (mallopt(M_MMAP_THRESHOLD, mmap_threshold) != 1) return -1;
+  if (mallopt(M_TRIM_THRESHOLD, trim_threshold) != 1) return -1;
+  return 0;
+#else
+  (void)trim_threshold;
+  (void)mmap_threshold;
+  return -1;
+#endif
+}
 
 /* ---------------------------------------------------------------- TX rings */
 
