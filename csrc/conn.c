@@ -997,7 +997,7 @@ static aq_conn *conn_alloc(aq_ctx *ctx, uint64_t handle) {
   c->cap_backoff = NGTCP2_SECONDS;
   c->cap_failed = SIZE_MAX;
   c->default_prio = 8; /* round robin among equals, as before priorities existed */
-  if (aq_map_init(&c->streams, 16) != 0) {
+  if (aq_map_init(&c->streams, 0) != 0) { /* streams: a table from the first one on */
     free(c);
     return NULL;
   }

@@ -35,7 +35,7 @@ typedef struct aq_map {
   uint64_t k0, k1; /* SipHash key */
 } aq_map;
 
-int aq_map_init(aq_map *m, size_t cap);
+int aq_map_init(aq_map *m, size_t cap); /* cap 0: the table is allocated by the first put */
 void aq_map_destroy(aq_map *m);
 void *aq_map_get(const aq_map *m, const void *key, size_t len);
 int aq_map_put(aq_map *m, const void *key, size_t len, void *val);

@@ -81,6 +81,11 @@ int aq_map_init(aq_map *m, size_t cap) {
   aq_rand_bytes(k, sizeof(k));
   m->k0 = load_le64(k);
   m->k1 = load_le64(k + 8);
+  if (!cap) { /* no table until the first put: an idle connection holds no stream */
+    m->slots = NULL;
+    m->cap = m->used = m->tombs = 0;
+    return 0;
+  }
   return alloc_slots(m, cap);
 }
 
@@ -120,7 +125,7 @@ static int grow(aq_map *m, size_t newcap) {
 }
 
 int aq_map_put(aq_map *m, const void *key, size_t len, void *val) {
-  if (len > NGTCP2_MAX_CIDLEN || !m->slots) return -1;
+  if (len > NGTCP2_MAX_CIDLEN) return -1;
   aq_map_slot *s = find(m, key, len);
   if (s) {
     s->val = val;

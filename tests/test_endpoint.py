@@ -310,7 +310,7 @@ async def test_reset_and_stop_of_a_finished_stream_do_nothing(server_config, cli
                 assert await echo_roundtrip(protocol, b"done") == b"done"
                 await protocol.ping()
                 await protocol.ping()
-                assert 0 in protocol._quic._finished_recent
+                assert protocol._quic._is_finished(0)
                 protocol._quic.reset_stream(0, 7)  # no exception, nothing sent
                 protocol._quic.stop_stream(0, 7)
                 assert await echo_roundtrip(protocol, b"still fine") == b"still fine"

@@ -848,6 +848,7 @@ class Connection(TypedAttributeProvider):
                     ping.set()
             elif etype is events.ConnectionTerminated:
                 self._wake_all()
+        quic._events_drained()  # an idle connection holds no queue
         # Streams the engine closed (both directions done): no event can follow for them.
         for stream_id in quic._take_finished_streams():
             self._streams.pop(stream_id, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import deque
 from typing import Any, Callable, Optional
@@ -308,6 +307,14 @@ class QuicConnectionProtocol:
     endpoint's network thread: :meth:`transmit` exists for compatibility and does nothing.
     """
 
+    # What __init__ sets, as slots (a server holds thousands of idle protocols); __dict__
+    # stays for subclasses and attributes set from outside.  The close event and the
+    # transport view are made on first use: an idle connection needs neither.
+    __slots__ = ("_loop", "_quic", "_stream_handler", "_stream_readers", "_connected",
+                 "_connected_waiter", "_closed_event", "_ping_waiters", "_ping_next",
+                 "_transport_view", "_foreign_transports", "_stats_waiters", "__dict__",
+                 "__weakref__")
+
     def __init__(self, quic: QuicConnection, stream_handler: Optional[QuicStreamHandler] = None):
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -316,15 +323,36 @@ class QuicConnectionProtocol:
         self._stream_readers: dict[int, asyncio.StreamReader] = {}
         self._connected = False
         self._connected_waiter: Optional[asyncio.Future[None]] = loop.create_future()
-        self._closed = asyncio.Event()
+        self._closed_event: Optional[asyncio.Event] = None  # see _closed
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
-        self._ping_ids = itertools.count()
+        self._ping_next = 0
         quic._track_finished = True
-        # aioquic programs read protocol._transport.get_extra_info("sockname")
-        self._transport: asyncio.DatagramTransport = transport_for(
-            quic._endpoint, quic.peer_address, quic if quic._is_client else None)
+        self._transport_view: Optional[asyncio.DatagramTransport] = None  # see _transport
         self._foreign_transports: list[Any] = []  # see connection_made
         self._stats_waiters: list[asyncio.Future[QuicConnectionStats]] = []
+
+    @property
+    def _closed(self) -> asyncio.Event:
+        """Set once the connection is closed (aioquic's attribute; made on first use)."""
+        event = self._closed_event
+        if event is None:
+            event = self._closed_event = asyncio.Event()
+        return event
+
+    @property
+    def _transport(self) -> asyncio.DatagramTransport:
+        """aioquic programs read ``protocol._transport.get_extra_info("sockname")``; made on
+        first use."""
+        view = self._transport_view
+        if view is None:
+            quic = self._quic
+            view = self._transport_view = transport_for(
+                quic._endpoint, quic.peer_address, quic if quic._is_client else None)
+        return view
+
+    @_transport.setter
+    def _transport(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport_view = transport
 
     # ------------------------------------------------------------------ public API
 
@@ -457,7 +485,8 @@ class QuicConnectionProtocol:
 
     async def ping(self) -> None:
         """Send a PING and wait for the peer to acknowledge it."""
-        uid = next(self._ping_ids)
+        uid = self._ping_next
+        self._ping_next += 1
         fut = self._loop.create_future()
         self._ping_waiters[uid] = fut
         self._quic.send_ping(uid)

@@ -50,10 +50,16 @@ class PeerAddress(tuple[str, int]):
         """The address as a plain tuple (0.6.1's ``peer_address()``)."""
         return (self[0], self[1])
 
+    __slots__ = ()
+
 
 class Compat061Connection:
     """The 0.6.1 face of :class:`~aiopquic.quic.connection.QuicConnection` (a mixin; see the
     module docstring).  Every method is called from the event loop's thread."""
+
+    __slots__ = ("_seed_drain_events", "_seed_polls", "_seed_armed", "_seed_dgram_event",
+                 "_seed_ring_event", "_seed_stats", "_seed_stats_pending", "_seed_local",
+                 "_path_local", "_seed_peer", "_seed_dgram_deferred", "wrong_direction_dropped")
 
     if TYPE_CHECKING:  # what the mixin uses of QuicConnection
         configuration: QuicConfiguration
@@ -78,7 +84,7 @@ class Compat061Connection:
     def _seed_init(self) -> None:
         self._seed_drain_events: dict[int, asyncio.Event] = {}
         self._seed_polls: dict[int, asyncio.TimerHandle] = {}
-        self._seed_armed: set[int] = set()
+        self._seed_armed: dict[int, None] = {}  # a set (an empty dict is 150 B less)
         self._seed_dgram_event: Optional[asyncio.Event] = None
         self._seed_ring_event: Optional[asyncio.Event] = None
         self._seed_stats: Optional[QuicConnectionStats] = None
@@ -109,7 +115,7 @@ class Compat061Connection:
         handle = self._seed_polls.pop(stream_id, None)
         if handle is not None:
             handle.cancel()
-        self._seed_armed.discard(stream_id)
+        self._seed_armed.pop(stream_id, None)
         ev = self._seed_drain_events.pop(stream_id, None)
         if ev is not None:
             ev.set()
@@ -193,11 +199,11 @@ class Compat061Connection:
         if used == 0:
             return
         self.get_tx_data_drain_event(stream_id)
-        self._seed_armed.add(stream_id)
+        self._seed_armed[stream_id] = None
 
         def fire() -> None:
             if stream_id in self._seed_armed:
-                self._seed_armed.discard(stream_id)
+                self._seed_armed.pop(stream_id, None)
                 handle = self._seed_polls.pop(stream_id, None)
                 if handle is not None:
                     handle.cancel()
@@ -228,7 +234,7 @@ class Compat061Connection:
     def clear_tx_data_drain_pending(self, stream_id: int) -> None:
         """Withdraw :meth:`set_tx_data_drain_pending` (the caller saw the buffer drain
         between arming and waiting).  No-op when nothing is armed."""
-        self._seed_armed.discard(stream_id)
+        self._seed_armed.pop(stream_id, None)
         handle = self._seed_polls.pop(stream_id, None)
         if handle is not None:
             handle.cancel()

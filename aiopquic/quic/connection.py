@@ -343,6 +343,7 @@ def _conn_info_local(data: bytes) -> Optional[tuple[str, int]]:
     return host, int(port)
 
 
+_CONN_INFO_SIZE = ffi.sizeof("aq_conn_info")
 _TP_FIELDS = ("initial_max_data", "initial_max_stream_data_bidi_local",
               "initial_max_stream_data_bidi_remote", "initial_max_stream_data_uni",
               "initial_max_streams_bidi", "initial_max_streams_uni", "max_ack_delay",
@@ -405,6 +406,53 @@ def stream_is_unidirectional(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
+class _NoEvents:
+    """The event queue of a connection with no event waiting, shared by all of them (an
+    empty ``deque`` costs ~600 bytes, which an idle connection would hold for nothing):
+    reads like an empty deque; :meth:`QuicConnection._push_event` replaces it with a real
+    deque, and the connection drops that again once it is drained."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError("no event waiting")
+
+    def popleft(self) -> Any:
+        raise IndexError("no event waiting")
+
+    pop = popleft
+
+    def clear(self) -> None:
+        pass
+
+    def append(self, event: Any) -> None:
+        raise RuntimeError("events are queued through QuicConnection._push_event")
+
+
+# typed as the deque it stands in for (it has the read half of its interface)
+_NO_EVENTS: deque[Any] = _NoEvents()  # type: ignore[assignment]
+
+
+class _Finished:
+    """Stream ids the engine closed recently (writing there again raises), bounded by
+    _FINISHED_MEMORY; made on a connection's first finished stream."""
+
+    __slots__ = ("ids", "order")
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.order: deque[int] = deque()
+
+
 class QuicConnection(Compat061Connection):
     """One QUIC connection, driven by a :class:`QuicEndpoint`'s network thread.
 
@@ -422,6 +470,22 @@ class QuicConnection(Compat061Connection):
     """Bound of the undelivered-event queue (see :data:`MAX_QUEUED_EVENTS` for the overflow
     policy); may be set per connection."""
 
+    # What __init__ sets, as slots: a server holds thousands of idle connections, and a dict
+    # of ~45 attributes costs ~1.5 KB more per connection.  __dict__ stays for anything else
+    # (subclasses, attributes set from outside).  tests/test_bounds.py checks that a new
+    # connection has no __dict__ and that no slot hides a class attribute.
+    __slots__ = (
+        "configuration", "_endpoint", "_handle", "_is_client", "_events", "_tx", "_next_local",
+        "_finished", "_auto_credit", "_track_finished", "_remote_max_datagram_frame_size",
+        "_manual_credit", "_credit", "_closed", "_close_event", "_close_flags",
+        "_pending_close", "_handshake_done", "_version", "_conn_info_raw",
+        "_peer_max_datagram", "_path_max_datagram", "_tx_ring_bytes", "_stats_callbacks",
+        "_stats_ids", "_finished_streams", "_peer_seen", "received_datagrams_dropped",
+        "alpn_protocol", "_qlog", "_quic_logger", "_token_handler", "_session_ticket_handler",
+        "_alpn_reported", "session_resumed", "early_data_accepted", "early_data_rejected",
+        "_migrate_callbacks", "cipher_suite", "_logger_adapter", "_dgq", "datagrams_refused",
+        "__dict__", "__weakref__")
+
     def __new__(cls, *args: Any, **kwargs: Any) -> QuicConnection:
         # built by user code without an endpoint: aioquic's sans-IO connection
         if cls is QuicConnection and kwargs.get("endpoint") is None:
@@ -435,17 +499,16 @@ class QuicConnection(Compat061Connection):
         self._endpoint = endpoint
         self._handle = handle
         self._is_client = configuration.is_client
-        self._events: deque[events.QuicEvent] = deque()
+        self._events: deque[events.QuicEvent] = _NO_EVENTS  # see _push_event
         self._tx: dict[int, _TxStream] = {}
         # next unused id of each local stream type (index: 1 for unidirectional)
         self._next_local = [int(not self._is_client), 2 | int(not self._is_client)]
         # streams the engine closed recently: writing there again raises (bounded memory)
-        self._finished_recent: set[int] = set()
-        self._finished_order: deque[int] = deque()
+        self._finished: Optional[_Finished] = None
         self._auto_credit = True  # next_event() returns credit for unclaimed streams
         self._track_finished = False  # a layer drains _take_finished_streams()
         self._remote_max_datagram_frame_size: Optional[int] = None  # aioquic's H3 reads it
-        self._manual_credit: set[int] = set()
+        self._manual_credit: dict[int, None] = {}  # a set (an empty dict is 150 B less)
         self._credit: dict[int, int] = {}
         self._closed = False
         self._close_event: Optional[events.ConnectionTerminated] = None
@@ -454,7 +517,7 @@ class QuicConnection(Compat061Connection):
         self._handshake_done = False
         self._version: Optional[int] = None  # negotiated QUIC version (aioquic's attribute)
         # AQ_EV_CONN_INFO's bytes, parsed on demand (_conn_info): an idle connection keeps
-        # ~100 bytes instead of two dicts of transport parameters
+        # ~350 bytes (zero tail stripped) instead of two dicts of transport parameters
         self._conn_info_raw: Optional[bytes] = None
         self._peer_max_datagram = 0
         self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
@@ -497,9 +560,33 @@ class QuicConnection(Compat061Connection):
         :class:`~aiopquic.tls.CipherSuite`, or 0x1304 for AES-128-CCM); ``None`` before."""
         self._seed_init()  # aiopquic 0.6.1's face (_compat061.py)
         self.peer_address = None  # (host, port), also callable as 0.6.1's peer_address()
-        # aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk)
-        self._logger: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
-            logging.getLogger("aiopquic.quic"), {"connection_handle": handle})
+        self._logger_adapter: Optional[logging.LoggerAdapter[logging.Logger]] = None
+
+    @property
+    def _logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """aioquic programs log through ``protocol._quic._logger`` (dropin helper's hunk);
+        made on first use."""
+        adapter = self._logger_adapter
+        if adapter is None:
+            adapter = self._logger_adapter = logging.LoggerAdapter(
+                logging.getLogger("aiopquic.quic"), {"connection_handle": self._handle})
+        return adapter
+
+    def _push_event(self, event: events.QuicEvent) -> None:
+        """Queue ``event`` for :meth:`next_event` (the queue exists while events wait)."""
+        queue = self._events
+        if queue is _NO_EVENTS:
+            queue = self._events = deque()
+        queue.append(event)
+
+    def _events_drained(self) -> None:
+        """The queue is empty: give its memory back (an idle connection holds none)."""
+        if not self._events:
+            self._events = _NO_EVENTS
+
+    def _is_finished(self, stream_id: int) -> bool:
+        finished = self._finished
+        return finished is not None and stream_id in finished.ids
 
     # ------------------------------------------------------------------ introspection
 
@@ -508,7 +595,7 @@ class QuicConnection(Compat061Connection):
         """(local transport parameters, the peer's, connection ids) from AQ_EV_CONN_INFO,
         or None before it."""
         raw = self._conn_info_raw
-        return None if raw is None else _parse_conn_info(raw)
+        return None if raw is None else _parse_conn_info(raw.ljust(_CONN_INFO_SIZE, b"\0"))
 
     @property
     def closed(self) -> bool:
@@ -605,7 +692,7 @@ class QuicConnection(Compat061Connection):
     def _tx_stream(self, stream_id: int) -> _TxStream:
         st = self._tx.get(stream_id)
         if st is None:
-            if stream_id in self._finished_recent:
+            if self._is_finished(stream_id):
                 raise StreamStateError(
                     f"cannot send on stream {stream_id}: it is finished (both directions "
                     f"closed)")
@@ -789,7 +876,7 @@ class QuicConnection(Compat061Connection):
         if self._wrong_direction(stream_id, True):
             return
         stream_id = self._check_stream_id(stream_id, True)
-        if self._closed or (stream_id in self._finished_recent and stream_id not in self._tx):
+        if self._closed or (self._is_finished(stream_id) and stream_id not in self._tx):
             return
         st = self._tx_stream(stream_id)
         st.reset = True
@@ -1074,7 +1161,7 @@ class QuicConnection(Compat061Connection):
 
     def _set_manual_credit(self, stream_id: int) -> None:
         """A reader consumes ``stream_id``: credit returns via :meth:`_consumed`."""
-        self._manual_credit.add(stream_id)
+        self._manual_credit[stream_id] = None
 
     def _consumed(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` bytes of ``stream_id``: extend the peer's credit.
@@ -1097,6 +1184,7 @@ class QuicConnection(Compat061Connection):
         try:
             event = self._events.popleft()
         except IndexError:
+            self._events = _NO_EVENTS
             return None
         if type(event) is events.StreamDataReceived and self._auto_credit and \
                 event.stream_id not in self._manual_credit and event.data:
@@ -1113,7 +1201,7 @@ class QuicConnection(Compat061Connection):
         if sid >= 0 and sid > self._peer_seen[sid & 3]:
             self._peer_seen[sid & 3] = sid
         if t == _native.EV_STREAM_DATA:
-            self._events.append(events.StreamDataReceived(
+            self._push_event(events.StreamDataReceived(
                 data=ev.data, end_stream=bool(ev.flags & _native.FLAG_FIN),
                 stream_id=ev.stream_id))
         elif t == _native.EV_WRITABLE:
@@ -1136,16 +1224,16 @@ class QuicConnection(Compat061Connection):
             suite = ev.flags >> lib.AQ_HS_SUITE_SHIFT
             self.cipher_suite = CipherSuite(suite) if suite in _SUITES else (suite or None)
             if not self._alpn_reported:
-                self._events.append(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
+                self._push_event(events.ProtocolNegotiated(alpn_protocol=self.alpn_protocol))
             self._alpn_reported = True
-            self._events.append(events.HandshakeCompleted(
+            self._push_event(events.HandshakeCompleted(
                 alpn_protocol=self.alpn_protocol,
                 early_data_accepted=self.early_data_accepted,
                 session_resumed=self.session_resumed))
         elif t == _native.EV_SESSION_TICKET:
             self._on_session_ticket(ev.data)
         elif t == _native.EV_STREAM_RESET:
-            self._events.append(events.StreamReset(error_code=ev.code, stream_id=ev.stream_id))
+            self._push_event(events.StreamReset(error_code=ev.code, stream_id=ev.stream_id))
         elif t == _native.EV_STOP_SENDING:
             st = self._tx.get(ev.stream_id)
             if st is not None:
@@ -1154,15 +1242,15 @@ class QuicConnection(Compat061Connection):
                 st.spill.clear()
                 st.fin_pending = False
                 self._wake(st)
-            self._events.append(events.StopSendingReceived(error_code=ev.code,
+            self._push_event(events.StopSendingReceived(error_code=ev.code,
                                                            stream_id=ev.stream_id))
         elif t == _native.EV_DATAGRAM:
             if len(self._events) >= self.max_queued_events:
                 self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
             else:
-                self._events.append(events.DatagramFrameReceived(data=ev.data))
+                self._push_event(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_PING_ACK:
-            self._events.append(events.PingAcknowledged(uid=ev.code))
+            self._push_event(events.PingAcknowledged(uid=ev.code))
         elif t == _native.EV_DGRAM_SPACE:
             self._seed_dgram_space()
         elif t == _native.EV_STREAM_CLOSED:
@@ -1177,16 +1265,19 @@ class QuicConnection(Compat061Connection):
                 self._tx_ring_bytes -= st.cap
             # the connection-level part of pending credit still matters: send it
             self._flush_credit(ev.stream_id)
-            self._finished_recent.add(ev.stream_id)
-            self._finished_order.append(ev.stream_id)
-            if len(self._finished_order) > _FINISHED_MEMORY:
-                self._finished_recent.discard(self._finished_order.popleft())
+            finished = self._finished
+            if finished is None:
+                finished = self._finished = _Finished()
+            finished.ids.add(ev.stream_id)
+            finished.order.append(ev.stream_id)
+            if len(finished.order) > _FINISHED_MEMORY:
+                finished.ids.discard(finished.order.popleft())
             if self._track_finished:
                 # events of this stream may still wait in _events: the layer forgets its
                 # reader (and manual credit) in _take_finished_streams, after delivering them
                 self._finished_streams.append(ev.stream_id)
             else:
-                self._manual_credit.discard(ev.stream_id)
+                self._manual_credit.pop(ev.stream_id, None)
         elif t == _native.EV_CLOSED:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
@@ -1194,7 +1285,8 @@ class QuicConnection(Compat061Connection):
         elif t == _native.EV_PATH:
             self._path_max_datagram = ev.code2
         elif t == _native.EV_CONN_INFO:
-            self._conn_info_raw = bytes(ev.data)
+            # without the unused tail of local_addr (zeros): ~80 bytes less per connection
+            self._conn_info_raw = bytes(ev.data).rstrip(b"\0")
             local = _conn_info_local(ev.data)
             if local is not None and type(self)._threaded:  # sans-IO: no real address
                 self._path_local = local
@@ -1238,7 +1330,7 @@ class QuicConnection(Compat061Connection):
         ``StreamDataReceived`` events; ``HandshakeCompleted`` follows them)."""
         self.alpn_protocol = alpn
         self._alpn_reported = True
-        self._events.append(events.ProtocolNegotiated(alpn_protocol=alpn))
+        self._push_event(events.ProtocolNegotiated(alpn_protocol=alpn))
 
     def _on_session_ticket(self, blob: bytes) -> None:
         """A ticket for resuming later: to ``session_ticket_file`` and the handler."""
@@ -1264,7 +1356,7 @@ class QuicConnection(Compat061Connection):
         frame_type = None if ev.flags & no_frame else ev.code2
         self._close_event = events.ConnectionTerminated(
             error_code=ev.code, frame_type=frame_type, reason_phrase=reason)
-        self._events.append(self._close_event)
+        self._push_event(self._close_event)
         if self._qlog is not None:
             self._qlog_end(ev, frame_type, reason)
         self._pending_close = None
@@ -1373,7 +1465,7 @@ class QuicConnection(Compat061Connection):
         that their last events were delivered."""
         done, self._finished_streams = self._finished_streams, []
         for stream_id in done:
-            self._manual_credit.discard(stream_id)
+            self._manual_credit.pop(stream_id, None)
         return done
 
     def _kick_all(self) -> None:
@@ -1656,7 +1748,7 @@ class QuicEndpoint:
                     del conns[ev.conn]
                     self._refused.discard(ev.conn)
                 else:
-                    quic._events.clear()  # nobody reads a refused connection
+                    quic._events = _NO_EVENTS  # nobody reads a refused connection
                 continue
             touched[ev.conn] = quic
             if ev.type == _native.EV_CLOSED:

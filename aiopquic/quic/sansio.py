@@ -298,18 +298,18 @@ class SansioQuicConnection(QuicConnection):
             if t == _native.EV_CID_ISSUED:
                 if ev.data not in self._issued:
                     self._issued.append(ev.data)
-                    self._events.append(events.ConnectionIdIssued(connection_id=ev.data))
+                    self._push_event(events.ConnectionIdIssued(connection_id=ev.data))
             elif t == _native.EV_CID_RETIRED:
                 if ev.data in self._issued:
                     self._issued.remove(ev.data)
                     if ev.data == self.host_cid and self._issued:
                         self.host_cid = self._issued[0]
-                    self._events.append(events.ConnectionIdRetired(connection_id=ev.data))
+                    self._push_event(events.ConnectionIdRetired(connection_id=ev.data))
             else:
                 self._on_native(ev)
         if self._held_close is not None and self._engine.state() == _STATE_ENDED:
             # aioquic reports the end once the closing or draining period is over
-            self._events.append(self._held_close)
+            self._push_event(self._held_close)
             self._held_close = None
 
     def _on_closed(self, ev: _native.NativeEvent) -> None:
@@ -327,7 +327,7 @@ class SansioQuicConnection(QuicConnection):
             return
         self._abort_local("connection released")
         if self._held_close is not None:
-            self._events.append(self._held_close)
+            self._push_event(self._held_close)
             self._held_close = None
         self._driver.close()
 

@@ -1,7 +1,7 @@
 /*
  * test_map.c - csrc/map.c on its own: SipHash-2-4 known answers and the map's behaviour
  * (put/get/overwrite/delete, growth, tombstone reuse, keys of every length 0..20, two maps
- * with different keys).  Built and run by tests/test_map.py; exits non-zero on failure.
+ * with different keys, a map created without a table).  Built and run by tests/test_map.py; exits non-zero on failure.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +85,23 @@ int main(void) {
   CHECK(aq_map_init(&m2, 16) == 0);
   CHECK(m.k0 != m2.k0 || m.k1 != m2.k1);
   aq_map_destroy(&m2);
+
+  /* capacity 0: no table until the first put (what an idle connection's stream map is) */
+  aq_map lazy;
+  CHECK(aq_map_init(&lazy, 0) == 0);
+  CHECK(lazy.slots == NULL && lazy.cap == 0);
+  CHECK(aq_map_get(&lazy, keys[0], lens[0]) == NULL);
+  aq_map_del(&lazy, keys[0], lens[0]);
+  size_t nlazy = 0;
+  for (int i = 0; i < 200; i++)
+    if (lens[i] >= 4) { /* distinct keys */
+      CHECK(aq_map_put(&lazy, keys[i], lens[i], &keys[i]) == 0);
+      nlazy++;
+    }
+  CHECK(lazy.slots != NULL && lazy.used == nlazy && nlazy > 16);
+  for (int i = 0; i < 200; i++)
+    if (lens[i] >= 4) CHECK(aq_map_get(&lazy, keys[i], lens[i]) == &keys[i]);
+  aq_map_destroy(&lazy);
   aq_map_destroy(&m);
   CHECK(aq_map_get(&m, keys[0], lens[0]) == NULL); /* destroyed map: empty, no crash */
 
