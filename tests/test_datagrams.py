@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import anyio
 import pytest
 from quic_helpers import ProtocolCollector, RecordingProtocol, client, running_server
 
 from aiopquic._native import lib
+from aiopquic.asyncio import connect, serve
 from aiopquic.quic.events import DatagramFrameReceived
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -89,16 +92,8 @@ async def test_datagram_when_disabled_both_sides_raises(server_config, client_co
                     protocol._quic.send_datagram_frame(b"datagrams are off")
 
 
-async def test_datagram_flood_is_bounded(server_config, client_config):
-    """A sender that outruns the path and ignores the return value (aioquic style) is refused
-    past datagram_ring_bytes (send_datagram_frame returns 0, counted) instead of growing
-    memory without bound; what arrives is intact."""
-    import os as _os
-
-    from aiopquic.asyncio import connect as _connect
-    from aiopquic.asyncio import serve as _serve
-
-    received = []
+def _datagram_sink(received: list) -> type:
+    """A server protocol class appending every datagram's payload to ``received``."""
 
     class Sink(RecordingProtocol):
         def quic_event_received(self, event):
@@ -106,13 +101,22 @@ async def test_datagram_flood_is_bounded(server_config, client_config):
                 received.append(event.data)
             super().quic_event_received(event)
 
-    server = await _serve("127.0.0.1", 0, configuration=server_config(
+    return Sink
+
+
+async def test_datagram_flood_is_bounded(server_config, client_config):
+    """A sender that outruns the path and ignores the return value (aioquic style) is refused
+    past datagram_ring_bytes (send_datagram_frame returns 0, counted) instead of growing
+    memory without bound; what arrives is intact."""
+    received: list[bytes] = []
+    Sink = _datagram_sink(received)
+    server = await serve("127.0.0.1", 0, configuration=server_config(
         max_datagram_frame_size=65535), create_protocol=Sink)
     try:
-        async with _connect("127.0.0.1", server.local_port, configuration=client_config(
+        async with connect("127.0.0.1", server.local_port, configuration=client_config(
                 max_datagram_frame_size=65535)) as protocol:
             quic = protocol._quic
-            body = _os.urandom(1100)  # fits a 1200-byte packet: accepted before PMTUD ran
+            body = os.urandom(1100)  # fits a 1200-byte packet: accepted before PMTUD ran
             taken = 0
             for _ in range(20_000):  # 22 MB at once: far more than the 1 MiB limit
                 if quic.send_datagram_frame(body):
@@ -133,27 +137,16 @@ async def test_datagram_backpressure_0_6_1_style(server_config, client_config):
     """aiopquic 0.6.1's contract: send_datagram_frame returns 0 while datagram_ring_bytes
     wait to be sent, the drain event clears, and sets again once half have left; a sender
     that waits on it loses nothing at the sender and never holds more than the limit."""
-    import os as _os
-
-    from aiopquic.asyncio import connect as _connect
-    from aiopquic.asyncio import serve as _serve
-
-    received = []
-
-    class Sink(RecordingProtocol):
-        def quic_event_received(self, event):
-            if isinstance(event, DatagramFrameReceived):
-                received.append(event.data)
-            super().quic_event_received(event)
-
+    received: list[bytes] = []
+    Sink = _datagram_sink(received)
     limit = 64 * 1024
-    server = await _serve("127.0.0.1", 0, configuration=server_config(
+    server = await serve("127.0.0.1", 0, configuration=server_config(
         max_datagram_frame_size=65535), create_protocol=Sink)
     try:
-        async with _connect("127.0.0.1", server.local_port, configuration=client_config(
+        async with connect("127.0.0.1", server.local_port, configuration=client_config(
                 max_datagram_frame_size=65535, datagram_ring_bytes=limit)) as protocol:
             quic = protocol._quic
-            body = _os.urandom(1000)
+            body = os.urandom(1000)
             waits = 0
             with anyio.fail_after(30):
                 for _ in range(5_000):  # 5 MB: the sender outruns the network thread
