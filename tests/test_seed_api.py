@@ -516,3 +516,29 @@ async def test_transport_parameters_and_connection_ids_match_across_the_connecti
             assert mine["initial"] == yours["initial"] and len(mine["initial"]) >= 8
             assert mine["local"] == yours["remote"] and mine["remote"] == yours["local"]
     assert ours.connection_ids is None and ours.peer_transport_parameters is None
+
+
+def test_subclass_attributes_stay_assignable():
+    """Names that were plain attributes stay assignable on a subclass instance, even one made
+    without __init__ (aiomoqt's tests build MOQTSessionQuic with object.__new__ and set
+    ``_closed`` to their own list): ``_closed``, ``_transport`` and ``_quic._logger`` are made
+    on first use now, and their setters keep what is assigned."""
+    import logging
+
+    from aiopquic.asyncio.protocol import QuicConnectionProtocol
+    from aiopquic.quic.connection import QuicConnection
+
+    class Session(QuicConnectionProtocol):
+        pass
+
+    s = object.__new__(Session)
+    s._closed = []
+    s._closed.append(("code", "reason"))
+    assert s._closed == [("code", "reason")]
+    marker: Any = object()
+    s._transport = marker
+    assert s._transport is marker
+    quic = object.__new__(QuicConnection)
+    adapter = logging.LoggerAdapter(logging.getLogger("x"), {})
+    quic._logger = adapter
+    assert quic._logger is adapter

@@ -339,6 +339,12 @@ class QuicConnectionProtocol:
             event = self._closed_event = asyncio.Event()
         return event
 
+    @_closed.setter
+    def _closed(self, value: Any) -> None:
+        # assignable, as the plain attribute it was: subclasses written for aiopquic 0.6.1
+        # (aiomoqt's tests among them) set their own value under this name
+        self._closed_event = value
+
     @property
     def _transport(self) -> asyncio.DatagramTransport:
         """aioquic programs read ``protocol._transport.get_extra_info("sockname")``; made on

@@ -572,6 +572,10 @@ class QuicConnection(Compat061Connection):
                 logging.getLogger("aiopquic.quic"), {"connection_handle": self._handle})
         return adapter
 
+    @_logger.setter
+    def _logger(self, adapter: logging.LoggerAdapter[logging.Logger]) -> None:
+        self._logger_adapter = adapter  # assignable, as the plain attribute it was
+
     def _push_event(self, event: events.QuicEvent) -> None:
         """Queue ``event`` for :meth:`next_event` (the queue exists while events wait)."""
         queue = self._events
