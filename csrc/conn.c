@@ -1664,6 +1664,16 @@ void aq_dgram_finish(aq_conn *c, aq_dgram *d) {
   free(d);
 }
 
+/* Take the oldest datagram off the queue and finish it; `dropped`: it was never sent. */
+static void dgram_pop(aq_conn *c, int dropped) {
+  aq_dgram *d = c->dg_head;
+  c->dg_head = d->next;
+  if (!c->dg_head) c->dg_tail = NULL;
+  c->dg_queued -= d->len;
+  if (dropped) c->dg_dropped++;
+  aq_dgram_finish(c, d);
+}
+
 void aq_conn_discard_cmd(const aq_cmd *cmd) {
   switch (cmd->type) {
     case AQ_CMD_STREAM_DATA:
@@ -1754,13 +1764,7 @@ void aq_conn_command(aq_conn *c, const aq_cmd *cmd, ngtcp2_tstamp now, aq_txq *q
        * are dropped (as a full router queue would) instead of growing memory. */
       size_t qmax = c->ctx->cfg.datagram_queue ? (size_t)c->ctx->cfg.datagram_queue
                                                : AQ_DGRAM_QUEUE_MAX;
-      while (c->dg_queued > qmax && c->dg_head != d) {
-        aq_dgram *old = c->dg_head;
-        c->dg_head = old->next;
-        c->dg_queued -= old->len;
-        c->dg_dropped++;
-        aq_dgram_finish(c, old);
-      }
+      while (c->dg_queued > qmax && c->dg_head != d) dgram_pop(c, 1);
       break;
     }
     case AQ_CMD_PING: {
@@ -1929,11 +1933,7 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
     if (c->dg_head && !tried_dg && (c->dg_first || tried_st || !s)) {
       aq_dgram *d = c->dg_head;
       if (d->len + AQ_DGRAM_OVERHEAD > pktmax) { /* the path shrank after it was accepted */
-        c->dg_head = d->next;
-        if (!c->dg_head) c->dg_tail = NULL;
-        c->dg_queued -= d->len;
-        c->dg_dropped++;
-        aq_dgram_finish(c, d);
+        dgram_pop(c, 1);
         continue;
       }
       ngtcp2_vec v = {d->data, d->len};
@@ -1942,13 +1942,8 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
                                            NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v,
                                            d->len ? 1 : 0, now);
       if (accepted || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
-          nwrite == NGTCP2_ERR_INVALID_STATE) {
-        c->dg_head = d->next;
-        if (!c->dg_head) c->dg_tail = NULL;
-        c->dg_queued -= d->len;
-        if (!accepted) c->dg_dropped++;
-        aq_dgram_finish(c, d);
-      }
+          nwrite == NGTCP2_ERR_INVALID_STATE)
+        dgram_pop(c, !accepted);
       if (nwrite == NGTCP2_ERR_WRITE_MORE || nwrite == NGTCP2_ERR_INVALID_ARGUMENT ||
           nwrite == NGTCP2_ERR_INVALID_STATE)
         continue;

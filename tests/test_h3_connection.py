@@ -174,6 +174,9 @@ def test_send_errors_are_clear():
         pair.client.send_headers(sid, [(":method", "GET")])  # type: ignore[list-item]
     with pytest.raises(InvalidStreamTypeError):
         pair.client.send_headers(2, REQUEST)
+    for bad in ([0], 0.0, "0", -4):  # not a stream id: named, whatever its type
+        with pytest.raises(ValueError, match="invalid stream id"):
+            pair.client.send_headers(bad, REQUEST)  # type: ignore[arg-type]
     with pytest.raises(InvalidStreamTypeError):
         pair.client.send_datagram(1, b"x")
     with pytest.raises(H3Error, match="WebTransport is not enabled"):

@@ -39,7 +39,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Callable, Optional, Union, cast, overload
+from typing import Any, Callable, Optional, Union, overload
 from urllib.parse import urlsplit
 
 from aiopquic.asyncio.client import connect
@@ -699,15 +699,13 @@ class WebTransportProtocol(QuicConnectionProtocol):
                 getattr(event, "session_id", -1) in self._compat:
             self._compat_dispatch(event)
             return
-        kind = type(event)
-        if kind is HeadersReceived:  # the most frequent events first, by exact type
+        if isinstance(event, HeadersReceived):  # the most frequent events first
             self.http_event_received(event)
             return
-        if kind is DataReceived:
+        if isinstance(event, DataReceived):
             self.http_event_received(event)
             if not self.http_credit_on_consume:
-                data_event = cast(DataReceived, event)
-                self._http.consumed(data_event.stream_id, len(data_event.data))
+                self._http.consumed(event.stream_id, len(event.data))
             return
         if isinstance(event, StreamData):
             entry = self._streams.get(event.stream_id)
@@ -774,10 +772,6 @@ class WebTransportProtocol(QuicConnectionProtocol):
                 waiter.set_result(event)
             if isinstance(event, SessionRefused):
                 self._sessions.pop(event.session_id, None)
-        elif isinstance(event, DataReceived):
-            self.http_event_received(event)
-            if not self.http_credit_on_consume:
-                self._http.consumed(event.stream_id, len(event.data))
         else:
             self.http_event_received(event)
 

@@ -108,7 +108,7 @@ class EncoderStreamSizes:
         self._buf = b""
         self._broken = False  # unparsable stream: every dynamic entry counts as the capacity
         # the largest size bound of any entry a header block can reference (static, or
-        # dynamic ever inserted): one byte of a block decodes to at most this + 2 bytes
+        # dynamic ever inserted; small() counts the capacity once the stream is broken)
         self.largest = max(static_sizes()[1])
 
     def _entry(self, absolute: int) -> tuple[int, int]:
@@ -177,12 +177,10 @@ class EncoderStreamSizes:
                     pos = head[1]
         except ValueError:
             self._broken = True
-            self.largest = max(self.largest, self.capacity)
             return
         self._buf = buf[pos:]
         if len(self._buf) > 2 * self.capacity + 64:
             self._broken = True  # pylsqpack refuses such an instruction anyway
-            self.largest = max(self.largest, self.capacity)
 
     def required_insert_count(self, block: bytes) -> Optional[int]:
         """The Required Insert Count of a header block (RFC 9204 section 4.5.1.1), or None

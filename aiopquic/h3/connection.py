@@ -702,13 +702,13 @@ class H3Connection:
         return stream_id
 
     def _send_stream(self, stream_id: int) -> _Stream:
-        st = self._streams.get(stream_id)
-        if st is not None and st.kind == _REQUEST and type(stream_id) is int:
+        # (an id that is no integer, e.g. unhashable, must still get the ValueError below)
+        st = self._streams.get(stream_id) if isinstance(stream_id, int) else None
+        if st is not None and st.kind == _REQUEST:
             return st  # the usual case, checked first
         if not isinstance(stream_id, int) or stream_id < 0:
             raise ValueError(f"invalid stream id {stream_id!r}")
         if stream_id & 2:
-            st = self._streams.get(stream_id)
             if st is not None and st.kind == _PUSH and not self._is_client:
                 return st
             if not self._is_client and stream_id & 1 and st is None and stream_id not in (
@@ -719,7 +719,6 @@ class H3Connection:
             raise InvalidStreamTypeError(
                 f"stream {stream_id} is unidirectional: HTTP messages use bidirectional "
                 "streams (a server also sends on the push streams of send_push_promise())")
-        st = self._streams.get(stream_id)
         if st is None:
             local = bool(stream_id & 1) == (not self._is_client)
             if not local:
