@@ -220,6 +220,42 @@ def test_malformed_requests_rejected(headers):
     assert pair.server_quic.resets.get(sid) == ErrorCode.H3_MESSAGE_ERROR
 
 
+def test_known_fields_skip_only_context_free_checks():
+    """Fields seen valid before skip the character checks, not the checks that depend on
+    where they appear: te outside a request, a pseudo-header twice or after a regular field
+    and conflicting content-lengths are still refused; invalid fields are never remembered;
+    the table stays bounded under a stream of new fields."""
+    from aiopquic.h3 import connection as h3c
+
+    pair = H3Pair()
+    pair.settle()
+
+    def server_resets(headers):
+        sid = pair.client_quic.get_next_available_stream_id()
+        pair.client.send_headers(sid, headers, end_stream=True)
+        pair.settle()
+        return pair.server_quic.resets.get(sid)
+
+    good = REQUEST + [(b"te", b"trailers"), (b"accept", b"*/*")]
+    assert server_resets(good) is None
+    assert server_resets(good) is None  # served from the table
+    assert (b"accept", b"*/*") in h3c._GOOD_FIELDS
+    assert server_resets([(b"accept", b"*/*")] + REQUEST) == ErrorCode.H3_MESSAGE_ERROR
+    assert server_resets(REQUEST + [REQUEST[0]]) == ErrorCode.H3_MESSAGE_ERROR
+    assert server_resets(REQUEST + [(b"content-length", b"1"), (b"content-length", b"2")]) \
+        == ErrorCode.H3_MESSAGE_ERROR
+    for _ in range(2):
+        assert server_resets(REQUEST + [(b"bad", b" padded")]) == ErrorCode.H3_MESSAGE_ERROR
+        assert server_resets(REQUEST + [(b"connection", b"close")]) == ErrorCode.H3_MESSAGE_ERROR
+    assert (b"bad", b" padded") not in h3c._GOOD_FIELDS
+    assert (b"connection", b"close") not in h3c._GOOD_FIELDS
+    for i in range(h3c._GOOD_FIELDS_MAX + 10):
+        h3c._check_fields([(b"x-n", str(i).encode())], h3c._NO_PSEUDO, None, False)
+    assert len(h3c._GOOD_FIELDS) <= h3c._GOOD_FIELDS_MAX
+    h3c._check_fields([(b"x-long", b"v" * 1000)], h3c._NO_PSEUDO, None, False)
+    assert (b"x-long", b"v" * 1000) not in h3c._GOOD_FIELDS
+
+
 def test_content_length_mismatch_is_rejected():
     pair = H3Pair()
     pair.settle()

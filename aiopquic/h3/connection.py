@@ -380,6 +380,15 @@ def _is_uni(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
+# Fields that passed the context-free checks (name characters, not connection-specific, value
+# characters): browsers repeat the same dozen fields on every request.  Only short fields are
+# kept and the table is emptied when full, so a peer sending endless new fields costs at most
+# _GOOD_FIELDS_MAX * _GOOD_FIELD_LEN bytes here.
+_GOOD_FIELDS: dict[tuple[bytes, bytes], bool] = {}
+_GOOD_FIELDS_MAX = 2048
+_GOOD_FIELD_LEN = 256
+
+
 def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
                   stream: Optional[_Stream], allow_te: bool) -> dict[bytes, bytes]:
     """Validate a received field section (RFC 9114 section 4.2/4.3); returns the pseudo
@@ -387,9 +396,12 @@ def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
     pseudo: dict[bytes, bytes] = {}
     regular = False
     length: Optional[int] = None
-    for name, value in headers:
+    good = _GOOD_FIELDS
+    for field in headers:
+        name, value = field
         if not name:
             raise _MessageError("empty header name")
+        known = field in good
         if name[0] == 0x3A:
             if regular:
                 raise _MessageError(f"pseudo-header {name!r} after regular headers")
@@ -400,11 +412,12 @@ def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
             pseudo[name] = value
         else:
             regular = True
-            if _BAD_NAME.search(name):
-                raise _MessageError(f"header name {name!r} has invalid characters "
-                                    "(uppercase, space, ':' or control)")
-            if name in _CONNECTION_SPECIFIC:
-                raise _MessageError(f"connection-specific header {name!r}")
+            if not known:
+                if _BAD_NAME.search(name):
+                    raise _MessageError(f"header name {name!r} has invalid characters "
+                                        "(uppercase, space, ':' or control)")
+                if name in _CONNECTION_SPECIFIC:
+                    raise _MessageError(f"connection-specific header {name!r}")
             if name == b"te" and (not allow_te or value.lower() != b"trailers"):
                 raise _MessageError(f"header 'te: {value!r}' is not allowed")
             if name == b"content-length":
@@ -417,10 +430,16 @@ def _check_fields(headers: Headers, allowed_pseudo: frozenset[bytes],
                 if length is not None and n != length:
                     raise _MessageError("conflicting content-length values")
                 length = n
+        if known:
+            continue
         if value and _BAD_VALUE_OR_SPACE.search(value) is not None:
             if _BAD_VALUE.search(value):
                 raise _MessageError(f"value of header {name!r} contains NUL, CR or LF")
             raise _MessageError(f"value of header {name!r} has surrounding whitespace")
+        if len(name) + len(value) <= _GOOD_FIELD_LEN:
+            if len(good) >= _GOOD_FIELDS_MAX:
+                good.clear()
+            good[field] = True
     if stream is not None and length is not None:
         stream.expected_length = length
     return pseudo
