@@ -256,6 +256,51 @@ def test_known_fields_skip_only_context_free_checks():
     assert (b"x-long", b"v" * 1000) not in h3c._GOOD_FIELDS
 
 
+def test_decoder_instructions_of_a_batch_go_out_in_one_write():
+    """Inside an endpoint's batch of events (the QUIC connection's _batch_end list is set)
+    the Section Acknowledgments of several header blocks are written once, when the batch
+    ends, in order; outside a batch each goes out at once."""
+    pair = H3Pair()
+    pair.settle()
+    request = REQUEST + [(b"x-token", b"a value worth a dynamic table entry")]
+    writes: list[tuple[int, bytes]] = []
+    real_send = pair.server_quic.send_stream_data
+
+    def send(stream_id, data, end_stream=False):
+        writes.append((stream_id, bytes(data)))
+        real_send(stream_id, data, end_stream)
+
+    pair.server_quic.send_stream_data = send
+    decoder = pair.server._local_decoder
+
+    def one_request():
+        sid = pair.client_quic.get_next_available_stream_id()
+        pair.client.send_headers(sid, request, end_stream=True)
+        pair.client_quic._used.add(sid)
+        return sid
+
+    one_request()
+    pair.settle()  # the client's encoder inserted the field; later blocks reference it
+    writes.clear()
+    one_request()
+    assert pair.to_server()
+    unbatched = [w for w in writes if w[0] == decoder]
+    assert len(unbatched) == 1 and unbatched[0][1]  # acknowledged at once
+    writes.clear()
+    pair.server_quic._batch_end = batch = []
+    sids = [one_request() for _ in range(3)]
+    events = pair.to_server()
+    assert [e.stream_id for e in events if isinstance(e, HeadersReceived)] == sids
+    assert not [w for w in writes if w[0] == decoder]  # held until the batch ends
+    assert len(batch) == 1
+    pair.server_quic._batch_end = None
+    batch[0]()
+    batched = [w for w in writes if w[0] == decoder]
+    assert len(batched) == 1
+    assert len(batched[0][1]) == 3 * len(unbatched[0][1])  # three acknowledgments
+    assert pair.server._decoder_bytes_sent >= 4 * len(unbatched[0][1])
+
+
 def test_content_length_mismatch_is_rejected():
     pair = H3Pair()
     pair.settle()

@@ -55,7 +55,11 @@ from aiopquic.h3.exceptions import (
     InvalidStreamTypeError,
     NoAvailablePushIDError,
 )
-from aiopquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
+from aiopquic.quic.connection import (
+    QuicConnectionError,
+    stream_is_client_initiated,
+    stream_is_unidirectional,
+)
 from aiopquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -590,6 +594,7 @@ class H3Connection:
         # QPACK stream bytes, aioquic's counters (its interop client reads them)
         self._decoder_bytes_received = 0
         self._decoder_bytes_sent = 0
+        self._decoder_pending: list[bytes] = []  # see _send_decoder
         self._encoder_bytes_received = 0
         self._encoder_bytes_sent = 0
         self._streams: dict[int, _Stream] = {}
@@ -1284,9 +1289,38 @@ class H3Connection:
             raise _QpackDecompressionFailed(f"cannot decode headers on stream {stream_id}") \
                 from exc
         if decoder_bytes:
-            self._quic.send_stream_data(self._local_decoder, decoder_bytes)
-            self._decoder_bytes_sent += len(decoder_bytes)
+            self._send_decoder(decoder_bytes)
         return headers
+
+    def _send_decoder(self, data: bytes) -> None:
+        """Queue QPACK decoder instructions (Section Acknowledgment, Stream Cancellation)
+        on our decoder stream.  Inside an endpoint's batch of events (the QUIC connection's
+        ``_batch_end`` list is set) they are gathered and written once when the batch ends,
+        instead of one write here and one event at the peer per header block; outside a
+        batch (sans-IO use) they are written at once."""
+        self._decoder_bytes_sent += len(data)
+        batch = getattr(self._quic, "_batch_end", None)  # stand-ins in tests have none
+        if batch is None:
+            if self._decoder_pending:
+                self._flush_decoder()
+            self._quic.send_stream_data(self._local_decoder, data)
+            return
+        if not self._decoder_pending:
+            batch.append(self._flush_decoder)
+        self._decoder_pending.append(data)
+
+    def _flush_decoder(self) -> None:
+        """Write the decoder instructions gathered during a batch (see _send_decoder); a
+        connection that closed meanwhile needs none of them."""
+        pending = self._decoder_pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        try:
+            self._quic.send_stream_data(self._local_decoder, data)
+        except QuicConnectionError:
+            pass
 
     def _on_headers(self, st: _Stream, headers: Headers, events: list[H3Event]) -> None:
         sid = st.stream_id
@@ -1328,8 +1362,7 @@ class H3Connection:
         if cancel_stream is not None:
             data = cancel_stream(stream_id)
             if data:
-                self._quic.send_stream_data(self._local_decoder, data)
-                self._decoder_bytes_sent += len(data)
+                self._send_decoder(data)
 
     def ignore_stream(self, stream_id: int) -> None:
         """*(aiopquic)* Drop (and credit) whatever still arrives on a WebTransport stream

@@ -484,7 +484,7 @@ class QuicConnection(Compat061Connection):
         "alpn_protocol", "_qlog", "_quic_logger", "_token_handler", "_session_ticket_handler",
         "_alpn_reported", "session_resumed", "early_data_accepted", "early_data_rejected",
         "_migrate_callbacks", "cipher_suite", "_logger_adapter", "_dgq", "datagrams_refused",
-        "__dict__", "__weakref__")
+        "_batch_end", "__dict__", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> QuicConnection:
         # built by user code without an endpoint: aioquic's sans-IO connection
@@ -523,6 +523,10 @@ class QuicConnection(Compat061Connection):
         self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
         self._tx_ring_bytes = 0  # send-ring bytes held by this connection's streams
         self._dgq: Any = None  # datagram send accounting (aq_dgq), made on the first datagram
+        # while QuicEndpoint.process hands this connection's events to its on_events hook:
+        # callables to run when that batch ends (the HTTP/3 layer gathers its QPACK decoder
+        # instructions there); None outside a batch
+        self._batch_end: Optional[list[Callable[[], None]]] = None
         self._stats_callbacks: dict[int, Callable[[QuicConnectionStats], None]] = {}
         self._stats_ids = 0
         self._finished_streams: list[int] = []  # closed in the engine; see _take_finished
@@ -1508,6 +1512,10 @@ class QuicConnection(Compat061Connection):
         return f"connection closed {who} ({kind} error {ev.error_code:#x}){detail}"
 
 
+
+def _call_noarg(fn: Callable[[], None]) -> None:
+    fn()
+
 class QuicEndpoint:
     """One native endpoint (socket + network thread) and the connections it carries.
 
@@ -1761,7 +1769,14 @@ class QuicEndpoint:
             for stream_id in list(quic._credit):
                 quic._flush_credit(stream_id)
             if self.on_events is not None:
-                self._call(self.on_events, quic)
+                outer, quic._batch_end = quic._batch_end, []
+                batch_end = quic._batch_end
+                try:
+                    self._call(self.on_events, quic)
+                finally:
+                    quic._batch_end = outer
+                for fn in batch_end:
+                    self._call_user(_call_noarg, fn, quic)
                 # credit the hook returned (an H3Connection hands payload out and credits
                 # it there): flush it now, since no later packet may come to flush it (a
                 # sender blocked on a window under _CREDIT_BATCH would wait forever)
