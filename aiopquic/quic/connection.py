@@ -645,7 +645,8 @@ class QuicConnection(Compat061Connection):
         st = self._tx.get(stream_id)
         if st is None or st.buf is None:
             return 0
-        return int(lib.aq_txbuf_unacked(st.buf)) + sum(len(b) for b in st.spill)
+        unacked: int = lib.aq_txbuf_unacked(st.buf)
+        return unacked + sum(map(len, st.spill)) if st.spill else unacked
 
     def stream_send_pending(self, stream_id: int) -> bool:
         """True while data for ``stream_id`` waits in the Python-side queue
