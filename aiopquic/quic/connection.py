@@ -1213,6 +1213,37 @@ class QuicConnection(Compat061Connection):
             self._push_event(events.StreamDataReceived(
                 data=ev.data, end_stream=bool(ev.flags & _native.FLAG_FIN),
                 stream_id=ev.stream_id))
+        elif t == _native.EV_STREAM_CLOSED:
+            st = self._tx.pop(sid, None)
+            if self._seed_drain_events or self._seed_polls or self._seed_armed:
+                self._seed_stream_done(sid)
+            if st is not None:
+                st.spill.clear()
+                if st.waiters:
+                    self._wake(st)
+                lib.aq_txbuf_release(st.buf)
+                st.buf = None
+                self._tx_ring_bytes -= st.cap
+            # the connection-level part of pending credit still matters: send it
+            self._flush_credit(sid)
+            finished = self._finished
+            if finished is None:
+                finished = self._finished = _Finished()
+            finished.ids.add(sid)
+            finished.order.append(sid)
+            if len(finished.order) > _FINISHED_MEMORY:
+                finished.ids.discard(finished.order.popleft())
+            if self._track_finished:
+                # events of this stream may still wait in _events: the layer forgets its
+                # reader (and manual credit) in _take_finished_streams, after delivering them
+                self._finished_streams.append(sid)
+            else:
+                self._manual_credit.pop(sid, None)
+        elif t == _native.EV_DATAGRAM:
+            if len(self._events) >= self.max_queued_events:
+                self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
+            else:
+                self._push_event(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_WRITABLE:
             st = self._tx.get(ev.stream_id)
             if st is not None:
@@ -1253,40 +1284,10 @@ class QuicConnection(Compat061Connection):
                 self._wake(st)
             self._push_event(events.StopSendingReceived(error_code=ev.code,
                                                            stream_id=ev.stream_id))
-        elif t == _native.EV_DATAGRAM:
-            if len(self._events) >= self.max_queued_events:
-                self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
-            else:
-                self._push_event(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_PING_ACK:
             self._push_event(events.PingAcknowledged(uid=ev.code))
         elif t == _native.EV_DGRAM_SPACE:
             self._seed_dgram_space()
-        elif t == _native.EV_STREAM_CLOSED:
-            st = self._tx.pop(ev.stream_id, None)
-            if self._seed_drain_events or self._seed_polls or self._seed_armed:
-                self._seed_stream_done(ev.stream_id)
-            if st is not None:
-                st.spill.clear()
-                self._wake(st)
-                lib.aq_txbuf_release(st.buf)
-                st.buf = None
-                self._tx_ring_bytes -= st.cap
-            # the connection-level part of pending credit still matters: send it
-            self._flush_credit(ev.stream_id)
-            finished = self._finished
-            if finished is None:
-                finished = self._finished = _Finished()
-            finished.ids.add(ev.stream_id)
-            finished.order.append(ev.stream_id)
-            if len(finished.order) > _FINISHED_MEMORY:
-                finished.ids.discard(finished.order.popleft())
-            if self._track_finished:
-                # events of this stream may still wait in _events: the layer forgets its
-                # reader (and manual credit) in _take_finished_streams, after delivering them
-                self._finished_streams.append(ev.stream_id)
-            else:
-                self._manual_credit.pop(ev.stream_id, None)
         elif t == _native.EV_CLOSED:
             self._on_closed(ev)
         elif t == _native.EV_KEYLOG:
