@@ -270,7 +270,16 @@ static void check_writable(aq_conn *c, aq_stream *s) {
    * `want_writable`; each then loads the other's variable, so at least one sees both */
   atomic_thread_fence(memory_order_seq_cst);
   if (!atomic_load_explicit(&tx->want_writable, memory_order_relaxed)) return;
-  if (aq_txbuf_space(tx) > (tx->mask + 1) / 2 && atomic_exchange(&tx->want_writable, 0))
+  /* Writable once half the ring is free, or earlier, once an eighth is and the engine is
+   * about to run out of bytes to send (a sixty-fourth of the ring left): a lost packet holds
+   * everything after it in the ring until its retransmission is acknowledged, so on a lossy
+   * path the free half may come only after the engine has sent all it has and waited idle
+   * for more than an RTT.  Not earlier than that: a writer refilled sooner keeps the ring
+   * fuller, and what waits in it is latency (aiomoqt's p95 object latency rose). */
+  size_t cap = (size_t)tx->mask + 1, space = aq_txbuf_space(tx);
+  uint64_t unsent = atomic_load_explicit(&tx->head, memory_order_relaxed) - tx->sent;
+  if ((space > cap / 2 || (space >= cap / 8 && unsent <= cap / 64)) &&
+      atomic_exchange(&tx->want_writable, 0))
     aq_sink_emit_simple(c->ctx->sink, AQ_EV_WRITABLE, c->handle, s->id, 0, 0, 0, NULL, 0);
 }
 
@@ -2031,6 +2040,8 @@ static int conn_write(aq_conn *c, ngtcp2_tstamp now, aq_txq *q) {
                                          sid, v, vcnt, now);
       if (s && ndatalen >= 0) {
         s->tx->sent += (uint64_t)ndatalen;
+        if (ndatalen && atomic_load_explicit(&s->tx->want_writable, memory_order_relaxed))
+          check_writable(c, s); /* less left to send: the writer may be due (see there) */
         if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && (size_t)ndatalen == total) s->fin_sent = 1;
         /* round robin: the next packet starts with the next stream */
         if (!(s->prio & 1) && s->active && s->next_active) {

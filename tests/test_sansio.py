@@ -399,12 +399,14 @@ class DelayedPair(SansioPair):
         self._collect()
 
 
-def _upload_time(client_config, server_config, window_start: int, loss: float) -> float:
+def _upload_time(client_config, server_config, window_start: int, loss: float,
+                 send_ring: int = 4 << 20) -> float:
     """Simulated seconds for the server to receive 4 MiB on one stream over a 20 ms RTT
-    path with ``loss``, its stream windows starting at ``window_start``."""
+    path with ``loss``, its stream windows starting at ``window_start`` (0: the whole
+    max_stream_data), the client's stream send ring ``send_ring`` bytes."""
     size = 4 << 20
-    p = DelayedPair(client_config(), server_config(max_stream_data=8 << 20,
-                                                   stream_window_start=window_start),
+    p = DelayedPair(client_config(stream_buffer_size=send_ring),
+                    server_config(max_stream_data=8 << 20, stream_window_start=window_start),
                     loss=loss, seed=7, one_way=0.010)
     p.run_until(lambda: _has(p.client_events, events.HandshakeCompleted)
                 and _has(p.server_events, events.HandshakeCompleted), "handshake")
@@ -429,6 +431,15 @@ def test_receive_window_keeps_up_with_the_sender_on_a_long_path(client_config,
     full = _upload_time(client_config, server_config, 0, loss)
     small = _upload_time(client_config, server_config, 64 << 10, loss)
     assert small < 1.3 * full, (small, full)
+
+
+def test_send_ring_is_refilled_before_the_engine_runs_dry(client_config, server_config):
+    """With a send ring smaller than the path's bandwidth-delay product, the writer is
+    woken when the engine is about to run out of bytes, not only once half the ring is
+    acknowledged: 4 MiB through a 256 KiB ring on a 20 ms path takes about 20 RTTs (16
+    would be a full ring per RTT; waking at half took 28)."""
+    t = _upload_time(client_config, server_config, 0, 0.0, send_ring=256 << 10)
+    assert t < 24 * 0.020, t
 
 
 def test_lost_first_initial_is_resent_after_the_timer(sansio, client_config, server_config):
