@@ -96,6 +96,10 @@ typedef struct aq_stream {
   uint8_t *rx;
   size_t rxlen, rxcap;
   uint64_t rx_total; /* bytes received on this stream so far */
+  /* receive window tuning (rx_window_grow): the window the peer has (credit beyond what the
+   * reader consumed; 0: not yet set), what the reader consumed, where the rate measurement
+   * started (rx_mark_ts, rx_mark) and the last quarter-window step (rx_step_ts, rx_step) */
+  uint64_t rx_window, rx_consumed, rx_mark, rx_mark_ts, rx_step, rx_step_ts;
   uint64_t reset_code; /* the code of our RESET_STREAM (local_reset) */
   uint8_t prio; /* lower is served first; odd: FIFO by stream id, even: round robin */
   unsigned active : 1, dirty : 1, rx_fin : 1, fin_sent : 1, shut_wr : 1, blocked : 1,

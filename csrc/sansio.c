@@ -143,6 +143,10 @@ aq_endpoint *aq_sansio_new(const aq_config *cfg, const uint8_t *host_cid, size_t
     aq_fill_cid(&ep->ctx, ep->sio_scid.data, ep->sio_scid.datalen);
   /* no ACK floor: the caller's clock decides when packets leave */
   ep->ctx.ack_floor_ns = 0;
+  /* stream windows start at max_stream_data (aioquic's behaviour) unless the configuration
+   * says otherwise (stream_window_start; 0 is the same as unset here) */
+  if (cfg->stream_window_start > 0)
+    ep->ctx.stream_window_start = (uint64_t)cfg->stream_window_start;
   return ep;
 oom:
   AQ_ERR(err, errlen, "out of memory");

@@ -277,6 +277,7 @@ async def test_stream_window_start_is_a_configuration_field(server_config, clien
                 r = await h.request("GET", "/bytes/2097152", stream=True)
                 total, peak = await read_slowly(r, 16 * 1024)
                 assert total == 2 * MiB
-                # the window may double once (ngtcp2's auto-tuning, when the reader keeps up
-                # within a few RTTs); with the default start (256 KiB) the peak is ~256 KiB
+                # the window may double once (when the reader keeps up within a few RTTs,
+                # csrc/conn.c rx_window_grow); with the default start (256 KiB) the peak is
+                # ~256 KiB
                 assert 16 * 1024 < peak <= 2 * 64 * 1024 + 16 * 1024, peak
