@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -47,6 +48,19 @@ KNOWN_FAILURES = {
         "a load scenario that needs more than the 10 s per-test limit (fails on 0.6.1 too)",
 }
 
+
+def run_in_group(cmd: list[str], **kw: object) -> int:
+    """Run ``cmd`` in a process group of its own and return its exit code; whatever it leaves
+    running in that group is killed when it returns (aiomoqt's load test, timed out at the
+    per-test limit, leaves its load_sim clients running for minutes otherwise)."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)  # type: ignore[call-overload]
+    try:
+        return int(proc.wait())
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 def log(msg: str) -> None:
     print(f"aiomoqt-suite: {msg}", flush=True)
@@ -217,7 +231,7 @@ def main() -> int:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env["AIOMOQT_TEST_CERTS_DIR"] = str(certs)
-    rc = subprocess.run(cmd, cwd=src, env=env).returncode
+    rc = run_in_group(cmd, cwd=src, env=env)
     if not junit.exists():
         log(f"pytest wrote no results (exit {rc})")
         return 1
@@ -228,8 +242,8 @@ def main() -> int:
         for name in again:
             rerun = WORK / f"junit-{label}-rerun.xml"
             rerun.unlink(missing_ok=True)
-            subprocess.run([*base, f"--junitxml={rerun}", node_id(src, name)], cwd=src,
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run_in_group([*base, f"--junitxml={rerun}", node_id(src, name)], cwd=src,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if rerun.exists() and parse_junit(rerun).get(name) == "passed":
                 outcome[name] = "flaky"
                 log(f"flaky (passed when run again): {name}")
