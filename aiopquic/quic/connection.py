@@ -1514,9 +1514,9 @@ class QuicConnection(Compat061Connection):
         return f"connection closed {who} ({kind} error {ev.error_code:#x}){detail}"
 
 
-
 def _call_noarg(fn: Callable[[], None]) -> None:
     fn()
+
 
 class QuicEndpoint:
     """One native endpoint (socket + network thread) and the connections it carries.
@@ -1771,8 +1771,8 @@ class QuicEndpoint:
             for stream_id in list(quic._credit):
                 quic._flush_credit(stream_id)
             if self.on_events is not None:
-                outer, quic._batch_end = quic._batch_end, []
-                batch_end = quic._batch_end
+                batch_end: list[Callable[[], None]] = []
+                outer, quic._batch_end = quic._batch_end, batch_end
                 try:
                     self._call(self.on_events, quic)
                 finally:
