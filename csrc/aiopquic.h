@@ -331,6 +331,10 @@ int aq_dgq_room(aq_dgq *q, uint64_t len);
 uint64_t aq_dgq_outstanding(aq_dgq *q);
 /* q: the connection's accounting, or NULL (not counted). */
 int aq_send_datagram(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data, size_t len);
+/* aq_send_datagram when `len` more bytes fit under q's limit now (or nothing is outstanding),
+ * else -4 and nothing is sent or signalled (aq_dgq_room then arms AQ_EV_DGRAM_SPACE). */
+int aq_send_datagram_room(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data,
+                          size_t len);
 
 /* Process-wide glibc malloc tuning (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD): received
  * stream data moves in chunks of up to ~320 KiB, allocated on the network thread and again

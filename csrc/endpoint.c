@@ -1055,6 +1055,13 @@ int aq_send_datagram(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data
   return 0;
 }
 
+int aq_send_datagram_room(aq_endpoint *ep, uint64_t conn, aq_dgq *q, const char *data,
+                          size_t len) {
+  uint64_t out = aq_dgq_outstanding(q);
+  if (out != 0 && out + len > q->limit) return -4;
+  return aq_send_datagram(ep, conn, q, data, len);
+}
+
 int aq_ping(aq_endpoint *ep, uint64_t conn, uint64_t uid) {
   return simple_cmd(ep, AQ_CMD_PING, conn, -1, uid, 0, NULL, 0);
 }

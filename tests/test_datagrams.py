@@ -8,7 +8,7 @@ import anyio
 import pytest
 from quic_helpers import ProtocolCollector, RecordingProtocol, client, running_server
 
-from aiopquic._native import lib
+from aiopquic._native import EV_PATH, NativeEvent, lib
 from aiopquic.asyncio import connect, serve
 from aiopquic.quic.events import DatagramFrameReceived
 
@@ -163,3 +163,34 @@ async def test_datagram_backpressure_0_6_1_style(server_config, client_config):
     assert waits > 0 and quic.datagrams_refused == waits
     assert stats.datagrams_dropped == 0
     assert received and all(d == body for d in received)
+
+
+async def test_datagram_fast_path_follows_the_path(server_config, client_config):
+    """After a first datagram, bytes up to the size then allowed take a one-call path; a path
+    change (AQ_EV_PATH) turns it off, so the new, smaller limit is enforced again (ValueError),
+    and other bytes-like types keep the full path."""
+    received: list[bytes] = []
+    Sink = _datagram_sink(received)
+    server = await serve("127.0.0.1", 0, configuration=server_config(
+        max_datagram_frame_size=65535), create_protocol=Sink)
+    try:
+        async with connect("127.0.0.1", server.local_port, configuration=client_config(
+                max_datagram_frame_size=65535)) as protocol:
+            quic = protocol._quic
+            assert quic._dg_fast is None
+            assert quic.send_datagram_frame(b"a" * 500) == 500
+            assert quic._dg_fast is not None and quic._dg_fast[0] >= 500
+            assert quic.send_datagram_frame(b"b" * 500) == 500  # the fast path
+            assert quic.send_datagram_frame(memoryview(b"c" * 500)) == 500
+            # the path shrinks: only 100-byte datagrams fit from now on
+            quic._on_native(NativeEvent(EV_PATH, 0, quic._handle, -1, 1200, 100, b""))
+            assert quic._dg_fast is None
+            with pytest.raises(ValueError, match="larger than the 100-byte maximum"):
+                quic.send_datagram_frame(b"d" * 500)
+            assert quic.send_datagram_frame(b"e" * 100) == 100
+            with anyio.fail_after(10):
+                while len(received) < 4:
+                    await protocol.ping()
+    finally:
+        server.close()
+    assert sorted(received) == sorted([b"a" * 500, b"b" * 500, b"c" * 500, b"e" * 100])

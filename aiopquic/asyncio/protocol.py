@@ -559,8 +559,14 @@ class QuicConnectionProtocol:
 
     def _process_events(self) -> None:
         quic = self._quic
-        event = quic.next_event()
+        next_event = quic.next_event
+        event = next_event()
         while event is not None:
+            kind = type(event)
+            if kind is events.StreamDataReceived or kind is events.DatagramFrameReceived:
+                self.quic_event_received(event)  # the common case: nothing else to do
+                event = next_event()
+                continue
             if isinstance(event, events.HandshakeCompleted):
                 self._connected = True
                 if self._connected_waiter is not None and not self._connected_waiter.done():
@@ -573,7 +579,7 @@ class QuicConnectionProtocol:
             self.quic_event_received(event)
             if isinstance(event, events.ConnectionTerminated):
                 self._on_terminated()
-            event = quic.next_event()
+            event = next_event()
         # streams finished in both directions: their readers have seen everything
         for stream_id in quic._take_finished_streams():
             self._stream_readers.pop(stream_id, None)

@@ -484,7 +484,7 @@ class QuicConnection(Compat061Connection):
         "alpn_protocol", "_qlog", "_quic_logger", "_token_handler", "_session_ticket_handler",
         "_alpn_reported", "session_resumed", "early_data_accepted", "early_data_rejected",
         "_migrate_callbacks", "cipher_suite", "_logger_adapter", "_dgq", "datagrams_refused",
-        "_batch_end", "__dict__", "__weakref__")
+        "_batch_end", "_dg_fast", "__dict__", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> QuicConnection:
         # built by user code without an endpoint: aioquic's sans-IO connection
@@ -523,6 +523,9 @@ class QuicConnection(Compat061Connection):
         self._path_max_datagram = -1  # from EV_PATH: what fits one packet now (-1: unknown)
         self._tx_ring_bytes = 0  # send-ring bytes held by this connection's streams
         self._dgq: Any = None  # datagram send accounting (aq_dgq), made on the first datagram
+        # (largest payload, native endpoint) once a datagram went out with nothing to check
+        # but its size: send_datagram_frame's fast path (None: take the full path)
+        self._dg_fast: Optional[tuple[int, Any]] = None
         # while QuicEndpoint.process hands this connection's events to its on_events hook:
         # callables to run when that batch ends (the HTTP/3 layer gathers its QPACK decoder
         # instructions there); None outside a batch
@@ -945,6 +948,18 @@ class QuicConnection(Compat061Connection):
         than what the peer accepts or one packet carries; :class:`QuicConnectionError` once
         the connection is closed.
         """
+        fast = self._dg_fast
+        if fast is not None and type(data) is bytes and len(data) <= fast[0] and \
+                not self._closed:
+            # the common case: one C call that also checks the queue's room (-4: none)
+            ptr = fast[1]._ptr
+            if ptr is not None and lib.aq_send_datagram_room(ptr, self._handle, self._dgq,
+                                                             data, len(data)) == 0:
+                return len(data)
+        return self._send_datagram(data)
+
+    def _send_datagram(self, data: Union[bytes, bytearray, memoryview]) -> int:
+        """send_datagram_frame's full path: every check, refusal, deferral and qlog."""
         data = check_buffer("data", data)
         self._raise_if_closed()
         if not self.configuration.max_datagram_frame_size:
@@ -988,6 +1003,10 @@ class QuicConnection(Compat061Connection):
                 return rc
 
             self._endpoint._defer(resend)
+        elif rv == 0 and self._qlog is None and self._handshake_done:
+            # the checks above hold for any datagram up to `limit` until the path changes
+            # (EV_PATH resets this) or the connection closes (checked on the fast path)
+            self._dg_fast = (limit, self._endpoint._native)
         if self._qlog is not None:
             self._qlog.log("transport", "datagram_data_moved", {
                 "length": len(data), "from": "application", "to": "transport"})
@@ -1202,18 +1221,46 @@ class QuicConnection(Compat061Connection):
 
     # ------------------------------------------------------------------ native events
 
+    def _on_ready(self, event: Union[events.StreamDataReceived,
+                                     events.DatagramFrameReceived]) -> None:
+        """Queue received stream data or a datagram (the endpoint builds the event while it
+        pops the native one: the hot path).  A datagram past :attr:`max_queued_events` is
+        dropped and counted in :attr:`received_datagrams_dropped`."""
+        if self._qlog is not None:
+            if type(event) is events.StreamDataReceived:
+                self._qlog_native(_native.NativeEvent(
+                    _native.EV_STREAM_DATA, _native.FLAG_FIN if event.end_stream else 0,
+                    self._handle, event.stream_id, 0, 0, event.data))
+            else:
+                self._qlog_native(_native.NativeEvent(
+                    _native.EV_DATAGRAM, 0, self._handle, -1, 0, 0, event.data))
+        queue = self._events
+        if type(event) is events.StreamDataReceived:
+            sid = event.stream_id
+            if sid > self._peer_seen[sid & 3]:
+                self._peer_seen[sid & 3] = sid
+        elif len(queue) >= self.max_queued_events:
+            self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
+            return
+        if queue is _NO_EVENTS:
+            queue = self._events = deque()
+        queue.append(event)
+
     def _on_native(self, ev: _native.NativeEvent) -> None:
         t = ev.type
+        if t == _native.EV_STREAM_DATA:
+            self._on_ready(events.StreamDataReceived(
+                ev.data, bool(ev.flags & _native.FLAG_FIN), ev.stream_id))
+            return
+        if t == _native.EV_DATAGRAM:
+            self._on_ready(events.DatagramFrameReceived(ev.data))
+            return
         if self._qlog is not None and t != _native.EV_CLOSED:
             self._qlog_native(ev)
         sid = ev.stream_id
         if sid >= 0 and sid > self._peer_seen[sid & 3]:
             self._peer_seen[sid & 3] = sid
-        if t == _native.EV_STREAM_DATA:
-            self._push_event(events.StreamDataReceived(
-                data=ev.data, end_stream=bool(ev.flags & _native.FLAG_FIN),
-                stream_id=ev.stream_id))
-        elif t == _native.EV_STREAM_CLOSED:
+        if t == _native.EV_STREAM_CLOSED:
             st = self._tx.pop(sid, None)
             if self._seed_drain_events or self._seed_polls or self._seed_armed:
                 self._seed_stream_done(sid)
@@ -1239,11 +1286,6 @@ class QuicConnection(Compat061Connection):
                 self._finished_streams.append(sid)
             else:
                 self._manual_credit.pop(sid, None)
-        elif t == _native.EV_DATAGRAM:
-            if len(self._events) >= self.max_queued_events:
-                self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
-            else:
-                self._push_event(events.DatagramFrameReceived(data=ev.data))
         elif t == _native.EV_WRITABLE:
             st = self._tx.get(ev.stream_id)
             if st is not None:
@@ -1294,6 +1336,7 @@ class QuicConnection(Compat061Connection):
             self._endpoint._write_keylog(ev.data)
         elif t == _native.EV_PATH:
             self._path_max_datagram = ev.code2
+            self._dg_fast = None  # the datagram size limit changed
         elif t == _native.EV_CONN_INFO:
             # without the unused tail of local_addr (zeros): ~80 bytes less per connection
             self._conn_info_raw = bytes(ev.data).rstrip(b"\0")
@@ -1678,25 +1721,40 @@ class QuicEndpoint:
             self._keylog.write(line.decode("ascii", "replace") + "\n")
             self._keylog.flush()
 
-    def _poll(self, limit: int) -> list[_native.NativeEvent]:
-        """Pop at most ``limit`` events from the native ring (payloads copied and freed)."""
+    def _poll(self, limit: int) -> list[Any]:
+        """Pop at most ``limit`` events from the native ring (payloads copied and freed):
+        stream data and datagrams as ``(handle, event)`` with the application's event
+        already built (the hot path), anything else as a :class:`~aiopquic._native.NativeEvent`."""
         evs = self._poll_buf
         if evs is None or len(evs) < limit:
             evs = self._poll_buf = ffi.new("aq_event[]", limit)
         n = lib.aq_poll_events(self._native.ptr, evs, limit)
-        out: list[_native.NativeEvent] = []
+        out: list[Any] = []
         append = out.append
         unpack = ffi.unpack
         free = lib.aq_free
         null = ffi.NULL
+        cast = ffi.cast
+        stream_data = _native.EV_STREAM_DATA
+        datagram = _native.EV_DATAGRAM
+        fin = _native.FLAG_FIN
         for i in range(n):
             ev = evs[i]
+            p = ev.data
             data = b""
-            if ev.data != null:
-                data = unpack(ffi.cast("char *", ev.data), ev.len)
-                free(ev.data)
-            append(_native.NativeEvent(ev.type, ev.flags, ev.conn, ev.stream_id, ev.code,
-                                       ev.code2, data))
+            if p != null:
+                data = unpack(cast("char *", p), ev.len)
+                free(p)
+            t = ev.type
+            if t == stream_data:
+                flags = ev.flags
+                append((ev.conn, events.StreamDataReceived(data, flags & fin == fin,
+                                                           ev.stream_id)))
+            elif t == datagram:
+                append((ev.conn, events.DatagramFrameReceived(data)))
+            else:
+                append(_native.NativeEvent(t, ev.flags, ev.conn, ev.stream_id, ev.code,
+                                           ev.code2, data))
         return out
 
     def process(self, max_events: Optional[int] = None) -> bool:
@@ -1717,6 +1775,17 @@ class QuicEndpoint:
         refused = self._refused
         batch = self._poll(limit)
         for ev in batch:
+            if type(ev) is tuple:  # stream data or a datagram (see _poll)
+                handle, event = ev
+                quic = conns.get(handle)
+                if quic is None:
+                    continue
+                if refused and handle in refused:
+                    quic._events = _NO_EVENTS  # nobody reads a refused connection
+                    continue
+                quic._on_ready(event)
+                touched[handle] = quic
+                continue
             quic = conns.get(ev.conn)
             if quic is None:
                 if ev.type == _native.EV_ACCEPTED:

@@ -101,6 +101,7 @@ class _Driver:
 
     def __init__(self, configuration: QuicConfiguration, engine: _native.SansioEngine) -> None:
         self.engine = engine
+        self._native = engine  # QuicEndpoint's name for it (the datagram fast path)
         self._keylog: Optional[IO[str]] = None
         self._own_keylog = False
         log = configuration.secrets_log_file
