@@ -16,13 +16,16 @@ draft-18 MoQT "vi64" integers that aiopquic 0.6.1 added for aiomoqt:
 :class:`BufferReadError`, and so does writing to a ``data=`` buffer.
 
 The module-level :func:`encode_uint_var` and :func:`encode_uint_vi64` return the encoding of one
-integer as ``bytes``.  The code is plain Python tuned for CPython and PyPy.
+integer as ``bytes``.  On CPython, :class:`Buffer` is a C class (``aiopquic._ccodecs``, built
+with the package); on PyPy it is the plain-Python class below (:data:`PyBuffer` on both),
+which PyPy's JIT runs faster than C behind its C-API emulation.
 """
 
 from __future__ import annotations
 
+import platform
 import struct
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader
 
@@ -36,6 +39,7 @@ __all__ = [
     "encode_uint_var",
     "encode_uint_vi64",
     "size_uint_var",
+    "PyBuffer",
 ]
 
 #: Largest value a QUIC (RFC 9000) variable-length integer holds.
@@ -354,7 +358,8 @@ class Buffer(_IntReader):
                 buf.extend(_PACK_I(value | 0x80000000))  # type: ignore[union-attr]
                 self._pos = pos + 4
             else:
-                buf.extend(encode_uint_var(value))  # type: ignore[union-attr]
+                data = encode_uint_var(value)  # a bad value fails first, as on every path
+                buf.extend(data)  # type: ignore[union-attr]
                 self._pos = pos + 8
         except AttributeError:
             self._put(b"")
@@ -388,3 +393,17 @@ class Buffer(_IntReader):
             self.push_uint_vi64(value)
         else:
             self.push_uint_var(value)
+
+
+#: The pure-Python :class:`Buffer` (what PyPy runs; on CPython, :class:`Buffer` is the C
+#: class of ``aiopquic._ccodecs`` when it was built, with the same behaviour).
+PyBuffer = Buffer
+
+if not TYPE_CHECKING and platform.python_implementation() == "CPython":
+    try:
+        from aiopquic import _ccodecs
+    except ImportError:  # a source tree without the compiled module: the Python class
+        pass
+    else:
+        _ccodecs._set_errors(BufferReadError, BufferWriteError)
+        Buffer = _ccodecs.Buffer  # noqa: F811

@@ -24,12 +24,13 @@ caller may reuse or release them (``StreamDataReceived.data`` may be a memoryvie
 
 from __future__ import annotations
 
-from typing import Callable, NoReturn, Optional, Union
+import platform
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Union
 
 from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader
 from aiopquic.exceptions import StreamUnderflow
 
-__all__ = ["StreamChain", "ObjectFields"]
+__all__ = ["StreamChain", "ObjectFields", "PyStreamChain"]
 
 _BytesLike = Union[bytes, bytearray, memoryview]
 #: ``(object_id_delta, extensions or None, status, payload)`` from ``parse_object_subgroup``.
@@ -284,3 +285,17 @@ class StreamChain(_IntReader):
                 )
             exts[ext_id] = value
         return exts
+
+
+#: The pure-Python :class:`StreamChain` (what PyPy runs; on CPython, :class:`StreamChain` is
+#: the C class of ``aiopquic._ccodecs`` when it was built, with the same behaviour).
+PyStreamChain = StreamChain
+
+if not TYPE_CHECKING and platform.python_implementation() == "CPython":
+    try:
+        from aiopquic import _ccodecs
+    except ImportError:  # a source tree without the compiled module: the Python class
+        pass
+    else:
+        _ccodecs._set_underflow(StreamUnderflow)
+        StreamChain = _ccodecs.StreamChain  # noqa: F811

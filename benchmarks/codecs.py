@@ -1,4 +1,4 @@
-"""Codec micro-benchmark: aiopquic's pure-Python codecs against aiopquic 0.6.1's Cython ones.
+"""Codec micro-benchmark: aiopquic's codecs against aiopquic 0.6.1's Cython ones.
 
 Times, per message, what aiomoqt does on its hot paths: QUIC varint and draft-18 vi64
 push/pull on a ``Buffer``, and MoQT subgroup-object encode (``encode_object_subgroup``) and
@@ -9,7 +9,8 @@ Both packages are named ``aiopquic``, so each implementation runs in a child pro
     python benchmarks/codecs.py --ref-python /tmp/venv312/bin/python [--python pypy3 ...]
 
 ``--ref-python`` is an interpreter with aiopquic 0.6.1 installed (its wheels need CPython >=
-3.12); ours runs from this source tree (``PYTHONPATH``, no build needed) under each
+3.12); ours runs from this source tree (``PYTHONPATH``; on CPython the C codecs of
+``aiopquic._ccodecs`` when the tree was built, ``make setup``, else the Python ones) under each
 ``--python`` (default: the ref interpreter, so both run on the same CPython, plus ``pypy3``
 when it is on ``PATH``).  The table shows the median of ``--repeat`` runs in ns per message
 and the ratio ours / 0.6.1 (below 1 = ours is faster).  Times are the CPU time of the

@@ -11,13 +11,23 @@ from typing import Any, Optional
 
 import pytest
 
+from aiopquic._binding import _streamchain
 from aiopquic._binding._streamchain import (
     encode_object_subgroup,
     encode_object_subgroup_vi64,
+    py_encode_object_subgroup,
+    py_encode_object_subgroup_vi64,
 )
-from aiopquic.buffer import Buffer, BufferReadError, encode_uint_var, encode_uint_vi64
+from aiopquic.buffer import (
+    Buffer,
+    BufferReadError,
+    BufferWriteError,
+    PyBuffer,
+    encode_uint_var,
+    encode_uint_vi64,
+)
 from aiopquic.exceptions import StreamUnderflow
-from aiopquic.streamchain import StreamChain
+from aiopquic.streamchain import PyStreamChain, StreamChain
 
 # (value, encoding) from 0.6.1's Buffer.push_uint_var.
 VARINT_VECTORS = [
@@ -60,6 +70,12 @@ OBJECT_VECTORS: list[tuple[tuple[Any, ...], str, str]] = [
 ]
 
 
+# every Buffer test runs on the pure-Python class and (CPython) on the C one
+BUFFERS = pytest.mark.parametrize(
+    "Buf", [PyBuffer] + ([Buffer] if Buffer is not PyBuffer else []),
+    ids=["python"] + (["c"] if Buffer is not PyBuffer else []))
+
+
 def _expected(args: tuple[Any, ...], head: str) -> bytes:
     payload: bytes = args[3]
     return bytes.fromhex(head) + (payload if args[2] == 0 and payload else b"")
@@ -79,27 +95,29 @@ def _chain(data: bytes, split: Optional[int] = None) -> StreamChain:
 
 
 @pytest.mark.parametrize(("value", "wire"), VARINT_VECTORS)
-def test_varint_encoding_and_round_trip(value: int, wire: str) -> None:
-    buf = Buffer(capacity=1)
+@BUFFERS
+def test_varint_encoding_and_round_trip(Buf: Any, value: int, wire: str) -> None:
+    buf = Buf(capacity=1)
     buf.push_uint_var(value)
     assert buf.data.hex() == wire
     assert encode_uint_var(value).hex() == wire
-    assert Buffer(data=bytes.fromhex(wire)).pull_uint_var() == value
+    assert Buf(data=bytes.fromhex(wire)).pull_uint_var() == value
     chain = _chain(bytes.fromhex(wire), split=1 if len(wire) > 2 else None)
     assert chain.pull_uint_var() == value
     assert chain.tell() == len(wire) // 2
-    vint = Buffer(capacity=4, vi64=False)
+    vint = Buf(capacity=4, vi64=False)
     vint.push_vint(value)
     assert vint.data.hex() == wire
 
 
 @pytest.mark.parametrize(("value", "wire"), VI64_VECTORS)
-def test_vi64_encoding_and_round_trip(value: int, wire: str) -> None:
-    buf = Buffer(capacity=1)
+@BUFFERS
+def test_vi64_encoding_and_round_trip(Buf: Any, value: int, wire: str) -> None:
+    buf = Buf(capacity=1)
     buf.push_uint_vi64(value)
     assert buf.data.hex() == wire
     assert encode_uint_vi64(value).hex() == wire
-    reader = Buffer(data=bytes.fromhex(wire), vi64=True)
+    reader = Buf(data=bytes.fromhex(wire), vi64=True)
     assert reader.pull_vint() == value and reader.eof()
     chain = StreamChain(vi64=True)
     for i in range(len(wire) // 2):  # one byte per chunk
@@ -107,8 +125,9 @@ def test_vi64_encoding_and_round_trip(value: int, wire: str) -> None:
     assert chain.pull_vint() == value
 
 
-def test_varint_errors() -> None:
-    buf = Buffer(capacity=8)
+@BUFFERS
+def test_varint_errors(Buf: Any) -> None:
+    buf = Buf(capacity=8)
     with pytest.raises(ValueError):
         buf.push_uint_var(2**62)
     with pytest.raises(OverflowError):
@@ -122,17 +141,19 @@ def test_varint_errors() -> None:
     assert buf.tell() == 0 and buf.data == b""
 
 
-def test_vi64_accepts_non_minimal_encodings() -> None:
+@BUFFERS
+def test_vi64_accepts_non_minimal_encodings(Buf: Any) -> None:
     for wire in ("8025", "c00025", "ff0000000000000025"):
-        assert Buffer(data=bytes.fromhex(wire)).pull_uint_vi64() == 37
+        assert Buf(data=bytes.fromhex(wire)).pull_uint_vi64() == 37
         assert _chain(bytes.fromhex(wire)).pull_uint_vi64() == 37
 
 
 # ---------------------------------------------------------------------------- Buffer
 
 
-def test_buffer_fixed_width_integers_and_bytes() -> None:
-    buf = Buffer(capacity=4)
+@BUFFERS
+def test_buffer_fixed_width_integers_and_bytes(Buf: Any) -> None:
+    buf = Buf(capacity=4)
     buf.push_uint8(0xAB)
     buf.push_uint16(0x1234)
     buf.push_uint32(0xDEADBEEF)
@@ -142,7 +163,7 @@ def test_buffer_fixed_width_integers_and_bytes() -> None:
     assert buf.tell() == 21 and buf.capacity >= 21
     data = buf.data
     assert data.hex() == "ab1234deadbeefffffffffffffffff78797a010203"
-    reader = Buffer(data=data)
+    reader = Buf(data=data)
     assert reader.pull_uint8() == 0xAB
     assert reader.pull_uint16() == 0x1234
     assert reader.pull_uint32() == 0xDEADBEEF
@@ -153,24 +174,27 @@ def test_buffer_fixed_width_integers_and_bytes() -> None:
     assert reader.data_slice(1, 3) == b"\x12\x34"
 
 
-def test_buffer_masks_small_ints_like_061() -> None:
-    buf = Buffer(capacity=4)
+@BUFFERS
+def test_buffer_masks_small_ints_like_061(Buf: Any) -> None:
+    buf = Buf(capacity=4)
     buf.push_uint8(300)
     buf.push_uint16(-1)
     assert buf.data.hex() == "2cffff"
 
 
-def test_buffer_capacity_defaults_and_growth() -> None:
-    assert Buffer().capacity == 1024
-    assert Buffer(capacity=0).capacity == 1024
-    buf = Buffer(capacity=2)
+@BUFFERS
+def test_buffer_capacity_defaults_and_growth(Buf: Any) -> None:
+    assert Buf().capacity == 1024
+    assert Buf(capacity=0).capacity == 1024
+    buf = Buf(capacity=2)
     assert buf.capacity == 2 and not buf.eof()
     buf.push_bytes(b"12345")
     assert buf.data == b"12345" and buf.capacity >= 5
 
 
-def test_buffer_seek_and_overwrite() -> None:
-    buf = Buffer(capacity=16)
+@BUFFERS
+def test_buffer_seek_and_overwrite(Buf: Any) -> None:
+    buf = Buf(capacity=16)
     buf.push_uint32(0)
     buf.push_bytes(b"tail")
     end = buf.tell()
@@ -188,15 +212,16 @@ def test_buffer_seek_and_overwrite() -> None:
     assert buf.pull_uint16() == 0
 
 
-def test_buffer_read_errors_leave_cursor() -> None:
-    buf = Buffer(data=b"\x40")  # a 2-byte varint cut short
+@BUFFERS
+def test_buffer_read_errors_leave_cursor(Buf: Any) -> None:
+    buf = Buf(data=b"\x40")  # a 2-byte varint cut short
     for pull in (buf.pull_uint_var, buf.pull_uint16, buf.pull_uint32, buf.pull_uint64,
                  lambda: buf.pull_bytes(2)):
         with pytest.raises(BufferReadError):
             pull()
         assert buf.tell() == 0
     with pytest.raises(BufferReadError):
-        Buffer(data=b"\xc0").pull_uint_vi64()
+        Buf(data=b"\xc0").pull_uint_vi64()
     with pytest.raises(BufferReadError):
         buf.pull_bytes(-1)
     with pytest.raises(BufferReadError):
@@ -205,12 +230,13 @@ def test_buffer_read_errors_leave_cursor() -> None:
     with pytest.raises(BufferReadError):
         buf.pull_uint8()
     with pytest.raises(BufferReadError):
-        Buffer(capacity=4).pull_bytes(5)
+        Buf(capacity=4).pull_bytes(5)
 
 
-def test_buffer_from_data_is_read_only_copy() -> None:
+@BUFFERS
+def test_buffer_from_data_is_read_only_copy(Buf: Any) -> None:
     source = bytearray(b"abc")
-    buf = Buffer(data=memoryview(source))
+    buf = Buf(data=memoryview(source))
     source[0] = 0x7A
     assert buf.pull_bytes(3) == b"abc"
     assert buf.data == b"abc"
@@ -220,13 +246,114 @@ def test_buffer_from_data_is_read_only_copy() -> None:
             push()
 
 
-def test_buffer_vi64_flag_switches_vint() -> None:
-    buf = Buffer(capacity=8, vi64=True)
+@BUFFERS
+def test_buffer_vi64_flag_switches_vint(Buf: Any) -> None:
+    buf = Buf(capacity=8, vi64=True)
     assert buf.vi64
     buf.push_vint(128)
     buf.vi64 = False
     buf.push_vint(128)
     assert buf.data.hex() == "80804080"
+
+
+def _run_ops(cls: Any, seed: int) -> list[Any]:
+    """A random sequence of Buffer calls; each result (or exception type) is recorded."""
+    import random
+
+    rng = random.Random(seed)
+    values = [0, 1, 0x3F, 0x40, 0x3FFF, 0x4000, 2**21, 2**28, 2**30, 2**56, 2**62 - 1, 2**62,
+              2**64 - 1, 2**64, -1, 300, -300, 2**70]
+    if rng.random() < 0.5:
+        buf = cls(data=bytes(rng.randrange(256) for _ in range(rng.randrange(24))),
+                  vi64=rng.random() < 0.5)
+    else:
+        buf = cls(capacity=rng.choice([None, 0, 1, 3, 16]), vi64=rng.random() < 0.5)
+    log: list[Any] = []
+    for _ in range(40):
+        name = rng.choice(["push_uint8", "push_uint16", "push_uint32", "push_uint64",
+                           "push_uint_var", "push_uint_vi64", "push_vint", "push_bytes",
+                           "pull_uint8", "pull_uint16", "pull_uint32", "pull_uint64",
+                           "pull_uint_var", "pull_uint_vi64", "pull_vint", "pull_bytes",
+                           "pull_uint", "push_uint", "seek", "data_slice", "flip"])
+        try:
+            if name.startswith("push_uint") and name != "push_uint" or name == "push_vint":
+                result = getattr(buf, name)(rng.choice(values))
+            elif name == "push_bytes":
+                result = buf.push_bytes(rng.choice([b"", b"ab", bytearray(b"xyz"),
+                                                    memoryview(b"12345")]))
+            elif name == "pull_bytes":
+                result = buf.pull_bytes(rng.randrange(-1, 6))
+            elif name == "pull_uint":
+                result = buf.pull_uint(rng.randrange(0, 10))
+            elif name == "push_uint":
+                result = buf.push_uint(rng.randrange(1, 10), rng.choice(values))
+            elif name == "seek":
+                result = buf.seek(rng.randrange(-1, 40))
+            elif name == "data_slice":
+                a = rng.randrange(-1, 30)
+                result = buf.data_slice(a, a + rng.randrange(-1, 8))
+            elif name == "flip":
+                buf.vi64 = not buf.vi64
+                result = buf.vi64
+            else:
+                result = getattr(buf, name)()
+        except (BufferReadError, OverflowError, ValueError, TypeError) as exc:
+            result = type(exc)
+        log.append((name, result, buf.tell(), buf.capacity, buf.eof(), buf.data))
+    return log
+
+
+@pytest.mark.skipif(Buffer is PyBuffer, reason="no C Buffer here (PyPy, or not built)")
+def test_c_buffer_behaves_like_python_buffer() -> None:
+    for seed in range(400):
+        assert _run_ops(Buffer, seed) == _run_ops(PyBuffer, seed), f"seed {seed}"
+
+
+def test_buffer_is_the_c_class_on_cpython() -> None:
+    import platform
+
+    if platform.python_implementation() != "CPython":
+        assert Buffer is PyBuffer
+        return
+    assert Buffer is not PyBuffer, "aiopquic._ccodecs was not built"
+    assert Buffer.__name__ == "Buffer" and Buffer.__module__ == "aiopquic.buffer"
+    with pytest.raises(BufferWriteError):
+        Buffer(data=b"x").push_uint8(1)
+
+
+def _encode_both(args: tuple[Any, ...], vi64: bool) -> tuple[Any, Any]:
+    """(C result or exception type, Python result or exception type) for one encoder call."""
+    out = []
+    sc = _streamchain
+    for fn in ((sc.encode_object_subgroup_vi64, sc.py_encode_object_subgroup_vi64) if vi64
+               else (sc.encode_object_subgroup, sc.py_encode_object_subgroup)):
+        try:
+            out.append(fn(*args))
+        except (OverflowError, ValueError, TypeError) as exc:
+            out.append(type(exc))
+    return out[0], out[1]
+
+
+@pytest.mark.skipif(_streamchain.encode_object_subgroup
+                    is _streamchain.py_encode_object_subgroup,
+                    reason="no C encoders here (PyPy, or not built)")
+def test_c_object_encoders_match_python() -> None:
+    import random
+
+    rng = random.Random(7)
+    ints = [0, 1, 0x3F, 0x40, 0x7F, 0x80, 0x3FFF, 0x4000, 2**21, 2**30, 2**56, 2**62 - 1,
+            2**62, 2**64 - 1, 2**64, -1]
+    payloads: list[Any] = [b"", b"x", b"y" * 63, b"z" * 64, b"w" * 127, b"v" * 128,
+                           b"u" * 0x4000, bytearray(b"ab"), memoryview(b"mv"), "str", 5, None]
+    values: list[Any] = ints + [b"", b"odd", bytearray(b"ba"), "s", None]
+    for _ in range(3000):
+        exts: Any = rng.choice([None, {}, {rng.choice(ints): rng.choice(values)
+                                           for _ in range(rng.randrange(1, 4))}])
+        args = (rng.choice(ints), exts, rng.choice([0, 0, 1, 3, 2**62, -1]),
+                rng.choice(payloads), rng.random() < 0.7, rng.random() < 0.5)
+        for vi64 in (False, True):
+            c, py = _encode_both(args, vi64)
+            assert c == py, (args, vi64)
 
 
 # ---------------------------------------------------------------------------- StreamChain
@@ -313,6 +440,68 @@ def test_streamchain_fixed_width_and_large_reads() -> None:
     assert chain.pull_uint64() == 3
     assert chain.pull_bytes(len(data)) == data
     assert len(chain) == 0
+
+
+def _chain_ops(cls: Any, seed: int) -> list[Any]:
+    """Random StreamChain use on random (often truncated or corrupted) object wires, fed in
+    random chunks; each result (or exception type and arguments) is recorded."""
+    import random
+
+    rng = random.Random(seed)
+    ints = [0, 1, 63, 64, 127, 128, 16383, 16384, 2**30, 2**56, 2**62 - 1]
+    wire = b""
+    for _ in range(rng.randrange(1, 4)):
+        exts = rng.choice([None, {}, {rng.choice(ints[:8]) * 2 + rng.randrange(2): None
+                                      for _ in range(rng.randrange(1, 3))}])
+        if exts:
+            exts = {k: (bytes(rng.randrange(40)) if k & 1 else rng.choice(ints))
+                    for k in exts}
+        enc = rng.choice([py_encode_object_subgroup, py_encode_object_subgroup_vi64])
+        wire += enc(rng.choice(ints[:6]), exts, rng.choice([0, 0, 3]),
+                    bytes(rng.randrange(300)), rng.random() < 0.8, rng.random() < 0.5)
+    data = bytearray(wire)
+    for _ in range(rng.randrange(3)):  # corrupt a few bytes
+        if data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    data = data[: rng.randrange(len(data) + 1)] if rng.random() < 0.3 else data
+    chain = cls(vi64=rng.random() < 0.5)
+    log: list[Any] = []
+    fed = 0
+    for _ in range(30):
+        if fed < len(data) and rng.random() < 0.4:
+            step = rng.randrange(1, 64)
+            chain.extend(rng.choice([bytes, bytearray, memoryview])(data[fed:fed + step]))
+            fed += step
+        op = rng.choice(["parse", "parse_vi64", "pull_uint_var", "pull_uint_vi64", "pull_vint",
+                         "pull_uint8", "pull_uint16", "pull_uint32", "pull_uint64",
+                         "pull_bytes", "pull_uint", "save", "rollback", "commit", "seek",
+                         "data_slice"])
+        try:
+            if op.startswith("parse"):
+                fn = (chain.parse_object_subgroup_vi64 if op == "parse_vi64"
+                      else chain.parse_object_subgroup)
+                result = fn(rng.random() < 0.8, rng.choice([-1, 0, 8, 100, 1 << 16]),
+                            rng.random() < 0.5)
+            elif op in ("pull_bytes", "pull_uint"):
+                result = getattr(chain, op)(rng.randrange(-1, 12))
+            elif op == "seek":
+                result = chain.seek(rng.randrange(-1, 40))
+            elif op == "data_slice":
+                a = rng.randrange(-1, 20)
+                result = chain.data_slice(a, a + rng.randrange(-1, 10))
+            else:
+                result = getattr(chain, op)()
+        except (StreamUnderflow, ValueError, OverflowError, RuntimeError) as exc:
+            result = (type(exc), exc.args)
+        log.append((op, result, chain.tell(), chain.capacity, len(chain)))
+    return log
+
+
+@pytest.mark.skipif(StreamChain is PyStreamChain,
+                    reason="no C StreamChain here (PyPy, or not built)")
+def test_c_streamchain_behaves_like_python_streamchain() -> None:
+    for seed in range(600):
+        assert _chain_ops(StreamChain, seed) == _chain_ops(PyStreamChain, seed), f"seed {seed}"
 
 
 # ---------------------------------------------------------------------------- objects

@@ -9,9 +9,10 @@ re-exported from here as it was in 0.6.1.
 
 from __future__ import annotations
 
+import platform
 import struct
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from aiopquic.buffer import _ONE_BYTE, encode_uint_var, encode_uint_vi64
 from aiopquic.streamchain import StreamChain
@@ -111,3 +112,18 @@ def encode_object_subgroup_vi64(
         encode_uint_vi64, delta, exts, status, payload, extensions_present, kvp_delta, 0x80, 0x8000
     )
 
+
+
+#: The pure-Python encoders (what PyPy runs; on CPython the two names above are the C
+#: functions of ``aiopquic._ccodecs`` when it was built, giving the same bytes and errors).
+py_encode_object_subgroup = encode_object_subgroup
+py_encode_object_subgroup_vi64 = encode_object_subgroup_vi64
+
+if not TYPE_CHECKING and platform.python_implementation() == "CPython":
+    try:
+        from aiopquic import _ccodecs
+    except ImportError:  # a source tree without the compiled module: the Python functions
+        pass
+    else:
+        encode_object_subgroup = _ccodecs.encode_object_subgroup  # noqa: F811
+        encode_object_subgroup_vi64 = _ccodecs.encode_object_subgroup_vi64  # noqa: F811
