@@ -788,33 +788,62 @@ done:
 /* encode_object_subgroup[_vi64](delta, exts, status, payload, extensions_present,
  * kvp_delta=False): see aiopquic/_binding/_streamchain.py, whose Python twin gives the same
  * bytes and exceptions. */
-static PyObject *encode_object(PyObject *args, encfn enc, unsigned one, unsigned two_prefix) {
-  PyObject *delta, *exts, *status, *payload, *present_o, *kvp_o = Py_False;
-  if (!PyArg_ParseTuple(args, "OOOOO|O:encode_object_subgroup", &delta, &exts, &status,
-                        &payload, &present_o, &kvp_o))
-    return NULL;
-  int present = PyObject_IsTrue(present_o), kvp = PyObject_IsTrue(kvp_o);
-  if (present < 0 || kvp < 0) return NULL;
-  PyObject *tmp = NULL, *result = NULL, *zero = PyLong_FromLong(0);
-  Py_ssize_t plen;
-  Out o = {NULL, 0, 0};
-  if (!zero) return NULL;
-  int status_zero = PyObject_RichCompareBool(status, zero, Py_EQ);
+/* A size as an integer of the codec (never out of range: sizes are below 2**62). */
+static int enc_size(encfn enc, Py_ssize_t size, unsigned char *out) {
+  PyObject *v = PyLong_FromSsize_t(size);
+  if (!v) return -1;
+  int n = enc(v, out);
+  Py_DECREF(v);
+  return n;
+}
+
+static int is_zero(PyObject *status) {
+  if (PyLong_Check(status)) {
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(status, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    return !overflow && v == 0;
+  }
+  PyObject *zero = PyLong_FromLong(0);
+  if (!zero) return -1;
+  int r = PyObject_RichCompareBool(status, zero, Py_EQ);
   Py_DECREF(zero);
-  if (status_zero < 0 || out_int(&o, enc, delta) != 0) goto done;
+  return r;
+}
+
+/* The object is head (delta, the extension block or its 0), tail (the payload length, or 0
+ * and the status) and the payload, built straight into one bytes object. */
+static PyObject *encode_object(PyObject *args, encfn enc, unsigned one, unsigned two_prefix) {
+  Py_ssize_t nargs = PyTuple_Size(args);
+  if (nargs < 5 || nargs > 6) {
+    if (nargs >= 0)
+      PyErr_Format(PyExc_TypeError,
+                   "encode_object_subgroup() takes 5 or 6 positional arguments (%zd given)",
+                   nargs);
+    return NULL;
+  }
+  PyObject *delta = PyTuple_GetItem(args, 0), *exts = PyTuple_GetItem(args, 1);
+  PyObject *status = PyTuple_GetItem(args, 2), *payload = PyTuple_GetItem(args, 3);
+  int present = PyObject_IsTrue(PyTuple_GetItem(args, 4));
+  int kvp = nargs == 6 ? PyObject_IsTrue(PyTuple_GetItem(args, 5)) : 0;
+  if (present < 0 || kvp < 0) return NULL;
+  unsigned char head[24], tail[16];
+  Py_ssize_t nhead, ntail = 0, plen;
+  PyObject *tmp = NULL, *result = NULL;
+  Out block = {NULL, 0, 0};
+  int status_zero = is_zero(status);
+  if (status_zero < 0 || (nhead = enc(delta, head)) < 0) return NULL;
   if (present) {
     int nonempty = status_zero && exts != Py_None ? PyObject_IsTrue(exts) : 0;
-    if (nonempty < 0) goto done;
+    if (nonempty < 0) return NULL;
     if (nonempty) {
-      Out block = {NULL, 0, 0};
-      if (encode_extensions(&block, enc, exts, kvp) != 0 || out_size(&o, enc, block.n) != 0 ||
-          out_put(&o, block.p, block.n) != 0) {
-        free(block.p);
+      int n;
+      if (encode_extensions(&block, enc, exts, kvp) != 0 ||
+          (n = enc_size(enc, block.n, head + nhead)) < 0)
         goto done;
-      }
-      free(block.p);
-    } else if (out_put(&o, "\0", 1) != 0) {
-      goto done;
+      nhead += n;
+    } else {
+      head[nhead++] = 0;
     }
   }
   const char *pay = NULL;
@@ -825,23 +854,32 @@ static PyObject *encode_object(PyObject *args, encfn enc, unsigned one, unsigned
     goto done;
   }
   if (status_zero && plen) {
-    unsigned char h[2];
     if ((Py_ssize_t)one > plen) {
-      h[0] = (unsigned char)plen;
-      if (out_put(&o, h, 1) != 0) goto done;
+      tail[ntail++] = (unsigned char)plen;
     } else if (plen < 0x4000) {
-      be_write(h, (uint64_t)plen | two_prefix, 2);
-      if (out_put(&o, h, 2) != 0) goto done;
-    } else if (out_size(&o, enc, plen) != 0) {
+      be_write(tail, (uint64_t)plen | two_prefix, 2);
+      ntail = 2;
+    } else if ((ntail = enc_size(enc, plen, tail)) < 0) {
       goto done;
     }
-    if (out_put(&o, pay, plen) != 0) goto done;
-  } else if (out_put(&o, "\0", 1) != 0 || out_int(&o, enc, status) != 0) {
-    goto done;
+  } else {
+    int n;
+    tail[0] = 0;
+    if ((n = enc(status, tail + 1)) < 0) goto done;
+    ntail = 1 + n;
+    plen = 0;
   }
-  result = PyBytes_FromStringAndSize(o.p, o.n);
+  result = PyBytes_FromStringAndSize(NULL, nhead + block.n + ntail + plen);
+  if (!result) goto done;
+  char *p = PyBytes_AsString(result); /* a new object: filled before anyone sees it */
+  memcpy(p, head, (size_t)nhead);
+  p += nhead;
+  if (block.n) memcpy(p, block.p, (size_t)block.n);
+  p += block.n;
+  memcpy(p, tail, (size_t)ntail);
+  if (plen) memcpy(p + ntail, pay, (size_t)plen);
 done:
-  free(o.p);
+  free(block.p);
   Py_XDECREF(tmp);
   return result;
 }
