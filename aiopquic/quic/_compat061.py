@@ -294,10 +294,26 @@ class Compat061Connection:
         STOP_SENDING or the stream was reset locally, :class:`ValueError` for thresholds
         outside [0, 1], and what :meth:`send_stream_data` raises for bad arguments or a
         stream past its FIN."""
-        for name, value in (("soft_yield_at", soft_yield_at), ("hard_wait_at", hard_wait_at)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1]: got {value!r}")
+        if soft_yield_at != 0.5 or hard_wait_at != 0.9 or type(soft_yield_at) is bool \
+                or type(hard_wait_at) is bool:
+            for name, value in (("soft_yield_at", soft_yield_at),
+                                ("hard_wait_at", hard_wait_at)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not 0.0 <= value <= 1.0:
+                    raise ValueError(f"{name} must be a number in [0, 1]: got {value!r}")
+        st = self._tx.get(stream_id)
+        if st is not None and st.open and not st.spill and not self._endpoint._deferred \
+                and not self._closed:
+            # the common case (an open stream, nothing queued anywhere): write, and wait only
+            # if part of it had to queue in Python
+            self.send_stream_data(stream_id, data, end_stream)
+            if st.spill:
+                await self._seed_wait_queue(stream_id)
+                if self._closed:
+                    raise self._seed_closed_error()
+            elif self._endpoint._deferred:
+                await asyncio.sleep(0)  # the command ring filled: let the loop run
+            return
         await self._seed_wait_queue(stream_id)
         while self.tx_event_ring_fill() > hard_wait_at and not self._closed:
             ev = self.tx_event_ring_drain_event
