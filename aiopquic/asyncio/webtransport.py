@@ -1165,6 +1165,9 @@ class WebTransportSessionBase:
         """0.6.1's flag: True while the session holds its connection (between a client's
         :meth:`WebTransportClient.open` and :meth:`detach`, or a server session's life)."""
         self._session_ready: Optional[asyncio.Future[None]] = None
+        # the _session_ready future already seen established (a ready session stays ready
+        # until it closes; a client's open() makes a new future)
+        self._wt6_ready_ok: Optional[asyncio.Future[None]] = None
         self._session_closed = asyncio.Event()
         self._cnx_closed = asyncio.Event()
         self._fin_sent = False
@@ -1243,10 +1246,13 @@ class WebTransportSessionBase:
         return proto
 
     def _wt6_check(self) -> WebTransportProtocol:
-        if self.session_closed:
+        if self._session_closed.is_set():
             raise WebTransportError("WT session closed")
-        if not self.session_ready:
-            raise WebTransportError("session not ready")
+        ready = self._session_ready
+        if ready is None or ready is not self._wt6_ready_ok:
+            if not self.session_ready:
+                raise WebTransportError("session not ready")
+            self._wt6_ready_ok = ready
         return self._wt6_proto()
 
     # ------------------------------------------------------------------ streams
@@ -1283,11 +1289,16 @@ class WebTransportSessionBase:
         raises for a full buffer (the excess waits in Python; pace with
         :meth:`send_stream_data_drained`).  Raises :class:`ConnectionError` once the session
         is closed and :class:`WebTransportError` for a stream not open for sending."""
-        if self.session_closed:
+        if self._session_closed.is_set():
             raise ConnectionError("WT session closed")
-        proto = self._wt6_check()
+        self._wt6_send(self._wt6_check(), stream_id, data, end_stream)
+
+    def _wt6_send(self, proto: WebTransportProtocol, stream_id: int, data: Any,
+                  end_stream: bool) -> None:
+        if type(data) is not bytes:
+            data = _ensure_bytes(data)
         try:
-            proto._wt.send_stream_data(stream_id, _ensure_bytes(data), end_stream)
+            proto._wt.send_stream_data(stream_id, data, end_stream)
         except RuntimeError as exc:
             raise WebTransportError(
                 f"WT stream {stream_id} not available (never opened, closed, or reset): "
@@ -1304,10 +1315,21 @@ class WebTransportSessionBase:
         writing many small objects keeps the loop for a batch of them.  Returns quietly once
         the session is closed (as 0.6.1 did); ``hard_wait_at`` is accepted for 0.6.1
         compatibility."""
-        if self.session_closed:
+        if self._session_closed.is_set():
             return
         proto = self._wt6_check()
         quic = proto._quic
+        st = quic._tx.get(stream_id)
+        if st is not None and st.open and not st.spill and not quic._closed \
+                and not quic._endpoint._deferred:
+            # the common case (an open stream, nothing queued anywhere): write, and wait only
+            # if part of it had to queue in Python
+            self._wt6_send(proto, stream_id, data, end_stream)
+            if st.spill or quic._closed:
+                await proto._wait_writable(stream_id)
+            elif not end_stream and quic._endpoint._deferred:
+                await asyncio.sleep(0)  # the command ring filled: let the loop run
+            return
         if quic.closed or quic.stream_send_pending(stream_id):
             await proto._wait_writable(stream_id)  # (raises if the connection is closed)
             if self.session_closed:
@@ -1341,13 +1363,7 @@ class WebTransportSessionBase:
     def tx_data_ring_used(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` still buffered for sending (0 for an unknown stream)."""
         quic = self._wt6_quic()
-        if quic is None:
-            return 0
-        fn = getattr(quic, "tx_data_ring_used", None)
-        if fn is not None:
-            return int(fn(stream_id))
-        return quic.get_stream_buffered_bytes(stream_id) \
-            if quic.stream_send_pending(stream_id) else 0
+        return 0 if quic is None else quic.tx_data_ring_used(stream_id)
 
     def tx_sent_bytes(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` that have left the send buffer for good."""
