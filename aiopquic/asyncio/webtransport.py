@@ -1296,8 +1296,11 @@ class WebTransportSessionBase:
     def _wt6_send(self, proto: WebTransportProtocol, stream_id: int, data: Any,
                   end_stream: bool) -> None:
         if type(data) is not bytes:
-            data = _ensure_bytes(data)
-        try:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
+            if isinstance(data, memoryview) and (data.itemsize != 1 or not data.c_contiguous):
+                data = bytes(data)  # len() must count bytes
+        try:  # (a bytearray or memoryview is copied into the stream's ring, not kept)
             proto._wt.send_stream_data(stream_id, data, end_stream)
         except RuntimeError as exc:
             raise WebTransportError(
