@@ -249,8 +249,15 @@ with open("/proc/self/maps") as f:
         fields = line.split(None, 5)
         if len(fields) == 6 and fields[5].startswith("/"):
             mapped.add(fields[5].strip())
+import platform
+import aiopquic.buffer
+import aiopquic.streamchain
+c_codecs = (aiopquic.buffer.Buffer is not aiopquic.buffer.PyBuffer
+            and aiopquic.streamchain.StreamChain is not aiopquic.streamchain.PyStreamChain)
 print("RESULT " + json.dumps({"loaded": loaded_libraries(), "manifest": bundle_manifest(),
-                              "mapped": sorted(mapped), "versions": report.getvalue()}))
+                              "mapped": sorted(mapped), "versions": report.getvalue(),
+                              "c_codecs": c_codecs,
+                              "cpython": platform.python_implementation() == "CPython"}))
 '''
 
 
@@ -347,6 +354,8 @@ def test_wheel_runs_without_system_ngtcp2_and_gnutls(python: str, wheelhouse: st
     (line,) = [x for x in out.splitlines() if x.startswith("RESULT ")]
     result = json.loads(line[len("RESULT "):])
 
+    # The C codecs (aiopquic._ccodecs) came with the CPython wheel; PyPy's runs the Python ones.
+    assert result["c_codecs"] == result["cpython"], result["c_codecs"]
     # Only the wheel's copies were mapped, and `versions` says so.
     for lib in result["loaded"]:
         assert lib["bundled"], result["loaded"]
