@@ -256,6 +256,27 @@ def test_buffer_vi64_flag_switches_vint(Buf: Any) -> None:
     assert buf.data.hex() == "80804080"
 
 
+@BUFFERS
+def test_buffer_huge_read_lengths(Buf: Any) -> None:
+    """A length near 2**63 fails cleanly (no overflow in the C class's arithmetic)."""
+    for buf in (Buf(data=b"abc"), Buf(capacity=8)):
+        buf.push_uint8(1) if buf.capacity == 8 else buf.pull_uint8()
+        with pytest.raises(BufferReadError):
+            buf.pull_bytes(2**63 - 1)
+        assert buf.tell() == 1
+
+
+@pytest.mark.parametrize("cls", [StreamChain, PyStreamChain])
+def test_streamchain_huge_read_length(cls: Any) -> None:
+    chain = cls()
+    chain.extend(b"abc")
+    chain.pull_uint8()
+    with pytest.raises(StreamUnderflow) as info:
+        chain.pull_bytes(2**63 - 1)
+    assert (info.value.pos, info.value.needed) == (1, 2**63)
+    assert chain.tell() == 1
+
+
 def _run_ops(cls: Any, seed: int) -> list[Any]:
     """A random sequence of Buffer calls; each result (or exception type) is recorded."""
     import random

@@ -400,7 +400,12 @@ static PyObject *Buf_pull_bytes(Buf *self, PyObject *arg) {
     raise_read("negative read length");
     return NULL;
   }
-  Py_ssize_t pos = self->pos, end = pos + n;
+  Py_ssize_t pos = self->pos;
+  if (n > PY_SSIZE_T_MAX - pos) { /* pos + n would overflow */
+    raise_read("read out of bounds");
+    return NULL;
+  }
+  Py_ssize_t end = pos + n;
   if (end > self->len && ensure(self, end) != 0) return NULL;
   self->pos = end;
   if (self->owner && pos == 0 && end == self->len) {
@@ -1157,7 +1162,22 @@ static PyObject *Chain_pull_vint(Chain *self, PyObject *unused) {
 }
 
 static PyObject *chain_bytes(Chain *c, Py_ssize_t n) {
-  if (c->pos + n > c->len) {
+  if (n > c->len - c->pos) {
+    if (n > PY_SSIZE_T_MAX - c->pos) { /* the Python twin's needed position: pos + n */
+      PyObject *pos = PyLong_FromSsize_t(c->pos), *len = PyLong_FromSsize_t(n);
+      PyObject *needed = pos && len ? PyNumber_Add(pos, len) : NULL;
+      if (needed) {
+        PyObject *exc = PyObject_CallFunction(underflow_cls, "OO", pos, needed);
+        if (exc) {
+          PyErr_SetObject(underflow_cls, exc);
+          Py_DECREF(exc);
+        }
+      }
+      Py_XDECREF(pos);
+      Py_XDECREF(len);
+      Py_XDECREF(needed);
+      return NULL;
+    }
     underflow(c->pos, c->pos + n);
     return NULL;
   }
