@@ -777,8 +777,9 @@ class QuicConnection(Compat061Connection):
         n = len(data)
         st.written += n
         src = (data if type(data) is bytes else ffi.from_buffer(data)) if n else ffi.NULL
-        done = lib.aq_stream_write(self._endpoint.ptr, self._handle, stream_id, st.buf, src, n,
-                                   1 if end_stream else 0)
+        # (the endpoint's pointer read directly: two property calls less per write)
+        done = lib.aq_stream_write(self._endpoint._native._ptr, self._handle, stream_id,
+                                   st.buf, src, n, 1 if end_stream else 0)
         if done == n:
             if end_stream:
                 st.fin_sent = True
