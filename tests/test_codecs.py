@@ -330,6 +330,28 @@ def test_c_buffer_behaves_like_python_buffer() -> None:
         assert _run_ops(Buffer, seed) == _run_ops(PyBuffer, seed), f"seed {seed}"
 
 
+def test_codec_calls_keep_none_alive() -> None:
+    """The C methods that return None give the caller a reference (None is immortal only from
+    CPython 3.12 on; a module built with 3.12.0-3.12.1's headers once returned it without one,
+    and 3.11 then freed None and aborted)."""
+    import gc
+    import sys
+
+    buf, chain = Buffer(capacity=16), StreamChain()
+    gc.collect()
+    before = sys.getrefcount(None)
+    for _ in range(1000):
+        buf.push_uint8(1)
+        buf.seek(0)
+        chain.extend(b"x")
+        chain.extend(None)
+        chain.save()
+        chain.rollback()
+        chain.commit()
+    gc.collect()
+    assert sys.getrefcount(None) >= before - 50
+
+
 def test_buffer_is_the_c_class_on_cpython() -> None:
     import platform
 
