@@ -16,8 +16,24 @@ an ``except`` branch or before reading), which shows in the exceptions' ``__cont
 
 from __future__ import annotations
 
+import importlib
+import platform
 import struct
-from typing import TYPE_CHECKING, Callable, Union
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Optional, Union
+
+
+def c_codecs() -> Optional[ModuleType]:
+    """``aiopquic._ccodecs`` (the codecs in C) on CPython when it was built, else None: PyPy
+    runs the Python classes and functions (its JIT makes them faster than C behind cpyext),
+    and so does a source tree without the compiled module."""
+    if platform.python_implementation() != "CPython":
+        return None
+    try:
+        return importlib.import_module("aiopquic._ccodecs")
+    except ImportError:
+        return None
+
 
 _UNPACK_H = struct.Struct(">H").unpack_from
 _UNPACK_I = struct.Struct(">I").unpack_from

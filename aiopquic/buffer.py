@@ -23,11 +23,10 @@ which PyPy's JIT runs faster than C behind its C-API emulation.
 
 from __future__ import annotations
 
-import platform
 import struct
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
-from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader
+from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader, c_codecs
 
 __all__ = [
     "Buffer",
@@ -399,11 +398,7 @@ class Buffer(_IntReader):
 #: class of ``aiopquic._ccodecs`` when it was built, with the same behaviour).
 PyBuffer = Buffer
 
-if not TYPE_CHECKING and platform.python_implementation() == "CPython":
-    try:
-        from aiopquic import _ccodecs
-    except ImportError:  # a source tree without the compiled module: the Python class
-        pass
-    else:
-        _ccodecs._set_errors(BufferReadError, BufferWriteError)
-        Buffer = _ccodecs.Buffer  # noqa: F811
+_C = c_codecs()
+if not TYPE_CHECKING and _C is not None:
+    _C._set_errors(BufferReadError, BufferWriteError)
+    Buffer = _C.Buffer  # noqa: F811

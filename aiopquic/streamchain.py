@@ -24,10 +24,9 @@ caller may reuse or release them (``StreamDataReceived.data`` may be a memoryvie
 
 from __future__ import annotations
 
-import platform
 from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Union
 
-from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader
+from aiopquic._codec_base import _UNPACK_Q, _VI64_LEN, _VI64_MASK, _IntReader, c_codecs
 from aiopquic.exceptions import StreamUnderflow
 
 __all__ = ["StreamChain", "ObjectFields", "PyStreamChain"]
@@ -291,11 +290,7 @@ class StreamChain(_IntReader):
 #: the C class of ``aiopquic._ccodecs`` when it was built, with the same behaviour).
 PyStreamChain = StreamChain
 
-if not TYPE_CHECKING and platform.python_implementation() == "CPython":
-    try:
-        from aiopquic import _ccodecs
-    except ImportError:  # a source tree without the compiled module: the Python class
-        pass
-    else:
-        _ccodecs._set_underflow(StreamUnderflow)
-        StreamChain = _ccodecs.StreamChain  # noqa: F811
+_C = c_codecs()
+if not TYPE_CHECKING and _C is not None:
+    _C._set_underflow(StreamUnderflow)
+    StreamChain = _C.StreamChain  # noqa: F811

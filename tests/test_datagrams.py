@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -104,29 +107,37 @@ def _datagram_sink(received: list) -> type:
     return Sink
 
 
+@contextlib.asynccontextmanager
+async def _datagram_session(server_config, client_config, received: list,
+                            **client_options) -> AsyncIterator[Any]:
+    """A server whose protocol appends every datagram's bytes to ``received``, and a client
+    protocol connected to it (both with datagrams on); the server is closed afterwards."""
+    server = await serve("127.0.0.1", 0, configuration=server_config(
+        max_datagram_frame_size=65535), create_protocol=_datagram_sink(received))
+    try:
+        async with connect("127.0.0.1", server.local_port, configuration=client_config(
+                max_datagram_frame_size=65535, **client_options)) as protocol:
+            yield protocol
+    finally:
+        server.close()
+
+
 async def test_datagram_flood_is_bounded(server_config, client_config):
     """A sender that outruns the path and ignores the return value (aioquic style) is refused
     past datagram_ring_bytes (send_datagram_frame returns 0, counted) instead of growing
     memory without bound; what arrives is intact."""
     received: list[bytes] = []
-    Sink = _datagram_sink(received)
-    server = await serve("127.0.0.1", 0, configuration=server_config(
-        max_datagram_frame_size=65535), create_protocol=Sink)
-    try:
-        async with connect("127.0.0.1", server.local_port, configuration=client_config(
-                max_datagram_frame_size=65535)) as protocol:
-            quic = protocol._quic
-            body = os.urandom(1100)  # fits a 1200-byte packet: accepted before PMTUD ran
-            taken = 0
-            for _ in range(20_000):  # 22 MB at once: far more than the 1 MiB limit
-                if quic.send_datagram_frame(body):
-                    taken += 1
-                assert lib.aq_dgq_outstanding(quic._dgq) <= 1 << 20
-            with anyio.fail_after(10):
-                await protocol.ping()
-                stats = await protocol.get_stats()
-    finally:
-        server.close()
+    async with _datagram_session(server_config, client_config, received) as protocol:
+        quic = protocol._quic
+        body = os.urandom(1100)  # fits a 1200-byte packet: accepted before PMTUD ran
+        taken = 0
+        for _ in range(20_000):  # 22 MB at once: far more than the 1 MiB limit
+            if quic.send_datagram_frame(body):
+                taken += 1
+            assert lib.aq_dgq_outstanding(quic._dgq) <= 1 << 20
+        with anyio.fail_after(10):
+            await protocol.ping()
+            stats = await protocol.get_stats()
     assert quic.datagrams_refused == 20_000 - taken > 0
     assert stats.datagrams_dropped == 0  # refused before the native queue had to drop
     assert received and all(d == body for d in received)
@@ -138,28 +149,22 @@ async def test_datagram_backpressure_0_6_1_style(server_config, client_config):
     wait to be sent, the drain event clears, and sets again once half have left; a sender
     that waits on it loses nothing at the sender and never holds more than the limit."""
     received: list[bytes] = []
-    Sink = _datagram_sink(received)
     limit = 64 * 1024
-    server = await serve("127.0.0.1", 0, configuration=server_config(
-        max_datagram_frame_size=65535), create_protocol=Sink)
-    try:
-        async with connect("127.0.0.1", server.local_port, configuration=client_config(
-                max_datagram_frame_size=65535, datagram_ring_bytes=limit)) as protocol:
-            quic = protocol._quic
-            body = os.urandom(1000)
-            waits = 0
-            with anyio.fail_after(30):
-                for _ in range(5_000):  # 5 MB: the sender outruns the network thread
-                    while not quic.send_datagram_frame(body):
-                        drained = quic.get_datagram_tx_drain_event()
-                        assert not drained.is_set()
-                        waits += 1
-                        await drained.wait()
-                    assert lib.aq_dgq_outstanding(quic._dgq) <= limit
-                await protocol.ping()
-                stats = await protocol.get_stats()
-    finally:
-        server.close()
+    async with _datagram_session(server_config, client_config, received,
+                                 datagram_ring_bytes=limit) as protocol:
+        quic = protocol._quic
+        body = os.urandom(1000)
+        waits = 0
+        with anyio.fail_after(30):
+            for _ in range(5_000):  # 5 MB: the sender outruns the network thread
+                while not quic.send_datagram_frame(body):
+                    drained = quic.get_datagram_tx_drain_event()
+                    assert not drained.is_set()
+                    waits += 1
+                    await drained.wait()
+                assert lib.aq_dgq_outstanding(quic._dgq) <= limit
+            await protocol.ping()
+            stats = await protocol.get_stats()
     assert waits > 0 and quic.datagrams_refused == waits
     assert stats.datagrams_dropped == 0
     assert received and all(d == body for d in received)
@@ -170,27 +175,20 @@ async def test_datagram_fast_path_follows_the_path(server_config, client_config)
     change (AQ_EV_PATH) turns it off, so the new, smaller limit is enforced again (ValueError),
     and other bytes-like types keep the full path."""
     received: list[bytes] = []
-    Sink = _datagram_sink(received)
-    server = await serve("127.0.0.1", 0, configuration=server_config(
-        max_datagram_frame_size=65535), create_protocol=Sink)
-    try:
-        async with connect("127.0.0.1", server.local_port, configuration=client_config(
-                max_datagram_frame_size=65535)) as protocol:
-            quic = protocol._quic
-            assert quic._dg_fast is None
-            assert quic.send_datagram_frame(b"a" * 500) == 500
-            assert quic._dg_fast is not None and quic._dg_fast[0] >= 500
-            assert quic.send_datagram_frame(b"b" * 500) == 500  # the fast path
-            assert quic.send_datagram_frame(memoryview(b"c" * 500)) == 500
-            # the path shrinks: only 100-byte datagrams fit from now on
-            quic._on_native(NativeEvent(EV_PATH, 0, quic._handle, -1, 1200, 100, b""))
-            assert quic._dg_fast is None
-            with pytest.raises(ValueError, match="larger than the 100-byte maximum"):
-                quic.send_datagram_frame(b"d" * 500)
-            assert quic.send_datagram_frame(b"e" * 100) == 100
-            with anyio.fail_after(10):
-                while len(received) < 4:
-                    await protocol.ping()
-    finally:
-        server.close()
+    async with _datagram_session(server_config, client_config, received) as protocol:
+        quic = protocol._quic
+        assert quic._dg_fast is None
+        assert quic.send_datagram_frame(b"a" * 500) == 500
+        assert quic._dg_fast is not None and quic._dg_fast[0] >= 500
+        assert quic.send_datagram_frame(b"b" * 500) == 500  # the fast path
+        assert quic.send_datagram_frame(memoryview(b"c" * 500)) == 500
+        # the path shrinks: only 100-byte datagrams fit from now on
+        quic._on_native(NativeEvent(EV_PATH, 0, quic._handle, -1, 1200, 100, b""))
+        assert quic._dg_fast is None
+        with pytest.raises(ValueError, match="larger than the 100-byte maximum"):
+            quic.send_datagram_frame(b"d" * 500)
+        assert quic.send_datagram_frame(b"e" * 100) == 100
+        with anyio.fail_after(10):
+            while len(received) < 4:
+                await protocol.ping()
     assert sorted(received) == sorted([b"a" * 500, b"b" * 500, b"c" * 500, b"e" * 100])

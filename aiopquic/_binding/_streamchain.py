@@ -9,11 +9,11 @@ re-exported from here as it was in 0.6.1.
 
 from __future__ import annotations
 
-import platform
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
+from aiopquic._codec_base import c_codecs
 from aiopquic.buffer import _ONE_BYTE, encode_uint_var, encode_uint_vi64
 from aiopquic.streamchain import StreamChain
 
@@ -119,11 +119,7 @@ def encode_object_subgroup_vi64(
 py_encode_object_subgroup = encode_object_subgroup
 py_encode_object_subgroup_vi64 = encode_object_subgroup_vi64
 
-if not TYPE_CHECKING and platform.python_implementation() == "CPython":
-    try:
-        from aiopquic import _ccodecs
-    except ImportError:  # a source tree without the compiled module: the Python functions
-        pass
-    else:
-        encode_object_subgroup = _ccodecs.encode_object_subgroup  # noqa: F811
-        encode_object_subgroup_vi64 = _ccodecs.encode_object_subgroup_vi64  # noqa: F811
+_C = c_codecs()
+if not TYPE_CHECKING and _C is not None:
+    encode_object_subgroup = _C.encode_object_subgroup  # noqa: F811
+    encode_object_subgroup_vi64 = _C.encode_object_subgroup_vi64  # noqa: F811

@@ -59,15 +59,23 @@ static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_
 static PyObject *read_error;  /* aiopquic.buffer.BufferReadError (process-wide constants) */
 static PyObject *write_error; /* aiopquic.buffer.BufferWriteError */
 
+/* What Buffer and StreamChain share, first in both: the cursor and the integer flavour. */
 typedef struct {
   PyObject_HEAD
-  char *mem;
-  Py_ssize_t len, cap, alloc, pos;
-  PyObject *owner; /* read buffer: the bytes `mem` points into; NULL for a write buffer */
+  Py_ssize_t pos;
   int vi64;
+} Cursor;
+
+typedef struct {
+  Cursor cur;
+  char *mem;
+  Py_ssize_t len, cap, alloc;
+  PyObject *owner; /* read buffer: the bytes `mem` points into; NULL for a write buffer */
 } Buf;
 
 #define UINT_VAR_MAX ((UINT64_C(1) << 62) - 1)
+
+static void free_instance(PyObject *self);
 
 static int raise_read(const char *msg) {
   PyErr_SetString(read_error ? read_error : PyExc_ValueError, msg);
@@ -112,7 +120,7 @@ static int ensure(Buf *b, Py_ssize_t end) {
 /* A fixed-width read of n bytes at the cursor: a write buffer short of them is zero-filled up
  * to its capacity first (as the Python class's integer reads do). */
 static const unsigned char *take(Buf *b, Py_ssize_t n) {
-  Py_ssize_t end = b->pos + n;
+  Py_ssize_t end = b->cur.pos + n;
   if (end > b->len) {
     if (b->owner || b->len >= capacity(b)) {
       raise_read("read out of bounds");
@@ -124,7 +132,7 @@ static const unsigned char *take(Buf *b, Py_ssize_t n) {
       return NULL;
     }
   }
-  return (const unsigned char *)b->mem + b->pos;
+  return (const unsigned char *)b->mem + b->cur.pos;
 }
 
 static int put(Buf *b, const void *data, Py_ssize_t n) {
@@ -133,12 +141,12 @@ static int put(Buf *b, const void *data, Py_ssize_t n) {
                     "write to fixed-capacity buffer");
     return -1;
   }
-  Py_ssize_t end = b->pos + n;
+  Py_ssize_t end = b->cur.pos + n;
   if (reserve(b, end) != 0) return -1;
-  if (b->pos > b->len) memset(b->mem + b->len, 0, (size_t)(b->pos - b->len));
-  if (n) memcpy(b->mem + b->pos, data, (size_t)n);
+  if (b->cur.pos > b->len) memset(b->mem + b->len, 0, (size_t)(b->cur.pos - b->len));
+  if (n) memcpy(b->mem + b->cur.pos, data, (size_t)n);
   if (end > b->len) b->len = end;
-  b->pos = end;
+  b->cur.pos = end;
   return 0;
 }
 
@@ -311,8 +319,8 @@ static int Buf_init(Buf *self, PyObject *args, PyObject *kwds) {
   free(self->mem);
   self->mem = NULL;
   Py_CLEAR(self->owner);
-  self->len = self->alloc = self->pos = 0;
-  self->vi64 = flag;
+  self->len = self->alloc = self->cur.pos = 0;
+  self->cur.vi64 = flag;
   if (data != Py_None) {
     PyObject *owner;
     if (PyBytes_CheckExact(data)) {
@@ -337,12 +345,9 @@ static int Buf_init(Buf *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Buf_dealloc(Buf *self) {
-  PyTypeObject *tp = Py_TYPE(self);
   free(self->mem);
   Py_XDECREF(self->owner);
-  freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
-  tp_free(self);
-  Py_DECREF(tp);
+  free_instance((PyObject *)self);
 }
 
 /* The readable bytes: a read buffer's live in its bytes object. */
@@ -360,22 +365,23 @@ static PyObject *Buf_get_capacity(Buf *self, void *c) {
 static PyObject *Buf_get_data(Buf *self, void *c) {
   (void)c;
   if (self->owner) {
-    if (self->pos == self->len) {
+    if (self->cur.pos == self->len) {
       Py_INCREF(self->owner);
       return self->owner;
     }
-    return PyBytes_FromStringAndSize(PyBytes_AsString(self->owner), self->pos);
+    return PyBytes_FromStringAndSize(PyBytes_AsString(self->owner), self->cur.pos);
   }
-  if (ensure(self, self->pos) != 0) return NULL;
-  return PyBytes_FromStringAndSize(self->mem ? self->mem : "", self->pos);
+  if (ensure(self, self->cur.pos) != 0) return NULL;
+  return PyBytes_FromStringAndSize(self->mem ? self->mem : "", self->cur.pos);
 }
 
-static PyObject *Buf_get_vi64(Buf *self, void *c) {
+/* vi64 and tell(), shared by Buffer and StreamChain (both start with a Cursor). */
+static PyObject *Cursor_get_vi64(PyObject *self, void *c) {
   (void)c;
-  return PyBool_FromLong(self->vi64);
+  return PyBool_FromLong(((Cursor *)self)->vi64);
 }
 
-static int Buf_set_vi64(Buf *self, PyObject *value, void *c) {
+static int Cursor_set_vi64(PyObject *self, PyObject *value, void *c) {
   (void)c;
   if (!value) {
     PyErr_SetString(PyExc_AttributeError, "cannot delete vi64");
@@ -383,13 +389,39 @@ static int Buf_set_vi64(Buf *self, PyObject *value, void *c) {
   }
   int flag = PyObject_IsTrue(value);
   if (flag < 0) return -1;
-  self->vi64 = flag;
+  ((Cursor *)self)->vi64 = flag;
   return 0;
 }
 
-static PyObject *Buf_tell(Buf *self, PyObject *unused) {
+static PyObject *Cursor_tell(PyObject *self, PyObject *unused) {
   (void)unused;
-  return PyLong_FromSsize_t(self->pos);
+  return PyLong_FromSsize_t(((Cursor *)self)->pos);
+}
+
+/* The end of a dealloc: the memory, then the reference every heap type's instance holds. */
+static void free_instance(PyObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+  tp_free(self);
+  Py_DECREF(tp);
+}
+
+/* RFC 9000 varint and draft-18 vi64 lengths from the first byte, and values from the whole
+ * encoding (Buffer and StreamChain differ only in what a short read does). */
+static inline int var_len(unsigned first) { return 1 << (first >> 6); }
+
+static inline uint64_t var_value(const unsigned char *p, int n) {
+  return be_read(p, n) & (n == 1 ? 0x3F : n == 2 ? 0x3FFF : n == 4 ? 0x3FFFFFFF : UINT_VAR_MAX);
+}
+
+static inline int vi64_len(unsigned first) {
+  int n = 1;
+  while (n < 9 && (first & (0x80u >> (n - 1)))) n++; /* leading ones + 1 */
+  return n;
+}
+
+static inline uint64_t vi64_value(const unsigned char *p, int n) {
+  return n == 9 ? be_read(p + 1, 8) : be_read(p, n) & ((UINT64_C(1) << (7 * n)) - 1);
 }
 
 static PyObject *Buf_seek(Buf *self, PyObject *arg) {
@@ -399,7 +431,7 @@ static PyObject *Buf_seek(Buf *self, PyObject *arg) {
     PyErr_Format(read_error, "seek out of bounds: %zd", pos);
     return NULL;
   }
-  self->pos = pos;
+  self->cur.pos = pos;
   RETURN_NONE;
 }
 
@@ -416,7 +448,7 @@ static PyObject *Buf_data_slice(Buf *self, PyObject *args) {
 
 static PyObject *Buf_eof(Buf *self, PyObject *unused) {
   (void)unused;
-  return PyBool_FromLong(self->pos >= capacity(self));
+  return PyBool_FromLong(self->cur.pos >= capacity(self));
 }
 
 /* ------------------------------------------------------------------ reads */
@@ -428,14 +460,14 @@ static PyObject *Buf_pull_bytes(Buf *self, PyObject *arg) {
     raise_read("negative read length");
     return NULL;
   }
-  Py_ssize_t pos = self->pos;
+  Py_ssize_t pos = self->cur.pos;
   if (n > PY_SSIZE_T_MAX - pos) { /* pos + n would overflow */
     raise_read("read out of bounds");
     return NULL;
   }
   Py_ssize_t end = pos + n;
   if (end > self->len && ensure(self, end) != 0) return NULL;
-  self->pos = end;
+  self->cur.pos = end;
   if (self->owner && pos == 0 && end == self->len) {
     Py_INCREF(self->owner);
     return self->owner;
@@ -445,11 +477,11 @@ static PyObject *Buf_pull_bytes(Buf *self, PyObject *arg) {
 
 static const unsigned char *take_fixed(Buf *self, Py_ssize_t n) {
   if (self->owner) {
-    if (self->pos + n > self->len) {
+    if (self->cur.pos + n > self->len) {
       raise_read("read out of bounds");
       return NULL;
     }
-    return (const unsigned char *)PyBytes_AsString(self->owner) + self->pos;
+    return (const unsigned char *)PyBytes_AsString(self->owner) + self->cur.pos;
   }
   return take(self, n);
 }
@@ -460,7 +492,7 @@ static const unsigned char *take_fixed(Buf *self, Py_ssize_t n) {
     const unsigned char *p = take_fixed(self, N);                    \
     if (!p) return NULL;                                             \
     uint64_t v = be_read(p, N);                                      \
-    self->pos += N;                                                  \
+    self->cur.pos += N;                                                  \
     return PyLong_FromUnsignedLongLong((unsigned long long)v);       \
   }
 PULL_FIXED(Buf_pull_uint8, 1)
@@ -472,9 +504,9 @@ static PyObject *Buf_pull_uint(Buf *self, PyObject *arg) {
   Py_ssize_t n = PyLong_AsSsize_t(arg);
   if (n == -1 && PyErr_Occurred()) return NULL;
   if (n >= 0 && n <= 8) {
-    if (ensure(self, self->pos + n) != 0) return NULL;
-    uint64_t v = be_read(bytes_of(self) + self->pos, (int)n);
-    self->pos += n;
+    if (ensure(self, self->cur.pos + n) != 0) return NULL;
+    uint64_t v = be_read(bytes_of(self) + self->cur.pos, (int)n);
+    self->cur.pos += n;
     return PyLong_FromUnsignedLongLong((unsigned long long)v);
   }
   PyObject *raw = Buf_pull_bytes(self, arg); /* longer (or negative: its error) */
@@ -485,26 +517,23 @@ static PyObject *Buf_pull_uint(Buf *self, PyObject *arg) {
 }
 
 static PyObject *pull_var(Buf *self) {
-  Py_ssize_t pos = self->pos;
-  Py_ssize_t n = 1;
-  if (pos < self->len) n = (Py_ssize_t)1 << (bytes_of(self)[pos] >> 6);
+  Py_ssize_t pos = self->cur.pos;
+  int n = pos < self->len ? var_len(bytes_of(self)[pos]) : 1;
   const unsigned char *p = take_fixed(self, n);
   if (!p) return NULL;
-  uint64_t v = be_read(p, (int)n);
-  v &= n == 1 ? 0x3F : n == 2 ? 0x3FFF : n == 4 ? 0x3FFFFFFF : UINT_VAR_MAX;
-  self->pos = pos + n;
+  uint64_t v = var_value(p, n);
+  self->cur.pos = pos + n;
   return PyLong_FromUnsignedLongLong((unsigned long long)v);
 }
 
 static PyObject *pull_vi64(Buf *self) {
-  Py_ssize_t pos = self->pos;
+  Py_ssize_t pos = self->cur.pos;
   const unsigned char *p = take_fixed(self, 1);
   if (!p) return NULL;
   unsigned first = p[0];
-  int n = 1;
-  while (n < 9 && (first & (0x80u >> (n - 1)))) n++; /* leading ones + 1 */
+  int n = vi64_len(first);
   if (first < 0x80) {
-    self->pos = pos + 1;
+    self->cur.pos = pos + 1;
     return PyLong_FromUnsignedLong(first);
   }
   if (n <= 2) {
@@ -516,13 +545,8 @@ static PyObject *pull_vi64(Buf *self) {
     p = (const unsigned char *)self->mem + pos;
   }
   if (!p) return NULL;
-  uint64_t v;
-  if (n == 9) {
-    v = be_read(p + 1, 8);
-  } else {
-    v = be_read(p, n) & ((UINT64_C(1) << (7 * n)) - 1);
-  }
-  self->pos = pos + n;
+  uint64_t v = vi64_value(p, n);
+  self->cur.pos = pos + n;
   return PyLong_FromUnsignedLongLong((unsigned long long)v);
 }
 
@@ -538,7 +562,7 @@ static PyObject *Buf_pull_uint_vi64(Buf *self, PyObject *unused) {
 
 static PyObject *Buf_pull_vint(Buf *self, PyObject *unused) {
   (void)unused;
-  return self->vi64 ? pull_vi64(self) : pull_var(self);
+  return self->cur.vi64 ? pull_vi64(self) : pull_var(self);
 }
 
 /* ------------------------------------------------------------------ writes */
@@ -613,7 +637,7 @@ static PyObject *Buf_push_uint_vi64(Buf *self, PyObject *value) {
 
 static PyObject *Buf_push_vint(Buf *self, PyObject *value) {
   unsigned char out[9];
-  int n = self->vi64 ? enc_vi64(value, out) : enc_var(value, out);
+  int n = self->cur.vi64 ? enc_vi64(value, out) : enc_var(value, out);
   if (n < 0 || put(self, out, n) != 0) return NULL;
   RETURN_NONE;
 }
@@ -621,7 +645,7 @@ static PyObject *Buf_push_vint(Buf *self, PyObject *value) {
 /* ------------------------------------------------------------------ type */
 
 static PyMethodDef Buf_methods[] = {
-    {"tell", (PyCFunction)Buf_tell, METH_NOARGS, "Return the cursor position."},
+    {"tell", (PyCFunction)Cursor_tell, METH_NOARGS, "Return the cursor position."},
     {"seek", (PyCFunction)Buf_seek, METH_O,
      "Move the cursor to ``pos`` (0 to ``capacity``); BufferReadError otherwise."},
     {"data_slice", (PyCFunction)Buf_data_slice, METH_VARARGS,
@@ -668,7 +692,7 @@ static PyGetSetDef Buf_getset[] = {
      "Size of the buffer: the data length for a read buffer, the allocation for a write one.",
      NULL},
     {"data", (getter)Buf_get_data, NULL, "The bytes before the cursor.", NULL},
-    {"vi64", (getter)Buf_get_vi64, (setter)Buf_set_vi64,
+    {"vi64", (getter)Cursor_get_vi64, (setter)Cursor_set_vi64,
      "True: the ``*_vint`` methods use vi64; False: RFC 9000 varints.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -929,10 +953,9 @@ static PyObject *encode_object_subgroup_vi64(PyObject *mod, PyObject *const *arg
  * behaves the same.  Logical byte i is mem[start + i]; `len` bytes are held since the last
  * commit; a commit moves `start` (and compacts when the front grows past the held bytes). */
 typedef struct {
-  PyObject_HEAD
+  Cursor cur;
   char *mem;
-  Py_ssize_t start, len, alloc, pos, save;
-  int vi64;
+  Py_ssize_t start, len, alloc, save;
 } Chain;
 
 static PyObject *underflow_cls; /* aiopquic.exceptions.StreamUnderflow */
@@ -960,17 +983,14 @@ static int Chain_init(Chain *self, PyObject *args, PyObject *kwds) {
   if (flag < 0) return -1;
   free(self->mem);
   self->mem = NULL;
-  self->start = self->len = self->alloc = self->pos = self->save = 0;
-  self->vi64 = flag;
+  self->start = self->len = self->alloc = self->cur.pos = self->save = 0;
+  self->cur.vi64 = flag;
   return 0;
 }
 
 static void Chain_dealloc(Chain *self) {
-  PyTypeObject *tp = Py_TYPE(self);
   free(self->mem);
-  freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
-  tp_free(self);
-  Py_DECREF(tp);
+  free_instance((PyObject *)self);
 }
 
 static int chain_append(Chain *c, const char *data, Py_ssize_t n) {
@@ -1030,29 +1050,7 @@ static PyObject *Chain_get_capacity(Chain *self, void *c) {
   return PyLong_FromSsize_t(self->len);
 }
 
-static Py_ssize_t Chain_length(Chain *self) { return self->len - self->pos; }
-
-static PyObject *Chain_get_vi64(Chain *self, void *c) {
-  (void)c;
-  return PyBool_FromLong(self->vi64);
-}
-
-static int Chain_set_vi64(Chain *self, PyObject *value, void *c) {
-  (void)c;
-  if (!value) {
-    PyErr_SetString(PyExc_AttributeError, "cannot delete vi64");
-    return -1;
-  }
-  int flag = PyObject_IsTrue(value);
-  if (flag < 0) return -1;
-  self->vi64 = flag;
-  return 0;
-}
-
-static PyObject *Chain_tell(Chain *self, PyObject *unused) {
-  (void)unused;
-  return PyLong_FromSsize_t(self->pos);
-}
+static Py_ssize_t Chain_length(Chain *self) { return self->len - self->cur.pos; }
 
 static PyObject *Chain_seek(Chain *self, PyObject *arg) {
   Py_ssize_t pos = PyLong_AsSsize_t(arg);
@@ -1062,7 +1060,7 @@ static PyObject *Chain_seek(Chain *self, PyObject *arg) {
                  self->len);
     return NULL;
   }
-  self->pos = pos;
+  self->cur.pos = pos;
   RETURN_NONE;
 }
 
@@ -1079,19 +1077,19 @@ static PyObject *Chain_data_slice(Chain *self, PyObject *args) {
 
 static PyObject *Chain_save(Chain *self, PyObject *unused) {
   (void)unused;
-  self->save = self->pos;
+  self->save = self->cur.pos;
   RETURN_NONE;
 }
 
 static PyObject *Chain_rollback(Chain *self, PyObject *unused) {
   (void)unused;
-  self->pos = self->save;
+  self->cur.pos = self->save;
   RETURN_NONE;
 }
 
 static PyObject *Chain_commit(Chain *self, PyObject *unused) {
   (void)unused;
-  Py_ssize_t pos = self->pos;
+  Py_ssize_t pos = self->cur.pos;
   if (pos) {
     if (pos == self->len) {
       self->start = self->len = 0;
@@ -1104,7 +1102,7 @@ static PyObject *Chain_commit(Chain *self, PyObject *unused) {
       self->start += pos;
       self->len -= pos;
     }
-    self->pos = 0;
+    self->cur.pos = 0;
   }
   self->save = 0;
   RETURN_NONE;
@@ -1112,38 +1110,30 @@ static PyObject *Chain_commit(Chain *self, PyObject *unused) {
 
 /* Reads: 0 and the value, or -1 with StreamUnderflow(pos, needed) set and the cursor kept. */
 static int chain_fixed(Chain *c, int n, uint64_t *out) {
-  if (c->pos + n > c->len) return underflow(c->pos, c->pos + n);
-  *out = be_read(chain_at(c, c->pos), n);
-  c->pos += n;
+  if (c->cur.pos + n > c->len) return underflow(c->cur.pos, c->cur.pos + n);
+  *out = be_read(chain_at(c, c->cur.pos), n);
+  c->cur.pos += n;
   return 0;
 }
 
 static int chain_var(Chain *c, uint64_t *out) {
-  Py_ssize_t pos = c->pos;
+  Py_ssize_t pos = c->cur.pos;
   if (pos >= c->len) return underflow(pos, pos + 1);
-  int n = 1 << (chain_at(c, pos)[0] >> 6);
+  int n = var_len(chain_at(c, pos)[0]);
   if (pos + n > c->len) return underflow(pos, pos + n);
-  uint64_t v = be_read(chain_at(c, pos), n);
-  *out = v & (n == 1 ? 0x3F : n == 2 ? 0x3FFF : n == 4 ? 0x3FFFFFFF : UINT_VAR_MAX);
-  c->pos = pos + n;
+  *out = var_value(chain_at(c, pos), n);
+  c->cur.pos = pos + n;
   return 0;
 }
 
 static int chain_vi64(Chain *c, uint64_t *out) {
-  Py_ssize_t pos = c->pos;
+  Py_ssize_t pos = c->cur.pos;
   if (pos >= c->len) return underflow(pos, pos + 1);
   const unsigned char *p = chain_at(c, pos);
-  unsigned first = p[0];
-  if (first < 0x80) {
-    *out = first;
-    c->pos = pos + 1;
-    return 0;
-  }
-  int n = 1;
-  while (n < 9 && (first & (0x80u >> (n - 1)))) n++;
+  int n = vi64_len(p[0]);
   if (pos + n > c->len) return underflow(pos, pos + n);
-  *out = n == 9 ? be_read(p + 1, 8) : be_read(p, n) & ((UINT64_C(1) << (7 * n)) - 1);
-  c->pos = pos + n;
+  *out = vi64_value(p, n);
+  c->cur.pos = pos + n;
   return 0;
 }
 
@@ -1180,14 +1170,14 @@ static PyObject *Chain_pull_uint_vi64(Chain *self, PyObject *unused) {
 static PyObject *Chain_pull_vint(Chain *self, PyObject *unused) {
   (void)unused;
   uint64_t v = 0;
-  int rv = self->vi64 ? chain_vi64(self, &v) : chain_var(self, &v);
+  int rv = self->cur.vi64 ? chain_vi64(self, &v) : chain_var(self, &v);
   return u64(rv, v);
 }
 
 static PyObject *chain_bytes(Chain *c, Py_ssize_t n) {
-  if (n > c->len - c->pos) {
-    if (n > PY_SSIZE_T_MAX - c->pos) { /* the Python twin's needed position: pos + n */
-      PyObject *pos = PyLong_FromSsize_t(c->pos), *len = PyLong_FromSsize_t(n);
+  if (n > c->len - c->cur.pos) {
+    if (n > PY_SSIZE_T_MAX - c->cur.pos) { /* the Python twin's needed position: pos + n */
+      PyObject *pos = PyLong_FromSsize_t(c->cur.pos), *len = PyLong_FromSsize_t(n);
       PyObject *needed = pos && len ? PyNumber_Add(pos, len) : NULL;
       if (needed) {
         PyObject *exc = PyObject_CallFunction(underflow_cls, "OO", pos, needed);
@@ -1201,11 +1191,11 @@ static PyObject *chain_bytes(Chain *c, Py_ssize_t n) {
       Py_XDECREF(needed);
       return NULL;
     }
-    underflow(c->pos, c->pos + n);
+    underflow(c->cur.pos, c->cur.pos + n);
     return NULL;
   }
-  PyObject *r = PyBytes_FromStringAndSize((const char *)chain_at(c, c->pos), n);
-  if (r) c->pos += n;
+  PyObject *r = PyBytes_FromStringAndSize((const char *)chain_at(c, c->cur.pos), n);
+  if (r) c->cur.pos += n;
   return r;
 }
 
@@ -1243,10 +1233,10 @@ static PyObject *parse_extensions(Chain *c, pullfn pull, long long limit, PyObje
     return NULL;
   }
   if (exts_len == 0) RETURN_NONE;
-  Py_ssize_t exts_end = c->pos + (Py_ssize_t)exts_len;
+  Py_ssize_t exts_end = c->cur.pos + (Py_ssize_t)exts_len;
   PyObject *exts = PyDict_New();
   if (!exts) return NULL;
-  while (c->pos < exts_end) {
+  while (c->cur.pos < exts_end) {
     uint64_t id, raw;
     if (pull(c, &raw) != 0) goto fail;
     id = raw;
@@ -1267,7 +1257,7 @@ static PyObject *parse_extensions(Chain *c, pullfn pull, long long limit, PyObje
     if (id & 1) {
       uint64_t vlen;
       if (pull(c, &vlen) != 0) goto fail;
-      Py_ssize_t room = exts_end - c->pos; /* negative once the length ran past the block */
+      Py_ssize_t room = exts_end - c->cur.pos; /* negative once the length ran past the block */
       if (room < 0 || vlen > (uint64_t)room || vlen > 0xFFFF) {
         char hex[24];
         snprintf(hex, sizeof(hex), "%llx", (unsigned long long)id);
@@ -1281,11 +1271,11 @@ static PyObject *parse_extensions(Chain *c, pullfn pull, long long limit, PyObje
       value = pull(c, &v) != 0 ? NULL : PyLong_FromUnsignedLongLong((unsigned long long)v);
     }
     if (!value) goto fail;
-    if (c->pos > exts_end) {
+    if (c->cur.pos > exts_end) {
       char hex[24];
       snprintf(hex, sizeof(hex), "%llx", (unsigned long long)id);
       PyErr_Format(PyExc_RuntimeError, "extensions decode overrun: pos=%zd exts_end=%zd ext_id=0x%s",
-                   c->pos, exts_end, hex);
+                   c->cur.pos, exts_end, hex);
       Py_DECREF(value);
       goto fail;
     }
@@ -1312,14 +1302,14 @@ static PyObject *parse_object(Chain *c, PyObject *const *args, Py_ssize_t nargs,
   long long limit = PyLong_AsLongLongAndOverflow(limit_o, &ovf);
   if (limit == -1 && PyErr_Occurred()) return NULL;
   if (ovf) limit = ovf > 0 ? LLONG_MAX : -1;
-  Py_ssize_t pos = c->pos, size = c->len;
+  Py_ssize_t pos = c->cur.pos, size = c->len;
   uint64_t delta, length;
   if (pos < size && *chain_at(c, pos) < one) {
     delta = *chain_at(c, pos);
     pos += 1;
   } else {
     if (pull(c, &delta) != 0) return NULL;
-    pos = c->pos;
+    pos = c->cur.pos;
   }
   PyObject *exts = Py_None;
   Py_INCREF(exts);
@@ -1328,11 +1318,11 @@ static PyObject *parse_object(Chain *c, PyObject *const *args, Py_ssize_t nargs,
     if (pos < size && *chain_at(c, pos) == 0 && limit >= 0) {
       pos += 1; /* empty extension block */
     } else {
-      c->pos = pos;
+      c->cur.pos = pos;
       Py_DECREF(exts);
       exts = parse_extensions(c, pull, limit, limit_o, kvp);
       if (!exts) return NULL;
-      pos = c->pos;
+      pos = c->cur.pos;
     }
   }
   unsigned first = pos < size ? *chain_at(c, pos) : two;
@@ -1343,12 +1333,12 @@ static PyObject *parse_object(Chain *c, PyObject *const *args, Py_ssize_t nargs,
     length = ((uint64_t)(first & 0x3F) << 8) | chain_at(c, pos)[1];
     pos += 2;
   } else {
-    c->pos = pos;
+    c->cur.pos = pos;
     if (pull(c, &length) != 0) goto done;
-    pos = c->pos;
+    pos = c->cur.pos;
   }
   if (length == 0) {
-    c->pos = pos;
+    c->cur.pos = pos;
     uint64_t status;
     if (pull(c, &status) != 0) goto done;
     result = Py_BuildValue("(KOKy#)", (unsigned long long)delta, exts, (unsigned long long)status,
@@ -1356,7 +1346,7 @@ static PyObject *parse_object(Chain *c, PyObject *const *args, Py_ssize_t nargs,
     goto done;
   }
   if (length > (uint64_t)(size - pos)) {
-    c->pos = pos;
+    c->cur.pos = pos;
     if (length > SSIZE_MAX_U)
       PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C ssize_t");
     else
@@ -1365,7 +1355,7 @@ static PyObject *parse_object(Chain *c, PyObject *const *args, Py_ssize_t nargs,
   }
   payload = PyBytes_FromStringAndSize((const char *)chain_at(c, pos), (Py_ssize_t)length);
   if (!payload) goto done;
-  c->pos = pos + (Py_ssize_t)length;
+  c->cur.pos = pos + (Py_ssize_t)length;
   result = Py_BuildValue("(KOiO)", (unsigned long long)delta, exts, 0, payload);
 done:
   Py_XDECREF(payload);
@@ -1387,7 +1377,7 @@ static PyMethodDef Chain_methods[] = {
     {"extend", (PyCFunction)Chain_extend, METH_O,
      "Append a received chunk (any bytes-like object; None is ignored)."},
     {"push_bytes", (PyCFunction)Chain_extend, METH_O, "Same as extend."},
-    {"tell", (PyCFunction)Chain_tell, METH_NOARGS,
+    {"tell", (PyCFunction)Cursor_tell, METH_NOARGS,
      "Return the cursor, counted from the last commit."},
     {"seek", (PyCFunction)Chain_seek, METH_O,
      "Move the cursor to ``pos`` (0 to ``capacity``); ValueError otherwise."},
@@ -1427,7 +1417,7 @@ static PyMethodDef Chain_methods[] = {
 
 static PyGetSetDef Chain_getset[] = {
     {"capacity", (getter)Chain_get_capacity, NULL, "Bytes held since the last commit.", NULL},
-    {"vi64", (getter)Chain_get_vi64, (setter)Chain_set_vi64,
+    {"vi64", (getter)Cursor_get_vi64, (setter)Cursor_set_vi64,
      "True: the ``*_vint`` methods use vi64; False: RFC 9000 varints.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
