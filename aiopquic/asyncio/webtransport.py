@@ -1322,9 +1322,8 @@ class WebTransportSessionBase:
             return
         proto = self._wt6_check()
         quic = proto._quic
-        st = quic._tx.get(stream_id)
-        if st is not None and st.open and not st.spill and not quic._closed \
-                and not quic._endpoint._deferred:
+        st = quic._writable_now(stream_id)
+        if st is not None:
             # the common case (an open stream, nothing queued anywhere): write, and wait only
             # if part of it had to queue in Python
             self._wt6_send(proto, stream_id, data, end_stream)

@@ -73,6 +73,7 @@ class Compat061Connection:
 
         def get_stream_buffered_bytes(self, stream_id: int) -> int: ...
         def stream_send_pending(self, stream_id: int) -> bool: ...
+        def _writable_now(self, stream_id: int) -> Optional[_TxStream]: ...
         def _add_drain_waiter(self, stream_id: int, callback: Callable[[], None]) -> bool: ...
         def _close_message(self) -> str: ...
         def request_stats(self, callback: Callable[[QuicConnectionStats], None]) -> None: ...
@@ -301,9 +302,8 @@ class Compat061Connection:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
                         or not 0.0 <= value <= 1.0:
                     raise ValueError(f"{name} must be a number in [0, 1]: got {value!r}")
-        st = self._tx.get(stream_id)
-        if st is not None and st.open and not st.spill and not self._endpoint._deferred \
-                and not self._closed:
+        st = self._writable_now(stream_id)
+        if st is not None:
             # the common case (an open stream, nothing queued anywhere): write, and wait only
             # if part of it had to queue in Python
             self.send_stream_data(stream_id, data, end_stream)

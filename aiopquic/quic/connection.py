@@ -651,6 +651,15 @@ class QuicConnection(Compat061Connection):
         unacked: int = lib.aq_txbuf_unacked(st.buf)
         return unacked + sum(map(len, st.spill)) if st.spill else unacked
 
+    def _writable_now(self, stream_id: int) -> Optional[_TxStream]:
+        """``stream_id``'s send state when a write goes straight to its native ring (the
+        stream open, nothing of it queued in Python, the command ring not full, the
+        connection open), else None: the send fast path of the 0.6.1-style calls."""
+        st = self._tx.get(stream_id)
+        if st is None or not st.open or st.spill or self._closed or self._endpoint._deferred:
+            return None
+        return st
+
     def stream_send_pending(self, stream_id: int) -> bool:
         """True while data for ``stream_id`` waits in the Python-side queue
         (``writer.drain()`` waits for this to become False)."""
@@ -1235,17 +1244,14 @@ class QuicConnection(Compat061Connection):
             else:
                 self._qlog_native(_native.NativeEvent(
                     _native.EV_DATAGRAM, 0, self._handle, -1, 0, 0, event.data))
-        queue = self._events
         if type(event) is events.StreamDataReceived:
             sid = event.stream_id
             if sid > self._peer_seen[sid & 3]:
                 self._peer_seen[sid & 3] = sid
-        elif len(queue) >= self.max_queued_events:
+        elif len(self._events) >= self.max_queued_events:
             self.received_datagrams_dropped += 1  # overflow policy: see MAX_QUEUED_EVENTS
             return
-        if queue is _NO_EVENTS:
-            queue = self._events = deque()
-        queue.append(event)
+        self._push_event(event)
 
     def _on_native(self, ev: _native.NativeEvent) -> None:
         t = ev.type
