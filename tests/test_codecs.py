@@ -257,6 +257,15 @@ def test_buffer_vi64_flag_switches_vint(Buf: Any) -> None:
 
 
 @BUFFERS
+def test_buffer_huge_capacity_is_a_hint(Buf: Any) -> None:
+    """A capacity far beyond what is written allocates only what is written."""
+    buf = Buf(capacity=2**45)
+    buf.push_uint8(1)
+    buf.push_bytes(b"x" * (3 << 20))
+    assert buf.capacity == 2**45 and buf.tell() == 1 + (3 << 20)
+
+
+@BUFFERS
 def test_buffer_huge_read_lengths(Buf: Any) -> None:
     """A length near 2**63 fails cleanly (no overflow in the C class's arithmetic)."""
     for buf in (Buf(data=b"abc"), Buf(capacity=8)):

@@ -93,8 +93,10 @@ static Py_ssize_t capacity(Buf *b) {
 
 static int reserve(Buf *b, Py_ssize_t need) {
   if (need <= b->alloc) return 0;
-  /* the first write allocates the whole capacity: one allocation for a buffer sized right */
-  Py_ssize_t n = b->alloc ? b->alloc * 2 : (b->cap > 64 ? b->cap : 64);
+  /* the first write allocates the whole capacity (one allocation for a buffer sized right),
+   * up to 1 MiB: a larger capacity is a hint, as for the Python class, not an allocation */
+  Py_ssize_t first = b->cap < 64 ? 64 : b->cap > (1 << 20) ? (1 << 20) : b->cap;
+  Py_ssize_t n = b->alloc ? b->alloc * 2 : first;
   while (n < need) n *= 2;
   char *m = realloc(b->mem, (size_t)n);
   if (!m) {
