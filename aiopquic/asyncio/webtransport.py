@@ -1322,14 +1322,13 @@ class WebTransportSessionBase:
             return
         proto = self._wt6_check()
         quic = proto._quic
-        st = quic._writable_now(stream_id)
+        st = None if end_stream else proto._wt._send_now(stream_id, data)
         if st is not None:
-            # the common case (an open stream, nothing queued anywhere): write, and wait only
+            # the common case (an open stream, nothing queued anywhere): written; wait only
             # if part of it had to queue in Python
-            self._wt6_send(proto, stream_id, data, end_stream)
             if st.spill or quic._closed:
                 await proto._wait_writable(stream_id)
-            elif not end_stream and quic._endpoint._deferred:
+            elif quic._endpoint._deferred:
                 await asyncio.sleep(0)  # the command ring filled: let the loop run
             return
         if quic.closed or quic.stream_send_pending(stream_id):

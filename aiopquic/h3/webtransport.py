@@ -705,6 +705,22 @@ class WebTransportConnection:
         if end_stream:
             self._maybe_forget(st)
 
+    def _send_now(self, stream_id: int, data: bytes) -> Any:
+        """The fast path of a 0.6.1-style drained write (no FIN) on a stream open for
+        sending in an open session: ``QuicConnection._write_now``'s result (the stream's
+        send state, or None when nothing was written and :meth:`send_stream_data` must
+        be used).  Only for a ``QuicConnection`` underneath."""
+        st = self._streams.get(stream_id)
+        if st is None or not st.send_open:
+            return None
+        s = self._sessions.get(st.session_id)
+        if s is None or s.closed_info is not None:
+            return None
+        tx = self._quic._write_now(stream_id, data, False)
+        if tx is not None:
+            s.tx_sent += len(data)
+        return tx
+
     def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
         """Reset our sending side of a stream with WebTransport code ``error_code``
         (32-bit).  A stream not open for sending is left alone."""

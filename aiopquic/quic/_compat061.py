@@ -72,8 +72,10 @@ class Compat061Connection:
         _peer_max_datagram: int
 
         def get_stream_buffered_bytes(self, stream_id: int) -> int: ...
+        def tx_data_ring_used(self, stream_id: int) -> int: ...
         def stream_send_pending(self, stream_id: int) -> bool: ...
-        def _writable_now(self, stream_id: int) -> Optional[_TxStream]: ...
+        def _write_now(self, stream_id: int, data: Any,
+                       end_stream: bool) -> Optional[_TxStream]: ...
         def _add_drain_waiter(self, stream_id: int, callback: Callable[[], None]) -> bool: ...
         def _close_message(self) -> str: ...
         def request_stats(self, callback: Callable[[QuicConnectionStats], None]) -> None: ...
@@ -142,12 +144,6 @@ class Compat061Connection:
             self._seed_dgram_event.set()
 
     # ---------------------------------------------------------------- stream backpressure
-
-    def tx_data_ring_used(self, stream_id: int) -> int:
-        """Bytes written on ``stream_id`` and not yet acknowledged by the peer (native ring
-        plus the Python-side queue); 0 for a stream never written or already finished.
-        The same count as :meth:`get_stream_buffered_bytes`."""
-        return self.get_stream_buffered_bytes(stream_id)
 
     def tx_sent_bytes(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` that have left the send buffer for good (acknowledged by the
@@ -302,11 +298,10 @@ class Compat061Connection:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
                         or not 0.0 <= value <= 1.0:
                     raise ValueError(f"{name} must be a number in [0, 1]: got {value!r}")
-        st = self._writable_now(stream_id)
+        st = self._write_now(stream_id, data, end_stream)
         if st is not None:
-            # the common case (an open stream, nothing queued anywhere): write, and wait only
+            # the common case (an open stream, nothing queued anywhere): written; wait only
             # if part of it had to queue in Python
-            self.send_stream_data(stream_id, data, end_stream)
             if st.spill:
                 await self._seed_wait_queue(stream_id)
                 if self._closed:

@@ -644,20 +644,40 @@ class QuicConnection(Compat061Connection):
 
     def get_stream_buffered_bytes(self, stream_id: int) -> int:
         """Bytes written on ``stream_id`` and not yet acknowledged by the peer (native ring
-        plus the Python-side queue)."""
+        plus the Python-side queue); 0 for a stream never written or already finished.
+        ``tx_data_ring_used`` is the same method under aiopquic 0.6.1's name."""
         st = self._tx.get(stream_id)
         if st is None or st.buf is None:
             return 0
         unacked: int = lib.aq_txbuf_unacked(st.buf)
         return unacked + sum(map(len, st.spill)) if st.spill else unacked
 
-    def _writable_now(self, stream_id: int) -> Optional[_TxStream]:
-        """``stream_id``'s send state when a write goes straight to its native ring (the
-        stream open, nothing of it queued in Python, the command ring not full, the
-        connection open), else None: the send fast path of the 0.6.1-style calls."""
+    # aiopquic 0.6.1's name for the same count (bound here, not wrapped: aiomoqt calls it
+    # before every object it writes)
+    tx_data_ring_used = get_stream_buffered_bytes
+
+    def _write_now(self, stream_id: int, data: Any, end_stream: bool) -> Optional[_TxStream]:
+        """The send fast path of the 0.6.1-style calls: when ``data`` is ``bytes`` and a write
+        goes straight to ``stream_id``'s native ring (the stream open, nothing of it queued in
+        Python, the command ring not full, the connection open, no qlog trace), write it
+        and return the stream's send state (its ``spill`` is non-empty when part of the
+        write had to queue in Python); else write nothing and return None (the caller takes
+        the checked path, :meth:`send_stream_data`)."""
         st = self._tx.get(stream_id)
-        if st is None or not st.open or st.spill or self._closed or self._endpoint._deferred:
+        ep = self._endpoint
+        if st is None or not st.open or st.spill or self._closed or ep._deferred \
+                or type(data) is not bytes or self._qlog is not None:
             return None
+        n = len(data)
+        st.written += n
+        done = lib.aq_stream_write(ep._native._ptr, self._handle, stream_id, st.buf,
+                                   data if n else ffi.NULL, n, 1 if end_stream else 0)
+        if done == n:
+            if end_stream:
+                st.fin_sent = True
+                st.open = False
+        else:
+            self._spill(stream_id, st, data, max(done, 0), end_stream)
         return st
 
     def stream_send_pending(self, stream_id: int) -> bool:
