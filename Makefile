@@ -34,7 +34,7 @@ PERF_ARGS ?=
 PYTEST_ARGS ?=
 
 # Anything that changes the build reinstalls (and so recompiles the native extension).
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard build_ffi.py csrc/*.c csrc/*.h csrc/pycodecs/*.c)
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard build_ffi.py csrc/*.c csrc/*.h csrc/pycodecs/*.c csrc/pycodecs/*.h)
 
 # Debian packages that give $(PYTHON) a working venv, headers and a C compiler.
 # PyPy: cryptography (needed by the test extras) has PyPy wheels but no Rust toolchain here;

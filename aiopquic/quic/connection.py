@@ -31,6 +31,7 @@ from enum import Enum
 from typing import IO, Any, Callable, Optional, Union
 
 from aiopquic import _native
+from aiopquic._codec_base import c_codecs
 from aiopquic._native import ffi, lib
 from aiopquic.quic import events
 from aiopquic.quic._checks import (
@@ -107,6 +108,23 @@ PROCESS_BATCH = 1024
 """Most native events :meth:`QuicEndpoint.process` handles per call; the event loop adapters
 call it again on the next loop iteration while more are waiting, so a flood of packets cannot
 monopolise the event loop."""
+
+
+def _c_event_builder() -> Optional[Callable[[int, int], list[Any]]]:
+    """``aiopquic._ccodecs._events_from`` (QuicEndpoint._poll's loop in C) on CPython, told
+    once which classes and codes to build; None on PyPy, whose JIT runs the Python loop."""
+    mod = c_codecs()
+    if mod is None or not hasattr(mod, "_events_from"):
+        return None
+    mod._set_event_types(events.StreamDataReceived, events.DatagramFrameReceived,
+                         _native.NativeEvent, _native.EV_STREAM_DATA, _native.EV_DATAGRAM,
+                         _native.FLAG_FIN)
+    fn: Callable[[int, int], list[Any]] = mod._events_from
+    return fn
+
+
+_events_from = _c_event_builder()
+
 
 
 @dataclass(frozen=True)
@@ -1647,6 +1665,7 @@ class QuicEndpoint:
         self._accept_pending: set[int] = set()  # accepted, on_accept waits for the handshake
         self._closed = False
         self._poll_buf: Any = None  # aq_event[batch_size], allocated on first use
+        self._poll_addr = 0  # its address (for _events_from)
         self.batch_size = PROCESS_BATCH
         self.process_calls = 0
         """Calls of :meth:`process` that ran (each wake of the event loop's reader)."""
@@ -1755,7 +1774,10 @@ class QuicEndpoint:
         evs = self._poll_buf
         if evs is None or len(evs) < limit:
             evs = self._poll_buf = ffi.new("aq_event[]", limit)
+            self._poll_addr = int(ffi.cast("uintptr_t", evs))
         n = lib.aq_poll_events(self._native.ptr, evs, limit)
+        if _events_from is not None:  # CPython: the loop below, in C (csrc/pycodecs/events.c)
+            return _events_from(self._poll_addr, n)
         out: list[Any] = []
         append = out.append
         unpack = ffi.unpack

@@ -1,6 +1,7 @@
 /* aiopquic._ccodecs: aiomoqt's codecs for CPython, in C (stable ABI, CPython >= 3.9):
  * aiopquic.buffer.Buffer, aiopquic.streamchain.StreamChain and
- * aiopquic._binding._streamchain.encode_object_subgroup[_vi64].
+ * aiopquic._binding._streamchain.encode_object_subgroup[_vi64].  (The module also holds the
+ * event builder of QuicEndpoint._poll: events.c.)
  *
  * Each is the same as its pure-Python twin in aiopquic/ (which PyPy uses: its JIT runs that
  * faster than a C extension through cpyext), which documents the behaviour;
@@ -20,30 +21,12 @@
  * the Python class does.  The two exception classes are handed in by aiopquic/buffer.py
  * (_set_errors) before the type is used.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pycommon.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-
-/* METH_FASTCALL (positional arguments as a C array, no tuple per call) is in the stable ABI
- * from 3.10 on; CPython has called it the same way since 3.7, so the 3.9 ABI build uses it
- * too.  The calls that take several arguments (the object encoders and parsers above all,
- * one per MoQT object) use it. */
-#ifndef METH_FASTCALL
-#define METH_FASTCALL 0x0080
-#endif
-
-/* Py_RETURN_NONE as CPython 3.12.0-3.12.1's headers define it does not take a reference (None
- * is immortal there), which under 3.11 and older frees None after a while: an abi3 module built
- * with those headers must take it itself. */
-#define RETURN_NONE    \
-  do {                 \
-    Py_INCREF(Py_None); \
-    return Py_None;    \
-  } while (0)
 
 static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
   if (nargs >= lo && nargs <= hi) return 1;
@@ -1481,12 +1464,18 @@ static PyMethodDef module_methods[] = {
      "Same as encode_object_subgroup with draft-18 vi64 integers."},
     {"_set_errors", set_errors, METH_VARARGS,
      "Set the exception classes to raise: (BufferReadError, BufferWriteError)."},
+    {"_set_event_types", aqpy_set_event_types, METH_VARARGS,
+     "Set the event classes and type codes _events_from builds (see events.c)."},
+    {"_events_from", (PyCFunction)(void (*)(void))aqpy_events_from, METH_FASTCALL,
+     "(address of an aq_event array, count) -> list of application events; frees the "
+     "payloads (private: QuicEndpoint._poll)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "aiopquic._ccodecs",
-    "aiopquic.buffer.Buffer in C (CPython); see aiopquic/buffer.py.", -1, module_methods,
+    "aiopquic.buffer.Buffer and the hot event paths in C (CPython); see aiopquic/buffer.py.",
+    -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
 
