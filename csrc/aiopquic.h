@@ -304,6 +304,10 @@ void aq_free(void *p);
 /* TX byte rings.  cap is rounded up to a power of two. */
 aq_txbuf *aq_txbuf_new(size_t cap);
 void aq_txbuf_release(aq_txbuf *tx);
+/* Make a released-by-everyone-else ring new again for another stream (the caller's reference
+ * is then the only one): 1 when done, 0 while the network thread still holds it (then release
+ * it as usual). */
+int aq_txbuf_recycle(aq_txbuf *tx);
 size_t aq_txbuf_space(aq_txbuf *tx);    /* bytes that can be written now */
 uint64_t aq_txbuf_unacked(aq_txbuf *tx); /* written but not yet acknowledged */
 /* Ask for AQ_EV_WRITABLE when the ring drains; returns 1 if it is already writable (no event

@@ -924,6 +924,19 @@ void aq_txbuf_release(aq_txbuf *tx) {
   if (tx) aq_txbuf_decref(tx);
 }
 
+int aq_txbuf_recycle(aq_txbuf *tx) {
+  /* acquire: the network thread's last writes to the ring happen before its decref */
+  if (atomic_load_explicit(&tx->refs, memory_order_acquire) != 1) return 0;
+  atomic_store_explicit(&tx->head, 0, memory_order_relaxed);
+  atomic_store_explicit(&tx->fin_at, 0, memory_order_relaxed);
+  atomic_store_explicit(&tx->acked, 0, memory_order_relaxed);
+  tx->sent = 0;
+  atomic_store_explicit(&tx->notify, 0, memory_order_relaxed);
+  atomic_store_explicit(&tx->want_writable, 0, memory_order_relaxed);
+  tx->attached = 0;
+  return 1;
+}
+
 size_t aq_txbuf_space(aq_txbuf *tx) {
   uint64_t h = atomic_load_explicit(&tx->head, memory_order_relaxed);
   uint64_t a = atomic_load_explicit(&tx->acked, memory_order_acquire);

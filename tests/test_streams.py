@@ -535,3 +535,35 @@ async def test_data_reaches_the_peer_in_the_order_it_was_sent_across_streams(
     # delivered while the lost ones are resent), and a loaded machine's loopback does drop a
     # packet now and then; without loss no round is late (before the fix, nearly all were)
     assert len(late) <= 3, f"(round, control bytes seen, control bytes sent before it): {late}"
+
+
+async def test_finished_streams_rings_are_reused(server_config, client_config):
+    """A finished stream's send ring goes to its endpoint's pool once the network thread has
+    let go of it, and the next stream writes into it from offset 0: many sequential echoes,
+    each larger than the last (so stale bytes or a stale write position would show), arrive
+    intact, and the client allocates far fewer rings than it opens streams."""
+    from aiopquic.quic.connection import RING_POOL_BYTES
+
+    async with running_server(server_config(), stream_handler=echo_stream_handler) as server:
+        with anyio.fail_after(60):
+            async with client(server.local_port, client_config(stream_buffer_size=64 * KiB)
+                              ) as protocol:
+                endpoint = protocol._quic._endpoint
+                new_rings = 0
+                real_new = endpoint._ring_new
+
+                def counting_new(cap: int):
+                    nonlocal new_rings
+                    if not endpoint._ring_pool.get(cap):
+                        new_rings += 1
+                    return real_new(cap)
+
+                endpoint._ring_new = counting_new
+                pattern = Pattern(seed=29)
+                for i in range(24):
+                    payload = pattern.slice(i * 7919, 1000 + i * 9000)
+                    assert await echo_roundtrip(protocol, payload, chunk=16 * KiB) == payload
+                pooled = endpoint._ring_pool_bytes
+                assert 0 < pooled <= RING_POOL_BYTES
+                assert new_rings <= 12, new_rings  # most of the 24 streams took a pooled ring
+    assert endpoint._ring_pool_bytes == 0 and not endpoint._ring_pool  # freed at close

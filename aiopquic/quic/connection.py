@@ -104,6 +104,13 @@ get the smallest ring (:data:`MIN_STREAM_BUFFER_SIZE`, 64 KiB): they still work,
 ``drain()`` just waits sooner, so a connection with thousands of streams cannot pin gigabytes
 of send rings."""
 
+RING_POOL_BYTES = 16 * 1024 * 1024
+"""Bytes of finished streams' send rings an endpoint keeps for its next streams (instead of
+freeing one and allocating another per stream: a request/response protocol opens a stream per
+request, and a 4 MiB ring allocated and freed a hundred at a time cost ~6 us of page faults
+and heap trimming each).  Rings beyond it are freed; all are freed when the endpoint
+closes."""
+
 PROCESS_BATCH = 1024
 """Most native events :meth:`QuicEndpoint.process` handles per call; the event loop adapters
 call it again on the next loop iteration while more are waiting, so a flood of packets cannot
@@ -758,7 +765,7 @@ class QuicConnection(Compat061Connection):
             cap = self.configuration.stream_buffer_size
             if self._tx_ring_bytes + cap > SEND_BUFFER_BUDGET:
                 cap = MIN_STREAM_BUFFER_SIZE  # the budget is spent: a small ring still works
-            buf = lib.aq_txbuf_new(cap)
+            buf = self._endpoint._ring_new(cap)
             if buf == ffi.NULL:
                 raise MemoryError("cannot allocate a stream buffer")
             st = _TxStream(buf, cap)
@@ -1313,7 +1320,7 @@ class QuicConnection(Compat061Connection):
                 st.spill.clear()
                 if st.waiters:
                     self._wake(st)
-                lib.aq_txbuf_release(st.buf)
+                self._endpoint._ring_done(st.buf, st.cap)
                 st.buf = None
                 self._tx_ring_bytes -= st.cap
             # the connection-level part of pending credit still matters: send it
@@ -1463,7 +1470,7 @@ class QuicConnection(Compat061Connection):
             st.spill.clear()
             self._wake(st)
             if st.buf is not None:
-                lib.aq_txbuf_release(st.buf)
+                self._endpoint._ring_done(st.buf, st.cap)
                 st.buf = None
                 self._tx_ring_bytes -= st.cap
         self._tx.clear()
@@ -1665,6 +1672,8 @@ class QuicEndpoint:
         self._accept_pending: set[int] = set()  # accepted, on_accept waits for the handshake
         self._closed = False
         self._poll_buf: Any = None  # aq_event[batch_size], allocated on first use
+        self._ring_pool: dict[int, list[Any]] = {}  # capacity -> reusable send rings
+        self._ring_pool_bytes = 0
         self._poll_addr = 0  # its address (for _events_from)
         self.batch_size = PROCESS_BATCH
         self.process_calls = 0
@@ -1928,6 +1937,26 @@ class QuicEndpoint:
             quic._kick_all()
             quic._seed_cmd_space()
 
+    def _ring_new(self, cap: int) -> Any:
+        """A send ring of ``cap`` bytes for a new stream: a pooled one, else a new one
+        (``ffi.NULL`` when out of memory)."""
+        pool = self._ring_pool.get(cap)
+        if pool:
+            self._ring_pool_bytes -= cap
+            return pool.pop()
+        return lib.aq_txbuf_new(cap)
+
+    def _ring_done(self, buf: Any, cap: int) -> None:
+        """A stream's send ring its connection has dropped: kept for the next stream when the
+        network thread has let go of it too and the pool (:data:`RING_POOL_BYTES`) has room,
+        else freed (freed for good once nobody holds it)."""
+        if not self._closed and self._ring_pool_bytes + cap <= RING_POOL_BYTES and \
+                lib.aq_txbuf_recycle(buf):
+            self._ring_pool.setdefault(cap, []).append(buf)
+            self._ring_pool_bytes += cap
+            return
+        lib.aq_txbuf_release(buf)
+
     def close(self) -> None:
         """Stop the network thread and free the native endpoint (idempotent).  Connections
         still open get an immediate CONNECTION_CLOSE ("endpoint closed") without waiting for
@@ -1940,6 +1969,11 @@ class QuicEndpoint:
             quic._abort_local("endpoint closed")
         self.connections.clear()
         self._native.close()
+        for pool in self._ring_pool.values():
+            for buf in pool:
+                lib.aq_txbuf_release(buf)
+        self._ring_pool.clear()
+        self._ring_pool_bytes = 0
         if self._own_keylog and self._keylog is not None:
             self._keylog.close()
         # Their readers and waiters learn it now (ConnectionTerminated, error 0, "endpoint

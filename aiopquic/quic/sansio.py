@@ -118,6 +118,13 @@ class _Driver:
     def _defer(self, fn: Callable[[], int]) -> None:
         fn()  # commands never wait for ring space here: they apply at once
 
+    def _ring_new(self, cap: int) -> Any:
+        """A new stream's send ring (no pool here: one connection per driver)."""
+        return _native.lib.aq_txbuf_new(cap)
+
+    def _ring_done(self, buf: Any, cap: int) -> None:
+        _native.lib.aq_txbuf_release(buf)
+
     def _write_keylog(self, line: bytes) -> None:
         if self._keylog is not None:
             self._keylog.write(line.decode("ascii", "replace") + "\n")
