@@ -133,7 +133,6 @@ def _c_event_builder() -> Optional[Callable[[int, int], list[Any]]]:
 _events_from = _c_event_builder()
 
 
-
 @dataclass(frozen=True)
 class QuicConnectionStats:
     """A snapshot of a connection's transport state (see
@@ -689,20 +688,10 @@ class QuicConnection(Compat061Connection):
         write had to queue in Python); else write nothing and return None (the caller takes
         the checked path, :meth:`send_stream_data`)."""
         st = self._tx.get(stream_id)
-        ep = self._endpoint
-        if st is None or not st.open or st.spill or self._closed or ep._deferred \
+        if st is None or not st.open or st.spill or self._closed or self._endpoint._deferred \
                 or type(data) is not bytes or self._qlog is not None:
             return None
-        n = len(data)
-        st.written += n
-        done = lib.aq_stream_write(ep._native._ptr, self._handle, stream_id, st.buf,
-                                   data if n else ffi.NULL, n, 1 if end_stream else 0)
-        if done == n:
-            if end_stream:
-                st.fin_sent = True
-                st.open = False
-        else:
-            self._spill(stream_id, st, data, max(done, 0), end_stream)
+        self._write_ring(stream_id, st, data, end_stream)
         return st
 
     def stream_send_pending(self, stream_id: int) -> bool:
@@ -840,6 +829,13 @@ class QuicConnection(Compat061Connection):
                 st.open = False
             return
         self._spill(stream_id, st, data, max(done, 0), end_stream)
+
+    def _release_ring(self, st: _TxStream) -> None:
+        """Hand a stream's send ring back to the endpoint (pooled or freed) and take it off
+        this connection's send-buffer budget."""
+        self._endpoint._ring_done(st.buf, st.cap)
+        st.buf = None
+        self._tx_ring_bytes -= st.cap
 
     def _send_slow(self, stream_id: int, data: Union[bytes, bytearray, memoryview],
                    end_stream: bool) -> None:
@@ -1320,9 +1316,7 @@ class QuicConnection(Compat061Connection):
                 st.spill.clear()
                 if st.waiters:
                     self._wake(st)
-                self._endpoint._ring_done(st.buf, st.cap)
-                st.buf = None
-                self._tx_ring_bytes -= st.cap
+                self._release_ring(st)
             # the connection-level part of pending credit still matters: send it
             self._flush_credit(sid)
             finished = self._finished
@@ -1470,9 +1464,7 @@ class QuicConnection(Compat061Connection):
             st.spill.clear()
             self._wake(st)
             if st.buf is not None:
-                self._endpoint._ring_done(st.buf, st.cap)
-                st.buf = None
-                self._tx_ring_bytes -= st.cap
+                self._release_ring(st)
         self._tx.clear()
 
     def _qlog_native(self, ev: _native.NativeEvent) -> None:
