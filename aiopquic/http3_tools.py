@@ -49,6 +49,11 @@ __all__ = ["serve_main", "get_main", "HttpServerProtocol", "RequestBody", "echo_
 
 SERVER_NAME = f"aiopquic/{_version}".encode()
 _CHUNK = 256 * 1024
+#: files up to this size are answered in the event callback, from memory (see _FileCache)
+SMALL_FILE_BYTES = 64 * 1024
+#: at most this many bytes of small files are kept per root
+FILE_CACHE_BYTES = 16 * 1024 * 1024
+FILE_CACHE_ENTRIES = 4096
 
 
 # ---------------------------------------------------------------------- server
@@ -152,6 +157,85 @@ class RequestBody:
         self._feed(b"", False)
 
 
+class _CachedFile:
+    __slots__ = ("full", "stamp", "data", "ctype")
+
+    def __init__(self, full: str, stamp: tuple[int, ...], data: bytes, ctype: bytes) -> None:
+        self.full = full
+        self.stamp = stamp
+        self.data = data
+        self.ctype = ctype
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _FileCache:
+    """Small files under one root, by request path, for answering a GET without a task.
+
+    An entry is used only while one ``stat`` of its resolved file still shows the same
+    inode, device, size, modification and change times; anything else (the file changed,
+    vanished, or a path component became a symlink to another file) drops the entry and the
+    request takes the full path again (resolution under the root, then the file).  Bounded by
+    FILE_CACHE_ENTRIES and FILE_CACHE_BYTES (oldest entries go first), so requests for many
+    distinct paths cannot grow it."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, _CachedFile] = {}
+        self.size = 0
+
+    def get(self, key: bytes) -> Optional[_CachedFile]:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        try:
+            stamp = _stamp(os.stat(entry.full))
+        except OSError:
+            stamp = ()
+        if stamp == entry.stamp:
+            return entry
+        self.drop(key)
+        return None
+
+    def drop(self, key: bytes) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.size -= len(entry.data)
+
+    def load(self, key: bytes, full: str) -> Optional[_CachedFile]:
+        """Read ``full`` if it is a regular file of at most SMALL_FILE_BYTES and remember it;
+        None for a larger file or one that changed while it was read (the caller streams
+        it instead).  Raises :class:`OSError` when it cannot be opened or read."""
+        fd = os.open(full, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if st.st_size > SMALL_FILE_BYTES:
+                return None
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:
+                return None  # it is being written
+            stamp = _stamp(os.fstat(fd))
+            if stamp != _stamp(st):
+                return None
+        finally:
+            os.close(fd)
+        ctype = (mimetypes.guess_type(full)[0] or "application/octet-stream").encode()
+        entry = _CachedFile(full, stamp, data, ctype)
+        self.drop(key)
+        while self.entries and (len(self.entries) >= FILE_CACHE_ENTRIES
+                                or self.size + len(data) > FILE_CACHE_BYTES):
+            self.drop(next(iter(self.entries)))
+        self.entries[key] = entry
+        self.size += len(data)
+        return entry
+
+
+_file_caches: dict[str, _FileCache] = {}
+
+
 class HttpServerProtocol(WebTransportProtocol):
     """Plain HTTP/3 next to WebTransport: GET/HEAD of files under ``root``, POST/PUT echo.
 
@@ -176,6 +260,8 @@ class HttpServerProtocol(WebTransportProtocol):
                 if event.stream_ended:  # trailers end the body
                     self._bodies.pop(event.stream_id)._feed(b"", True)
                 return
+            if event.stream_ended and self._answer_now(event.stream_id, event.headers):
+                return
             body = RequestBody(self._http, event.stream_id)
             if event.stream_ended:
                 body._feed(b"", True)
@@ -198,6 +284,52 @@ class HttpServerProtocol(WebTransportProtocol):
             if body is not None:  # the client gave up on its request
                 body.discard()
                 body._feed(b"", True)
+
+    def _answer_now(self, stream_id: int, headers: Headers) -> bool:
+        """Answer a body-less GET or HEAD of a small file under ``root`` at once, from the
+        per-root :class:`_FileCache`; False (nothing sent) for anything else, which the task
+        of :meth:`_respond` then serves.  A file that cannot be read also returns False: the
+        task path reports it."""
+        root = self.root
+        if root is None:
+            return False
+        method = path = b""
+        for name, value in headers:
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+        if method != b"GET" and method != b"HEAD":
+            return False
+        cache = _file_caches.get(root)
+        if cache is None:
+            cache = _file_caches[root] = _FileCache()
+        key = path.split(b"?", 1)[0].split(b"#", 1)[0]
+        entry = cache.get(key)
+        if entry is None:
+            full = self._resolve(path.decode("utf-8", "replace"))
+            if full is None:
+                return False
+            try:
+                entry = cache.load(key, full)
+            except OSError:
+                return False
+            if entry is None:
+                return False
+        data = entry.data
+        head = method == b"HEAD"
+        http = self._http
+        http.send_headers(stream_id, [
+            (b":status", b"200"), (b"server", SERVER_NAME), (b"content-type", entry.ctype),
+            (b"content-length", str(len(data)).encode())], end_stream=head or not data)
+        if data and not head:
+            http.send_data(stream_id, data, end_stream=True)
+        if self.log is not None:
+            peer = self._quic.peer_address
+            self.log.write(f"{peer[0] if peer else '?'} {method.decode()} "
+                           f"{path.decode('utf-8', 'replace')} 200 {0 if head else len(data)}\n")
+            self.log.flush()
+        return True
 
     async def _respond(self, stream_id: int, headers: Headers, body: RequestBody) -> None:
         try:
@@ -263,17 +395,22 @@ class HttpServerProtocol(WebTransportProtocol):
                 return 200, len(text)
             self._simple(stream_id, 404, b"not found\n")
             return 404, 0
-        size = os.path.getsize(full)
-        ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
-        self._http.send_headers(stream_id, [
-            (b":status", b"200"), (b"server", SERVER_NAME),
-            (b"content-type", ctype.encode()), (b"content-length", str(size).encode())],
-            end_stream=head or size == 0)
-        if head or size == 0:
-            return 200, 0
-        sent = 0
-        quic = self._quic
-        with open(full, "rb") as f:
+        try:
+            f = open(full, "rb")
+        except OSError:  # unreadable (permissions) or gone since it was resolved
+            self._simple(stream_id, 403, b"forbidden\n")
+            return 403, 0
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
+            self._http.send_headers(stream_id, [
+                (b":status", b"200"), (b"server", SERVER_NAME),
+                (b"content-type", ctype.encode()), (b"content-length", str(size).encode())],
+                end_stream=head or size == 0)
+            if head or size == 0:
+                return 200, 0
+            sent = 0
+            quic = self._quic
             while sent < size:
                 chunk = f.read(min(_CHUNK, size - sent))
                 if not chunk:

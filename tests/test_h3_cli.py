@@ -79,6 +79,58 @@ async def test_serve_files_head_post_and_errors(served):
     assert (await get(port, "/hello.txt", method="DELETE"))[0] == 405
 
 
+async def test_serve_small_files_follow_changes_on_disk(served):
+    """Small files are answered from memory, but every change on disk is seen: new content
+    of the same or another size, a file swapped for a symlink out of the root, a removed
+    file; a large file is streamed whole."""
+    port, _, tmp_path = served
+    hello = tmp_path / "root" / "hello.txt"
+    assert (await get(port, "/hello.txt"))[2] == b"hello over HTTP/3\n"
+    hello.write_bytes(b"HELLO OVER HTTP/3\n")  # same size
+    assert (await get(port, "/hello.txt"))[2] == b"HELLO OVER HTTP/3\n"
+    hello.write_bytes(b"longer than it was before\n")
+    status, headers, body = await get(port, "/hello.txt?v=2")
+    assert (status, body) == (200, b"longer than it was before\n")
+    assert headers[b"content-length"] == b"26"
+    status, headers, body = await get(port, "/hello.txt", method="HEAD")
+    assert (status, body, headers[b"content-length"]) == (200, b"", b"26")
+    hello.unlink()
+    hello.symlink_to(tmp_path / "secret.txt")
+    assert (await get(port, "/hello.txt"))[0] == 404
+    hello.unlink()
+    assert (await get(port, "/hello.txt"))[0] == 404
+    big = os.urandom(200_000)
+    (tmp_path / "root" / "big.bin").write_bytes(big)
+    for _ in range(2):
+        status, headers, body = await get(port, "/big.bin")
+        assert status == 200 and body == big
+    (tmp_path / "root" / "empty").write_bytes(b"")
+    status, headers, body = await get(port, "/empty")
+    assert (status, body, headers[b"content-length"]) == (200, b"", b"0")
+
+
+def test_file_cache_is_bounded(tmp_path, monkeypatch):
+    from aiopquic import http3_tools
+    monkeypatch.setattr(http3_tools, "FILE_CACHE_ENTRIES", 3)
+    monkeypatch.setattr(http3_tools, "FILE_CACHE_BYTES", 250)
+    monkeypatch.setattr(http3_tools, "SMALL_FILE_BYTES", 200)
+    cache = http3_tools._FileCache()
+    for i in range(5):
+        (tmp_path / f"f{i}").write_bytes(b"x" * 50)
+        assert cache.load(f"/f{i}".encode(), str(tmp_path / f"f{i}")) is not None
+    assert list(cache.entries) == [b"/f2", b"/f3", b"/f4"] and cache.size == 150
+    (tmp_path / "g").write_bytes(b"y" * 200)
+    assert cache.load(b"/g", str(tmp_path / "g")) is not None
+    assert list(cache.entries) == [b"/f4", b"/g"] and cache.size == 250  # bytes bound
+    (tmp_path / "h").write_bytes(b"z" * 201)
+    assert cache.load(b"/h", str(tmp_path / "h")) is None  # too large: streamed instead
+    assert cache.get(b"/g") is not None
+    (tmp_path / "g").write_bytes(b"w" * 10)
+    assert cache.get(b"/g") is None and cache.size == 50  # changed on disk: dropped
+    with pytest.raises(OSError):
+        cache.load(b"/none", str(tmp_path / "none"))
+
+
 async def test_serve_webtransport_echo(served):
     port, _, _ = served
     with anyio.fail_after(30):
