@@ -379,7 +379,7 @@ class QuicConfiguration:
     network_poll_us: Optional[int] = None
     """*(aiopquic)* Microseconds the network thread keeps polling after it sent, before it
     sleeps, so the application's answer is picked up without a thread wake-up (yielding the
-    CPU while it polls).  ``None``: ``AIOPQUIC_SPIN_US`` from the environment, else 100.
+    CPU while it polls).  ``None``: ``AIOPQUIC_SPIN_US`` from the environment, else 50.
     ``0`` saves that CPU on servers with many idle connections.  See docs/guides/tuning.md."""
 
     ack_floor_us: Optional[int] = None
