@@ -21,6 +21,7 @@ import mimetypes
 import os
 import signal
 import ssl
+import stat
 import sys
 import time
 from collections import deque
@@ -209,10 +210,11 @@ class _FileCache:
         """Read ``full`` if it is a regular file of at most SMALL_FILE_BYTES and remember it;
         None for a larger file or one that changed while it was read (the caller streams
         it instead).  Raises :class:`OSError` when it cannot be opened or read."""
-        fd = os.open(full, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO swapped in after the path was resolved must not block the loop
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         try:
             st = os.fstat(fd)
-            if st.st_size > SMALL_FILE_BYTES:
+            if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL_FILE_BYTES:
                 return None
             data = os.read(fd, st.st_size + 1)
             if len(data) != st.st_size:
@@ -377,8 +379,13 @@ class HttpServerProtocol(WebTransportProtocol):
         if self.root is None:
             return None
         rel = unquote(path.split("?", 1)[0].split("#", 1)[0])
+        if "\x00" in rel:
+            return None  # no file has that name (%00)
         root = os.path.realpath(self.root)
-        full = os.path.realpath(os.path.join(root, rel.lstrip("/")))
+        try:
+            full = os.path.realpath(os.path.join(root, rel.lstrip("/")))
+        except (OSError, ValueError):  # a symlink loop, a name too long
+            return None
         if full != root and not full.startswith(root + os.sep):
             return None  # outside the root
         if os.path.isdir(full):
@@ -395,13 +402,17 @@ class HttpServerProtocol(WebTransportProtocol):
                 return 200, len(text)
             self._simple(stream_id, 404, b"not found\n")
             return 404, 0
-        try:
-            f = open(full, "rb")
+        try:  # O_NONBLOCK: a FIFO swapped in since the path was resolved must not block
+            f = os.fdopen(os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
         except OSError:  # unreadable (permissions) or gone since it was resolved
             self._simple(stream_id, 403, b"forbidden\n")
             return 403, 0
         with f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                self._simple(stream_id, 404, b"not found\n")
+                return 404, 0
+            size = st.st_size
             ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
             self._http.send_headers(stream_id, [
                 (b":status", b"200"), (b"server", SERVER_NAME),
