@@ -74,7 +74,7 @@ async def test_serve_files_head_post_and_errors(served):
     assert (await get(port, "/../secret.txt"))[0] == 404
     assert (await get(port, "/%2e%2e/secret.txt"))[0] == 404
     assert (await get(port, "/hello%00.txt"))[0] == 404  # a NUL is in no file name
-    assert (await get(port, "/" + "a" * 5000))[0] == 404  # longer than a name may be
+    assert (await get(port, "/" + "a" * 300))[0] == 404  # longer than a name may be
     payload = os.urandom(300_000)
     status, _, body = await get(port, "/anything", method="POST", body=payload)
     assert status == 200 and body == payload
