@@ -172,6 +172,23 @@ def _stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _open_nonblocking(full: str) -> int:
+    """A read-only descriptor of ``full``, opened O_NONBLOCK so that a FIFO swapped in after
+    the path was checked cannot block the event loop (callers accept regular files only).
+    Raises :class:`OSError`."""
+    return os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+
+
+def _content_type(full: str) -> bytes:
+    return (mimetypes.guess_type(full)[0] or "application/octet-stream").encode()
+
+
+def _file_headers(ctype: bytes, size: int) -> Headers:
+    """The response headers of a file served whole (200)."""
+    return [(b":status", b"200"), (b"server", SERVER_NAME), (b"content-type", ctype),
+            (b"content-length", str(size).encode())]
+
+
 class _FileCache:
     """Small files under one root, by request path, for answering a GET without a task.
 
@@ -210,8 +227,7 @@ class _FileCache:
         """Read ``full`` if it is a regular file of at most SMALL_FILE_BYTES and remember it;
         None for a larger file or one that changed while it was read (the caller streams
         it instead).  Raises :class:`OSError` when it cannot be opened or read."""
-        # O_NONBLOCK: a FIFO swapped in after the path was resolved must not block the loop
-        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = _open_nonblocking(full)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL_FILE_BYTES:
@@ -224,8 +240,7 @@ class _FileCache:
                 return None
         finally:
             os.close(fd)
-        ctype = (mimetypes.guess_type(full)[0] or "application/octet-stream").encode()
-        entry = _CachedFile(full, stamp, data, ctype)
+        entry = _CachedFile(full, stamp, data, _content_type(full))
         self.drop(key)
         while self.entries and (len(self.entries) >= FILE_CACHE_ENTRIES
                                 or self.size + len(data) > FILE_CACHE_BYTES):
@@ -321,17 +336,22 @@ class HttpServerProtocol(WebTransportProtocol):
         data = entry.data
         head = method == b"HEAD"
         http = self._http
-        http.send_headers(stream_id, [
-            (b":status", b"200"), (b"server", SERVER_NAME), (b"content-type", entry.ctype),
-            (b"content-length", str(len(data)).encode())], end_stream=head or not data)
+        http.send_headers(stream_id, _file_headers(entry.ctype, len(data)),
+                          end_stream=head or not data)
         if data and not head:
             http.send_data(stream_id, data, end_stream=True)
         if self.log is not None:
-            peer = self._quic.peer_address
-            self.log.write(f"{peer[0] if peer else '?'} {method.decode()} "
-                           f"{path.decode('utf-8', 'replace')} 200 {0 if head else len(data)}\n")
-            self.log.flush()
+            self._log_request(method, path.decode("utf-8", "replace"), 200,
+                              0 if head else len(data))
         return True
+
+    def _log_request(self, method: bytes, path: str, status: int, sent: int) -> None:
+        """One line per request on :attr:`log` (which must be set)."""
+        assert self.log is not None
+        peer = self._quic.peer_address
+        self.log.write(f"{peer[0] if peer else '?'} {method.decode(errors='replace')} "
+                       f"{path} {status} {sent}\n")
+        self.log.flush()
 
     async def _respond(self, stream_id: int, headers: Headers, body: RequestBody) -> None:
         try:
@@ -362,10 +382,7 @@ class HttpServerProtocol(WebTransportProtocol):
             if self.log is not None:
                 self.log.write(f"stream {stream_id}: {exc}\n")
         if self.log is not None:
-            peer = self._quic.peer_address
-            self.log.write(f"{peer[0] if peer else '?'} {method.decode(errors='replace')} "
-                           f"{path} {status} {sent}\n")
-            self.log.flush()
+            self._log_request(method, path, status, sent)
 
     def _simple(self, stream_id: int, status: int, text: bytes,
                 extra: Optional[Headers] = None) -> None:
@@ -402,8 +419,8 @@ class HttpServerProtocol(WebTransportProtocol):
                 return 200, len(text)
             self._simple(stream_id, 404, b"not found\n")
             return 404, 0
-        try:  # O_NONBLOCK: a FIFO swapped in since the path was resolved must not block
-            f = os.fdopen(os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
+        try:
+            f = os.fdopen(_open_nonblocking(full), "rb")
         except OSError:  # unreadable (permissions) or gone since it was resolved
             self._simple(stream_id, 403, b"forbidden\n")
             return 403, 0
@@ -413,11 +430,8 @@ class HttpServerProtocol(WebTransportProtocol):
                 self._simple(stream_id, 404, b"not found\n")
                 return 404, 0
             size = st.st_size
-            ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
-            self._http.send_headers(stream_id, [
-                (b":status", b"200"), (b"server", SERVER_NAME),
-                (b"content-type", ctype.encode()), (b"content-length", str(size).encode())],
-                end_stream=head or size == 0)
+            self._http.send_headers(stream_id, _file_headers(_content_type(full), size),
+                                    end_stream=head or size == 0)
             if head or size == 0:
                 return 200, 0
             sent = 0
